@@ -1,0 +1,49 @@
+"""What every command line of the project shares: one-line usage errors with exit code 2, and
+loading MODEL arguments (a zoo name or an ArchSpec JSON file)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from nas.registry import UnknownModelError, model_spec
+from nas.spec import ArchSpec, SpecError
+
+USAGE_ERROR = 2
+
+
+class UsageError(Exception):
+    """An expected mistake of the user: printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage dump), exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see --help)")
+
+
+def run(
+    prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None
+) -> int:
+    """Run a CLI ``main``; expected mistakes become one line on stderr and exit code 2."""
+    try:
+        return main(argv)
+    except (UsageError, SpecError, UnknownModelError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return USAGE_ERROR
+    except BrokenPipeError:  # output piped into `head`
+        return 0
+
+
+def load_model_arg(
+    model: str, input_size: int | None = None, classes: int | None = None
+) -> ArchSpec:
+    """A MODEL argument: a path to an ArchSpec JSON file, or a registered model name."""
+    options = {k: v for k, v in (("input_size", input_size), ("classes", classes)) if v is not None}
+    if model.endswith(".json") or Path(model).is_file():
+        spec = ArchSpec.load(model)
+        return spec.replace(**options) if options else spec
+    return model_spec(model, **options)

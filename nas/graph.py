@@ -1,0 +1,344 @@
+"""The layer graph of an ArchSpec (networkx), its stable id and its depth.
+
+The graph is the view the scorer reads (DESIGN.md section 5). Nodes are layers: convolutions
+(full-precision ``conv`` or ``binconv``), the classifier ``fc``, pooling, the joins ``add`` /
+``mean`` / ``concat``, and ``input`` / ``output``. Element-wise ops (BN, sign, ReLU) are folded into
+the layer they belong to: a ``binconv`` node stands for Sign -> BinConv (and its BN). Node names
+are the qualified names of the matching ``nn.Module`` in :func:`nas.build_model`'s network, so a
+layer of the graph and a layer of the module can be paired by name.
+
+Each node carries ``kind``, ``cin``, ``cout``, ``kernel``, ``stride``, ``size`` (output side in
+pixels), ``stage`` ("stem", "stage1", ..., "head"), ``macs``, ``params`` and ``bn`` (channels of
+the BN folded into it), and ``weight``: BOPs / 64 for a binary conv, 0 for every other op, the
+gradient-path weight of DESIGN.md section 5.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+
+import networkx as nx
+
+from nas.spec import ArchSpec, Block
+
+WEIGHTED_KINDS = ("conv", "binconv", "fc")
+
+
+@dataclass(frozen=True)
+class Op:
+    """One layer of the graph; see the module docstring for the fields."""
+
+    name: str
+    kind: str
+    inputs: tuple[str, ...]
+    cin: int
+    cout: int
+    size: int
+    stage: str
+    kernel: int = 0
+    stride: int = 1
+    bn: int = 0
+
+    @property
+    def params(self) -> int:
+        if self.kind == "fc":
+            return self.cin * self.cout
+        if self.kind in ("conv", "binconv"):
+            return self.cin * self.cout * self.kernel * self.kernel
+        return 0
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates: C_in * C_out * k_h * k_w * H_out * W_out (fc: C_in * C_out)."""
+        if self.kind == "fc":
+            return self.params
+        return self.params * self.size * self.size
+
+    @property
+    def weight(self) -> float:
+        """Gradient-path weight: BOPs / 64 for a binary conv, 0 otherwise (DESIGN.md section 5)."""
+        return self.macs / 64 if self.kind == "binconv" else 0.0
+
+
+def down(size: int, stride: int) -> int:
+    """Output side of a stride-``stride`` downsampling: ceil(size / stride)."""
+    return -(-size // stride)
+
+
+class _Lowering:
+    """Walks a spec in forward order and emits its ops."""
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+
+    def emit(self, **kw) -> str:
+        self.ops.append(Op(**kw))
+        return kw["name"]
+
+    def stem(self, spec: ArchSpec, x: str) -> tuple[str, int, int]:
+        stem = spec.stem
+        size = down(spec.input_size, stem.stride)
+        x = self.emit(
+            name="stem.conv",
+            kind="conv",
+            inputs=(x,),
+            cin=spec.in_channels,
+            cout=stem.channels,
+            kernel=stem.kernel,
+            stride=stem.stride,
+            size=size,
+            stage="stem",
+            bn=stem.channels,
+        )
+        if stem.kind == "imagenet":
+            size = down(size, 2)
+            x = self.emit(
+                name="stem.pool",
+                kind="maxpool",
+                inputs=(x,),
+                cin=stem.channels,
+                cout=stem.channels,
+                kernel=3,
+                stride=2,
+                size=size,
+                stage="stem",
+            )
+        return x, stem.channels, size
+
+    def transition(self, prefix: str, spec_t, stage: str, x: str, ch: int, size: int):
+        size = down(size, 2)
+        pool = "maxpool" if spec_t.kind == "bn_maxpool_relu_conv" else "avgpool"
+        x = self.emit(
+            name=f"{prefix}.pool",
+            kind=pool,
+            inputs=(x,),
+            cin=ch,
+            cout=ch,
+            kernel=2,
+            stride=2,
+            size=size,
+            stage=stage,
+        )
+        x = self.emit(
+            name=f"{prefix}.conv",
+            kind="conv",
+            inputs=(x,),
+            cin=ch,
+            cout=spec_t.channels,
+            kernel=1,
+            size=size,
+            stage=stage,
+            bn=ch if pool == "maxpool" else spec_t.channels,
+        )
+        return x, spec_t.channels, size
+
+    def block(self, prefix: str, block: Block, stage: str, x: str, ch: int, size: int):
+        dense = block.kind == "dense"
+        out_size = down(size, block.stride)
+        conv_kind = "binconv" if block.binary else "conv"
+        node = {0: x}
+        node_ch = {0: ch}
+        source = {0: x}  # what a shortcut leaving node i reads (node 0 may be projected)
+        if any(i == 0 for i, _ in block.shortcuts) and (block.stride != 1 or ch != block.width):
+            p = x
+            if block.binary and block.stride != 1:
+                p = self.emit(
+                    name=f"{prefix}.projection.pool",
+                    kind="avgpool",
+                    inputs=(x,),
+                    cin=ch,
+                    cout=ch,
+                    kernel=2,
+                    stride=2,
+                    size=out_size,
+                    stage=stage,
+                )
+            source[0] = self.emit(
+                name=f"{prefix}.projection.conv",
+                kind="conv",
+                inputs=(p,),
+                cin=ch,
+                cout=block.width,
+                kernel=1,
+                stride=1 if block.binary else block.stride,
+                size=out_size,
+                stage=stage,
+                bn=block.width,
+            )
+        reads: dict[int, tuple[str, int]] = {0: (x, ch)}  # conv input of edges leaving node i
+        for j in range(1, block.depth + 1):
+            conv_srcs, short_srcs = block.in_edges(j)
+            inputs = []
+            for i in conv_srcs:
+                if i not in reads:  # dense: node i's convs read concat(node 0..i)
+                    if dense:
+                        reads[i] = (
+                            self.emit(
+                                name=f"{prefix}.read{i}",
+                                kind="concat",
+                                inputs=tuple(node[n] for n in range(i + 1)),
+                                cin=sum(node_ch[n] for n in range(i + 1)),
+                                cout=sum(node_ch[n] for n in range(i + 1)),
+                                size=out_size,
+                                stage=stage,
+                            ),
+                            sum(node_ch[n] for n in range(i + 1)),
+                        )
+                    else:
+                        reads[i] = (node[i], node_ch[i])
+                src, cin = reads[i]
+                inputs.append(
+                    self.emit(
+                        name=f"{prefix}.convs.{i}_{j}.conv",
+                        kind=conv_kind,
+                        inputs=(src,),
+                        cin=cin,
+                        cout=block.width,
+                        kernel=block.kernel,
+                        stride=block.stride if i == 0 else 1,
+                        size=out_size,
+                        stage=stage,
+                        bn=cin if dense else block.width,
+                    )
+                )
+            inputs += [source.get(i, node.get(i)) for i in short_srcs]
+            node_ch[j] = block.width
+            if len(inputs) == 1:
+                node[j] = source[j] = inputs[0]
+            else:
+                node[j] = source[j] = self.emit(
+                    name=f"{prefix}.node{j}",
+                    kind=block.join,
+                    inputs=tuple(inputs),
+                    cin=block.width,
+                    cout=block.width,
+                    size=out_size,
+                    stage=stage,
+                )
+        out, out_ch = node[block.depth], block.width
+        if dense:
+            out_ch = ch + block.width
+            out = self.emit(
+                name=f"{prefix}.out",
+                kind="concat",
+                inputs=(x, out),
+                cin=out_ch,
+                cout=out_ch,
+                size=out_size,
+                stage=stage,
+            )
+        return out, out_ch, out_size
+
+
+def lower(spec: ArchSpec) -> list[Op]:
+    """The ops of ``spec`` in forward (topological) order."""
+    low = _Lowering()
+    x = low.emit(
+        name="input",
+        kind="input",
+        inputs=(),
+        cin=spec.in_channels,
+        cout=spec.in_channels,
+        size=spec.input_size,
+        stage="stem",
+    )
+    x, ch, size = low.stem(spec, x)
+    for s, stage in enumerate(spec.stages):
+        name = f"stage{s + 1}"
+        if stage.transition is not None:
+            x, ch, size = low.transition(
+                f"stages.{s}.transition", stage.transition, name, x, ch, size
+            )
+        for b, block in enumerate(stage.blocks):
+            x, ch, size = low.block(f"stages.{s}.blocks.{b}", block, name, x, ch, size)
+    x = low.emit(
+        name="head.pool",
+        kind="gap",
+        inputs=(x,),
+        cin=ch,
+        cout=ch,
+        size=1,
+        stage="head",
+        bn=ch if spec.head.bn_relu else 0,
+    )
+    x = low.emit(
+        name="head.fc", kind="fc", inputs=(x,), cin=ch, cout=spec.classes, size=1, stage="head"
+    )
+    low.emit(
+        name="output",
+        kind="output",
+        inputs=(x,),
+        cin=spec.classes,
+        cout=spec.classes,
+        size=1,
+        stage="head",
+    )
+    return low.ops
+
+
+def spec_graph(spec: ArchSpec) -> nx.DiGraph:
+    """The layer graph of ``spec``: one node per op (attributes as the module docstring says)."""
+    g = nx.DiGraph(name=spec.name)
+    for op in lower(spec):
+        g.add_node(
+            op.name,
+            kind=op.kind,
+            cin=op.cin,
+            cout=op.cout,
+            kernel=op.kernel,
+            stride=op.stride,
+            size=op.size,
+            stage=op.stage,
+            macs=op.macs,
+            params=op.params,
+            bn=op.bn,
+            weight=op.weight,
+        )
+        g.add_edges_from((i, op.name) for i in op.inputs)
+    return g
+
+
+def _labels(g: nx.DiGraph) -> dict[str, str]:
+    return {
+        n: "{kind}|{cin}|{cout}|{kernel}|{stride}|{size}".format(**a) for n, a in g.nodes(data=True)
+    }
+
+
+def arch_id(spec: ArchSpec) -> str:
+    """A canonical hash of the spec's layer graph, its binarisation options included.
+
+    Two encodings of one network (blocks with their edges listed in another order, other spec
+    names) give the same id. Weisfeiler-Lehman hashing can in principle give two different graphs
+    one hash; :func:`same_network` confirms with an isomorphism test.
+    """
+    g = spec_graph(spec)
+    nx.set_node_attributes(g, _labels(g), "label")
+    with warnings.catch_warnings():  # networkx >= 3.5 warns that directed hashes changed in 3.5
+        warnings.simplefilter("ignore", UserWarning)
+        wl = nx.weisfeiler_lehman_graph_hash(g, node_attr="label", iterations=4, digest_size=16)
+    options = f"{wl}|{spec.activation}|{spec.padding}"
+    return hashlib.blake2b(options.encode(), digest_size=8).hexdigest()
+
+
+def same_network(a: ArchSpec, b: ArchSpec) -> bool:
+    """True when the two specs describe one network (isomorphic labelled graphs, same options)."""
+    if (a.activation, a.padding) != (b.activation, b.padding):
+        return False
+    ga, gb = spec_graph(a), spec_graph(b)
+    nx.set_node_attributes(ga, _labels(ga), "label")
+    nx.set_node_attributes(gb, _labels(gb), "label")
+    return nx.is_isomorphic(ga, gb, node_match=lambda x, y: x["label"] == y["label"])
+
+
+def depth(spec: ArchSpec) -> int:
+    """The paper's layer count: weighted layers (convs, binary or not, and the fc) on the longest
+    input -> output path. Bi-Real ResNet18 = stem + 16 binary convs + fc; a 1x1 downsample on a
+    shortcut is parallel to a conv and not counted; transitions on the main path are
+    (BinaryDenseNet28 = 23 + 5, IGP-ResNet37 = 4 * 8 + 5)."""
+    longest: dict[str, int] = {}
+    for op in lower(spec):
+        here = int(op.kind in WEIGHTED_KINDS)
+        longest[op.name] = here + max((longest[i] for i in op.inputs), default=0)
+    return longest["output"]
