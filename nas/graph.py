@@ -40,13 +40,14 @@ class Op:
     kernel: int = 0
     stride: int = 1
     bn: int = 0
+    groups: int = 1
 
     @property
     def params(self) -> int:
         if self.kind == "fc":
             return self.cin * self.cout
         if self.kind in ("conv", "binconv"):
-            return self.cin * self.cout * self.kernel * self.kernel
+            return self.cin * self.cout * self.kernel * self.kernel // self.groups
         return 0
 
     @property
@@ -278,10 +279,36 @@ def lower(spec: ArchSpec) -> list[Op]:
     return low.ops
 
 
+def scopes(ops: list[Op]) -> dict[str, list[tuple[str, str, str]]]:
+    """The stage and block scopes of lowered ops, as ``(name, source, sink)``: the source is the
+    op that feeds the scope (its input), the sink the op that gives its output. A stage starts with
+    its downsampling transition (DESIGN.md section 5); blocks are named by their module path."""
+    found: dict[str, dict[str, list[Op]]] = {"stages": {}, "blocks": {}}
+    for op in ops:
+        if op.stage.startswith("stage"):
+            found["stages"].setdefault(op.stage, []).append(op)
+        parts = op.name.split(".")
+        if len(parts) > 4 and parts[0] == "stages" and parts[2] == "blocks":
+            found["blocks"].setdefault(".".join(parts[:4]), []).append(op)
+    return {
+        kind: [(name, members[0].inputs[0], members[-1].name) for name, members in groups.items()]
+        for kind, groups in found.items()
+    }
+
+
 def spec_graph(spec: ArchSpec) -> nx.DiGraph:
-    """The layer graph of ``spec``: one node per op (attributes as the module docstring says)."""
-    g = nx.DiGraph(name=spec.name)
-    for op in lower(spec):
+    """The layer graph of ``spec``: one node per op (attributes as the module docstring says).
+    ``graph.graph["scopes"]`` holds its stage and block scopes (:func:`scopes`)."""
+    ops = lower(spec)
+    return ops_graph(ops, spec.name, scopes(ops))
+
+
+def ops_graph(
+    ops: list[Op], name: str, scope_map: dict[str, list[tuple[str, str, str]]]
+) -> nx.DiGraph:
+    """A networkx layer graph of ops (shared by specs and traced modules)."""
+    g = nx.DiGraph(name=name, scopes=scope_map)
+    for op in ops:
         g.add_node(
             op.name,
             kind=op.kind,

@@ -1,0 +1,130 @@
+"""A drawing of one stage or block with its cheapest gradient paths (``nas.paths --plot``).
+
+An edge is coloured by the cheapest of the scope's three smallest distinct path costs
+(N_1st, N_2nd, N_3rd) that some path through it has: the forward table from the scope's input and
+the backward table to its output (:mod:`nas.metrics`) give, exactly, the costs of the best paths
+through every edge.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from nas.metrics import PathGraph, backward_tables, forward_tables, scope_stats
+from nas.spec import ArchSpec
+
+COLOURS = ("#1a9850", "#fc8d59", "#d73027")  # N_1st, N_2nd, N_3rd
+KIND_COLOURS = {
+    "binconv": "#4575b4",
+    "conv": "#abd9e9",
+    "add": "#ffffbf",
+    "mean": "#ffffbf",
+    "concat": "#fee090",
+}
+
+
+def _short(name: str, kind: str, prefix: str) -> str:
+    rest = name[len(prefix) + 1 :] if name.startswith(prefix + ".") else name
+    if kind == "binconv":
+        return "bin " + rest.replace("convs.", "").replace(".conv", "")
+    if kind in ("add", "mean", "concat"):
+        return {"add": "+", "mean": "mean", "concat": "cat"}[kind]
+    return rest.replace(".conv", " FP").replace(".pool", " pool")
+
+
+def plot_scope(spec: ArchSpec, graph: PathGraph, scope: str, path: str) -> None:
+    """Write a PNG of ``scope`` (a stage or block name of ``graph``) to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    source, sink = next(
+        (s, t) for n, s, t in graph.scopes["stages"] + graph.scopes["blocks"] if n == scope
+    )
+    fwd = forward_tables(graph, source, sink)
+    bwd = backward_tables(graph, sink)
+    on_path = [n for n in graph.order if n in fwd and n in bwd]
+    best = sorted(fwd.get(sink, {}))[:3]
+
+    def through(u: str, v: str) -> int | None:
+        tail = bwd[v] if v == sink else {b + graph.bops[v]: 1 for b in bwd[v]}
+        totals = {a + b for a in fwd[u] for b in tail}
+        return next((k for k, x in enumerate(best) if x in totals), None)
+
+    g = nx.DiGraph()
+    for v in on_path:
+        g.add_node(v)
+        for u in graph.preds[v]:
+            if u in g:
+                g.add_edge(u, v, rank=through(u, v))
+    layer = {source: 0}
+    for v in nx.topological_sort(g):
+        for u in g.predecessors(v):
+            layer[v] = max(layer.get(v, 0), layer[u] + 1)
+    nx.set_node_attributes(g, layer, "layer")
+    pos = nx.multipartite_layout(g, subset_key="layer")
+    kind_of = _kinds(spec)
+    prefix = (
+        f"stages.{int(scope[5:]) - 1}"
+        if scope.startswith("stage") and scope[5:].isdigit()
+        else scope
+    )
+    width = max(6, 1.3 * (max(layer.values()) + 1))
+    fig, ax = plt.subplots(figsize=(width, 5))
+    for rank in (None, 2, 1, 0):  # cheapest drawn last, on top
+        for skip in (False, True):  # edges that skip a layer bend around the nodes between
+            edges = [
+                (u, v)
+                for u, v, r in g.edges(data="rank")
+                if r == rank and (layer[v] - layer[u] > 1) == skip
+            ]
+            nx.draw_networkx_edges(
+                g,
+                pos,
+                edgelist=edges,
+                ax=ax,
+                arrows=True,
+                arrowsize=10,
+                node_size=900,
+                edge_color="#cccccc" if rank is None else COLOURS[rank],
+                width=1.0 if rank is None else 3.0 - 0.6 * rank,
+                connectionstyle="arc3,rad=0.35" if skip else "arc3,rad=0.0",
+            )
+    nx.draw_networkx_nodes(
+        g,
+        pos,
+        ax=ax,
+        node_size=900,
+        node_color=[KIND_COLOURS.get(kind_of.get(n, ""), "#eeeeee") for n in g],
+    )
+    nx.draw_networkx_labels(
+        g, pos, ax=ax, font_size=7, labels={n: _short(n, kind_of.get(n, ""), prefix) for n in g}
+    )
+    stats = scope_stats(graph, source, sink)
+    for k, value in enumerate(stats.N):
+        if value is not None:
+            ax.plot(
+                [],
+                [],
+                color=COLOURS[k],
+                lw=3,
+                label=f"N_{k + 1}: {value / 1e6:.3g} M ({stats.count[k]} paths)",
+            )
+    ax.legend(loc="upper left", fontsize=8)
+    n_text = _fmt([None if v is None else v / 1e6 for v in stats.N])
+    ax.set_title(f"{spec.name} {scope}: N = {n_text} MFLOP-eq, L = {_fmt(stats.L)}", fontsize=10)
+    ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join("-" if v is None else f"{v:.4g}" for v in values) + ")"
+
+
+def _kinds(spec: ArchSpec) -> dict[str, str]:
+    from nas.graph import lower
+
+    return {op.name: op.kind for op in lower(spec)}
