@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas.graph import lower, scopes
+from nas.graph import Op, lower, scopes
 from nas.metrics import PathGraph, PathReport, path_report
 from nas.spec import ArchSpec
 from nas.trace import BinarySelector, module_scopes, trace_ops
@@ -20,7 +20,11 @@ from nas.trace import BinarySelector, module_scopes, trace_ops
 
 def analyze_spec(spec: ArchSpec) -> PathReport:
     """Gradient-path metrics of a spec, from its layer graph (no module is built)."""
-    ops = lower(spec)
+    return analyze_ops(lower(spec))
+
+
+def analyze_ops(ops: list[Op]) -> PathReport:
+    """:func:`analyze_spec` of lowered ops."""
     return path_report(PathGraph.from_ops(ops, scopes(ops)))
 
 

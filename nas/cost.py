@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from nas.binary import BinaryConv2d
-from nas.graph import lower
+from nas.graph import Op, lower
 from nas.spec import ArchSpec
 
 
@@ -124,9 +124,20 @@ def _report(layers: list[LayerCost], bn: dict[str, int]) -> CostReport:
 
 def spec_cost(spec: ArchSpec, count_bn: bool = False) -> CostReport:
     """The cost of ``spec``, computed from its layer graph (no module is built)."""
+    return ops_cost(lower(spec), count_bn)
+
+
+def ops_flops(ops: list[Op]) -> float:
+    """Total FLOPs (FP MACs + BOPs / 64) of lowered ops: the width solver's inner loop."""
+    fp = sum(op.macs for op in ops if op.kind in ("conv", "fc"))
+    return fp + sum(op.macs for op in ops if op.kind == "binconv") / 64
+
+
+def ops_cost(ops: list[Op], count_bn: bool = False) -> CostReport:
+    """:func:`spec_cost` of lowered ops."""
     layers = []
     bn: dict[str, int] = {}
-    for op in lower(spec):
+    for op in ops:
         if op.kind in ("conv", "binconv", "fc"):
             layers.append(
                 LayerCost(

@@ -16,8 +16,8 @@ gradient-path weight of DESIGN.md section 5.
 from __future__ import annotations
 
 import hashlib
-import warnings
-from dataclasses import dataclass
+from collections import Counter
+from typing import NamedTuple
 
 import networkx as nx
 
@@ -26,9 +26,9 @@ from nas.spec import ArchSpec, Block
 WEIGHTED_KINDS = ("conv", "binconv", "fc")
 
 
-@dataclass(frozen=True)
-class Op:
-    """One layer of the graph; see the module docstring for the fields."""
+class Op(NamedTuple):
+    """One layer of the graph; see the module docstring for the fields. (A named tuple: the
+    search lowers thousands of specs, and tuples are built fastest.)"""
 
     name: str
     kind: str
@@ -334,25 +334,45 @@ def _labels(g: nx.DiGraph) -> dict[str, str]:
 
 
 def arch_id(spec: ArchSpec) -> str:
-    """A canonical hash of the spec's layer graph, its binarisation options included.
+    """A canonical hash of the spec's layer graph: the architecture, not its training options
+    (``activation`` and ``padding`` are how it is trained and run, not what it is).
 
     Two encodings of one network (blocks with their edges listed in another order, other spec
     names) give the same id. Weisfeiler-Lehman hashing can in principle give two different graphs
     one hash; :func:`same_network` confirms with an isomorphism test.
     """
-    g = spec_graph(spec)
-    nx.set_node_attributes(g, _labels(g), "label")
-    with warnings.catch_warnings():  # networkx >= 3.5 warns that directed hashes changed in 3.5
-        warnings.simplefilter("ignore", UserWarning)
-        wl = nx.weisfeiler_lehman_graph_hash(g, node_attr="label", iterations=4, digest_size=16)
-    options = f"{wl}|{spec.activation}|{spec.padding}"
-    return hashlib.blake2b(options.encode(), digest_size=8).hexdigest()
+    return ops_arch_id(lower(spec))
+
+
+def ops_arch_id(ops: list[Op], iterations: int = 4) -> str:
+    """Weisfeiler-Lehman hash of the layer graph of ``ops`` (Shervashidze et al. 2011): each op
+    starts from its label (kind and shape); every round relabels it with the sorted labels of its
+    inputs and of its consumers; the id hashes the multiset of all labels seen."""
+    label = {
+        op.name: f"{op.kind}|{op.cin}|{op.cout}|{op.kernel}|{op.stride}|{op.size}" for op in ops
+    }
+    consumers: dict[str, list[str]] = {op.name: [] for op in ops}
+    for op in ops:
+        for i in op.inputs:
+            consumers[i].append(op.name)
+    inputs = {op.name: op.inputs for op in ops}
+    seen = Counter(label.values())
+    for _ in range(iterations):
+        label = {
+            n: hashlib.blake2b(
+                f"{label[n]}<{','.join(sorted(label[i] for i in inputs[n]))}"
+                f">{','.join(sorted(label[c] for c in consumers[n]))}".encode(),
+                digest_size=8,
+            ).hexdigest()
+            for n in label
+        }
+        seen.update(label.values())
+    text = ",".join(f"{k}:{v}" for k, v in sorted(seen.items()))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def same_network(a: ArchSpec, b: ArchSpec) -> bool:
-    """True when the two specs describe one network (isomorphic labelled graphs, same options)."""
-    if (a.activation, a.padding) != (b.activation, b.padding):
-        return False
+    """True when the two specs describe one network (isomorphic labelled graphs)."""
     ga, gb = spec_graph(a), spec_graph(b)
     nx.set_node_attributes(ga, _labels(ga), "label")
     nx.set_node_attributes(gb, _labels(gb), "label")
@@ -364,8 +384,13 @@ def depth(spec: ArchSpec) -> int:
     input -> output path. Bi-Real ResNet18 = stem + 16 binary convs + fc; a 1x1 downsample on a
     shortcut is parallel to a conv and not counted; transitions on the main path are
     (BinaryDenseNet28 = 23 + 5, IGP-ResNet37 = 4 * 8 + 5)."""
+    return ops_depth(lower(spec))
+
+
+def ops_depth(ops: list[Op]) -> int:
+    """:func:`depth` of lowered ops."""
     longest: dict[str, int] = {}
-    for op in lower(spec):
+    for op in ops:
         here = int(op.kind in WEIGHTED_KINDS)
         longest[op.name] = here + max((longest[i] for i in op.inputs), default=0)
     return longest["output"]

@@ -202,7 +202,7 @@ def igp_resnet69(**options) -> ArchSpec:
     return _igp_resnet("igp_resnet69", 5, 31, **options)
 
 
-def _densenet(
+def densenet_layout(
     name: str,
     units: tuple[int, ...],
     reductions: tuple[float, ...],
@@ -210,6 +210,7 @@ def _densenet(
     *,
     round_to_32: bool,
     columns: int = 1,
+    join: str = "mean",
     input_size: int = 224,
     classes: int = 1000,
     stem: str | None = None,
@@ -229,7 +230,8 @@ def _densenet(
             ch = out
         stages.append(
             Stage(
-                blocks=tuple(dense_unit(growth, columns) for _ in range(n)), transition=transition
+                blocks=tuple(dense_unit(growth, columns, join) for _ in range(n)),
+                transition=transition,
             )
         )
         ch += n * growth
@@ -250,7 +252,7 @@ def binary_densenet28(**options) -> ArchSpec:
 
     Not a row of Table 1: 4.202 M binary + 0.910 M FP weights -> 33.3 Mbit, 0.259e9 FLOPs
     (MeliusNet quotes 2.58e8)."""
-    return _densenet(
+    return densenet_layout(
         "binary_densenet28", (6, 6, 6, 5), (2.7, 2.7, 2.2), 64, round_to_32=True, **options
     )
 
@@ -261,7 +263,7 @@ def binary_densenet37(**options) -> ArchSpec:
     reductions (3.3, 3.3, 4), transition widths rounded to 32.
 
     Not a row of Table 1: 42.0 Mbit, 0.270e9 FLOPs."""
-    return _densenet(
+    return densenet_layout(
         "binary_densenet37", (6, 8, 12, 6), (3.3, 3.3, 4), 64, round_to_32=True, **options
     )
 
@@ -270,7 +272,7 @@ def binary_densenet37(**options) -> ArchSpec:
 def binary_densenet45(**options) -> ArchSpec:
     """BinaryDenseNet45 (Bethge et al., ICCVW 2019; larq-zoo): growth 64, units (6, 12, 14, 8),
     reductions (2.7, 3.3, 4), transition widths rounded to 32. Not a row of Table 1."""
-    return _densenet(
+    return densenet_layout(
         "binary_densenet45", (6, 12, 14, 8), (2.7, 3.3, 4), 64, round_to_32=True, **options
     )
 
@@ -284,7 +286,7 @@ def binary_densenet51(**options) -> ArchSpec:
     Table 1: 34.8 Mbit / 0.27e9 FLOPs. Reached: 34.48 Mbit / 0.266e9 FLOPs: the FLOPs match the
     printed digits, the storage is 0.3 Mbit low (rounding transition widths to 32 instead gives
     33.5 Mbit / 0.262e9, further off). The paper's exact transitions are unknown."""
-    return _densenet(
+    return densenet_layout(
         "binary_densenet51", (12, 12, 12, 10), (2.7, 2.7, 2.2), 32, round_to_32=False, **options
     )
 
@@ -297,7 +299,7 @@ def binary_densenet69(**options) -> ArchSpec:
 
     Table 1: 42.0 Mbit / 0.28e9 FLOPs. Reached: 41.63 Mbit / 0.277e9 FLOPs: the FLOPs match the
     printed digits, the storage is 0.4 Mbit low. The paper's exact transitions are unknown."""
-    return _densenet(
+    return densenet_layout(
         "binary_densenet69", (12, 16, 24, 12), (3.3, 3.3, 4), 32, round_to_32=False, **options
     )
 
@@ -312,7 +314,7 @@ def igp_densenet51(**options) -> ArchSpec:
     0.312e9 FLOPs. The unit and the transitions of the paper are not in the text we have; other
     reductions could be fitted to the two numbers, but nothing in the paper supports any choice,
     so the BinaryDenseNet reductions are kept."""
-    return _densenet(
+    return densenet_layout(
         "igp_densenet51", (6, 6, 6, 5), (2.7, 2.7, 2.2), 53, round_to_32=False, columns=2, **options
     )
 
@@ -325,6 +327,6 @@ def igp_densenet69(**options) -> ArchSpec:
     Table 1: 41.5 Mbit / 0.31e9 FLOPs. NOT reproduced: this reconstruction reaches 36.70 Mbit /
     0.304e9 FLOPs (the storage gap is in the FP transitions, whose widths the paper does not
     give)."""
-    return _densenet(
+    return densenet_layout(
         "igp_densenet69", (6, 8, 12, 6), (3.3, 3.3, 4), 48, round_to_32=False, columns=2, **options
     )

@@ -133,10 +133,10 @@ def test_two_encodings_of_one_network_share_the_id():
 
 def test_different_networks_have_different_ids():
     ids = {arch_id(model_spec(n)) for n in list_models()}
-    assert len(ids) == len(list_models())
+    assert len(ids) == len(list_models())  # igp_resnet37 and 41 differ in width only: still two
     base = model_spec("bireal_resnet18")
-    assert arch_id(base.replace(activation="ste")) != arch_id(base)
-    assert arch_id(base.replace(padding="one")) != arch_id(base)
+    # training options are not the architecture
+    assert arch_id(base.replace(activation="ste", padding="one")) == arch_id(base)
     assert arch_id(model_spec("bireal_resnet18", classes=10)) != arch_id(base)
     assert not same_network(model_spec("bireal_resnet18"), model_spec("binary_resnet18"))
 

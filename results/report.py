@@ -1,0 +1,257 @@
+"""The report of a search run, built from its files alone: ``python -m results.report RUN_DIR``.
+
+Reads ``settings.json``, ``candidates.csv`` and ``specs/``; writes ``report.md``, ``report.html``
+and ``plots/*.png`` (pandas tables, matplotlib plots), each atomically.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from results.run import (
+    CANDIDATES,
+    atomic_savefig,
+    atomic_write_text,
+    is_run_dir,
+    read_settings,
+)
+
+SPACE_COLOURS = {"resnet": "#4575b4", "densenet": "#d73027"}
+
+
+def pareto_front(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Rows not dominated in (x, y), both minimised, sorted by x."""
+    rows = table.sort_values([x, y])
+    front, best = [], float("inf")
+    for _, row in rows.iterrows():
+        if row[y] < best:
+            front.append(row)
+            best = row[y]
+    return pd.DataFrame(front)
+
+
+def _scatter(ax, table: pd.DataFrame, x: str, scale: float) -> None:
+    found = table[table["reference"].fillna("") == ""]
+    refs = table[table["reference"].fillna("") != ""]
+    for space, part in found.groupby("space"):
+        ax.scatter(
+            part[x] / scale,
+            part["N_2nd"] / 1e6,
+            s=10,
+            alpha=0.6,
+            color=SPACE_COLOURS.get(space, "grey"),
+            label=f"{space} candidates",
+        )
+    ax.scatter(
+        refs[x] / scale,
+        refs["N_2nd"] / 1e6,
+        marker="*",
+        s=120,
+        color="black",
+        label="reference models",
+    )
+    for _, r in refs.iterrows():
+        note = "" if r["in_band"] else " (out of band)"
+        ax.annotate(
+            r["reference"] + note,
+            (r[x] / scale, r["N_2nd"] / 1e6),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+    ax.set_ylabel("N_2nd, mean over stages (M FLOP-eq, log)")
+    ax.set_yscale("log")
+
+
+def make_plots(run_dir: Path, settings: dict, table: pd.DataFrame) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = run_dir / "plots"
+    made: dict[str, str] = {}
+    scored = table.dropna(subset=["N_2nd"])
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    low, high = settings["budget"] * (1 - settings["tolerance"]), settings["budget"]
+    ax.axvspan(low / 1e9, high / 1e9, color="#e0f3f8", label="budget band")
+    _scatter(ax, scored, "flops", 1e9)
+    ax.set_xlabel("FLOPs (1e9) = FP MACs + BOPs/64")
+    ax.set_title("gradient-path key against FLOPs")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_savefig(fig, plots / "key_vs_flops.png", dpi=110)
+    plt.close(fig)
+    made["key_vs_flops"] = "plots/key_vs_flops.png"
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    _scatter(ax, scored, "storage_mbit", 1.0)
+    in_band = scored[scored["in_band"].astype(bool)]
+    front = pareto_front(in_band, "storage_mbit", "N_2nd")
+    if len(front):
+        ax.step(
+            front["storage_mbit"],
+            front["N_2nd"] / 1e6,
+            where="post",
+            color="green",
+            label="Pareto front (in band)",
+            marker="o",
+            markersize=7,
+            markerfacecolor="none",
+            zorder=5,
+        )
+    ax.set_xlabel("storage (Mbit)")
+    ax.set_title("gradient-path key against storage")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_savefig(fig, plots / "key_vs_storage.png", dpi=110)
+    plt.close(fig)
+    made["key_vs_storage"] = "plots/key_vs_storage.png"
+
+    best = sorted((run_dir / "specs").glob("rank*.json"))
+    if best:
+        from nas.graph import lower, scopes
+        from nas.metrics import PathGraph
+        from nas.pathplot import plot_scope
+        from nas.spec import ArchSpec
+
+        spec = ArchSpec.load(best[0])
+        ops = lower(spec)
+        path = plots / "best_stage1.png"
+        tmp = plots / ".best_stage1.tmp.png"
+        plot_scope(spec, PathGraph.from_ops(ops, scopes(ops)), "stage1", str(tmp))
+        tmp.replace(path)
+        made["best_stage1"] = "plots/best_stage1.png"
+    return made
+
+
+def _tables(table: pd.DataFrame, top: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    shown = [
+        "rank",
+        "arch_id",
+        "space",
+        "reference",
+        "in_band",
+        "flops",
+        "storage_mbit",
+        "width",
+        "depth",
+        "N_1st",
+        "N_2nd",
+        "N_3rd",
+        "L_1st",
+        "L_2nd",
+        "L_3rd",
+    ]
+    view = table[shown].copy()
+    view["flops"] = (view["flops"] / 1e9).round(4)
+    view["storage_mbit"] = view["storage_mbit"].round(2)
+    for c in ("N_1st", "N_2nd", "N_3rd"):
+        view[c] = (view[c] / 1e6).round(4)
+    view = view.rename(
+        columns={
+            "flops": "FLOPs (1e9)",
+            "N_1st": "N_1st (M)",
+            "N_2nd": "N_2nd (M)",
+            "N_3rd": "N_3rd (M)",
+        }
+    )
+    found = view[view["reference"].fillna("") == ""].head(top)
+    refs = view[view["reference"].fillna("") != ""]
+    return found, refs
+
+
+def build_report(run_dir: Path) -> Path:
+    """Write report.md, report.html and the plots of ``run_dir``; returns report.md's path."""
+    settings = read_settings(run_dir)
+    table = pd.read_csv(run_dir / CANDIDATES, keep_default_na=True)
+    table["reference"] = table["reference"].fillna("")
+    plots = make_plots(run_dir, settings, table)
+    found, refs = _tables(table, settings["top"])
+    n_found = int((table["reference"] == "").sum())
+    low = settings["budget"] * (1 - settings["tolerance"])
+    facts = pd.DataFrame(
+        [
+            ("budget", f"{settings['budget']:.4g} FLOPs ({settings['budget_text']})"),
+            ("band", f"[{low:.4g}, {settings['budget']:.4g}] FLOPs"),
+            ("space", settings["space"]),
+            ("trials", settings["trials"]),
+            ("sampler", settings["sampler"]),
+            ("seed", settings["seed"]),
+            ("input", f"{settings['input_size']} px, {settings['classes']} classes"),
+            ("distinct candidates", n_found),
+            ("ranking key", settings["scorer"]),
+            ("study", f"{settings['study_name']} at {settings['storage']}"),
+        ],
+        columns=["setting", "value"],
+    )
+    intro = (
+        "Candidates are ranked by their gradient paths, without training: the key is the mean "
+        "over stages of (N_1st, N_2nd, N_3rd), the three smallest distinct costs of a gradient "
+        "path through a stage, a binary conv costing its BOPs/64 (Zhu et al., 'Improving "
+        "Gradient Paths for Binary Convolutional Neural Networks'). Smaller ranks first. "
+        "Reference models of the paper are ranked with their own exact FLOPs."
+    )
+    md = [
+        f"# Search report: {settings['study_name']}",
+        "",
+        intro,
+        "",
+        facts.to_markdown(index=False),
+        "",
+        f"## Top {len(found)} candidates",
+        "",
+        found.to_markdown(index=False),
+        "",
+        "## Reference models",
+        "",
+        refs.to_markdown(index=False),
+        "",
+        "## Plots",
+        "",
+    ]
+    md += [f"![{name}]({path})" for name, path in plots.items()]
+    atomic_write_text(run_dir / "report.md", "\n".join(md) + "\n")
+    images = "".join(
+        f'<h3>{n}</h3><img src="{p}" style="max-width:100%">' for n, p in plots.items()
+    )
+    html = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>Search report {settings['study_name']}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
+        "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>"
+        f"<h1>Search report: {settings['study_name']}</h1><p>{intro}</p>"
+        f"{facts.to_html(index=False)}<h2>Top {len(found)} candidates</h2>"
+        f"{found.to_html(index=False)}<h2>Reference models</h2>{refs.to_html(index=False)}"
+        f"<h2>Plots</h2>{images}</body></html>"
+    )
+    atomic_write_text(run_dir / "report.html", html)
+    return run_dir / "report.md"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from nas import _cli
+
+    parser = _cli.Parser(
+        prog="python -m results.report", description="Rebuild a search run's report from its files."
+    )
+    parser.add_argument("run_dir")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if not is_run_dir(run_dir) or not (run_dir / CANDIDATES).is_file():
+        raise _cli.UsageError(
+            f"{run_dir} is not a finished search run (no settings.json and {CANDIDATES})"
+        )
+    print(build_report(run_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    from nas import _cli
+
+    sys.exit(_cli.run("results.report", main))

@@ -1,0 +1,162 @@
+"""The ResNet family: per stage, blocks of binary 3x3 convs whose shortcut placement is searched."""
+
+from __future__ import annotations
+
+import optuna
+
+from nas.blocks import chain_convs, fractal_convs, shortcuts
+from nas.spec import ArchSpec, Block, Stage, Stem, Transition
+from search_spaces._base import Param, SearchSpace, Structure
+
+STAGES = 4
+MAX_DEPTH = 4
+
+
+def _pairs(depth: int) -> list[tuple[int, int]]:
+    return [(i, j) for j in range(1, depth + 1) for i in range(j)]
+
+
+class ResNetSpace(SearchSpace):
+    """Binary ResNets: per stage the number of blocks; one block design for all stages, as in the
+    paper's networks (a chain of M binary convs with any set of identity edges i -> j over its
+    M + 1 nodes, or a FractalNet block of C columns), and how its nodes join their inputs;
+    downsampling inside the first block of a stage (Bi-Real) or by an FP transition (IGP-ResNet);
+    stage widths W, 2W, 4W, 8W with the base width W solved to the budget."""
+
+    name = "resnet"
+    width_label = "base width"
+    width_bounds = (8, 512)
+
+    def parameters(self) -> list[Param]:
+        return [
+            Param(
+                "downsample",
+                ("in_block", "transition"),
+                when="stages 2-4: stride-2 first block (Bi-Real) or AvgPool + FP 1x1 (IGP)",
+            ),
+            Param("stem_width", ("base", "64"), when="stem channels: W, or 64"),
+            Param("s<k>_blocks", low=1, high=6, when="each stage k = 1..4"),
+            Param("block", ("chain", "fractal"), when="the block of every stage"),
+            Param("depth", low=1, high=MAX_DEPTH, when="chain: M convs in a row"),
+            Param("sc_<i>_<j>", (False, True), when="chain: identity edge i -> j, 0 <= i < j <= M"),
+            Param("columns", low=2, high=5, when="fractal: C columns, 2^C - 1 convs"),
+            Param(
+                "fractal_shortcuts",
+                ("none", "bireal", "outer"),
+                when="fractal: identity edges along the deepest column",
+            ),
+            Param("join", ("add", "mean"), when="how a node joins its inputs"),
+        ]
+
+    def sample(self, trial: optuna.Trial) -> Structure:
+        s: Structure = {
+            name: self.param(name).suggest(trial) for name in ("downsample", "stem_width", "block")
+        }
+        if s["block"] == "chain":
+            s["depth"] = self.param("depth").suggest(trial)
+            for i, j in _pairs(s["depth"]):
+                s[f"sc_{i}_{j}"] = self.param("sc_<i>_<j>").suggest(trial, f"sc_{i}_{j}")
+        else:
+            s["columns"] = self.param("columns").suggest(trial)
+            s["fractal_shortcuts"] = self.param("fractal_shortcuts").suggest(trial)
+        s["join"] = self.param("join").suggest(trial)
+        for k in range(1, STAGES + 1):
+            s[f"s{k}_blocks"] = self.param("s<k>_blocks").suggest(trial, f"s{k}_blocks")
+        return s
+
+    def _block(self, s: Structure, width: int, stride: int) -> Block:
+        if s["block"] == "chain":
+            convs = chain_convs(s["depth"])
+            identity = tuple(e for e in _pairs(s["depth"]) if s.get(f"sc_{e[0]}_{e[1]}"))
+        else:
+            convs = fractal_convs(s["columns"])
+            identity = shortcuts(s["fractal_shortcuts"], 2 ** (s["columns"] - 1))
+        return Block(
+            kind="residual",
+            width=width,
+            convs=convs,
+            shortcuts=identity,
+            join=s["join"],
+            stride=stride,
+        )
+
+    def build(self, structure: Structure, width: int, input_size: int, classes: int) -> ArchSpec:
+        s = structure
+        in_block = s["downsample"] == "in_block"
+        stages = []
+        for k in range(1, STAGES + 1):
+            w = width * 2 ** (k - 1)
+            blocks = tuple(
+                self._block(s, w, 2 if in_block and k > 1 and b == 0 else 1)
+                for b in range(s[f"s{k}_blocks"])
+            )
+            transition = None if in_block or k == 1 else Transition("avgpool_conv", w)
+            stages.append(Stage(blocks=blocks, transition=transition))
+        stem = Stem(
+            "imagenet" if input_size >= 64 else "small", width if s["stem_width"] == "base" else 64
+        )
+        return ArchSpec(
+            name=f"resnet-w{width}",
+            stages=tuple(stages),
+            stem=stem,
+            input_size=input_size,
+            classes=classes,
+            activation="approxsign",
+        )
+
+    def references(self) -> dict[str, tuple[Structure, int]]:
+        def chain(blocks: tuple[int, ...], edges: set[tuple[int, int]]) -> Structure:
+            s: Structure = {
+                "downsample": "in_block",
+                "stem_width": "64",
+                "block": "chain",
+                "depth": 2,
+                "join": "add",
+            }
+            s |= {f"sc_{i}_{j}": (i, j) in edges for i, j in _pairs(2)}
+            return s | {f"s{k}_blocks": n for k, n in enumerate(blocks, 1)}
+
+        def fractal(columns: int) -> Structure:
+            s: Structure = {
+                "downsample": "transition",
+                "stem_width": "base",
+                "block": "fractal",
+                "columns": columns,
+                "fractal_shortcuts": "bireal",
+                "join": "mean",
+            }
+            return s | {f"s{k}_blocks": 1 for k in range(1, STAGES + 1)}
+
+        bireal, resnet = {(0, 1), (1, 2)}, {(0, 2)}
+        return {
+            "bireal_resnet18": (chain((2, 2, 2, 2), bireal), 64),
+            "bireal_resnet34": (chain((3, 4, 6, 3), bireal), 64),
+            "binary_resnet18": (chain((2, 2, 2, 2), resnet), 64),
+            "ebireal_resnet18": (chain((2, 2, 2, 2), bireal | resnet), 64),
+            "igp_resnet21": (fractal(3), 53),
+            "igp_resnet37": (fractal(4), 41),
+            "igp_resnet41": (fractal(4), 48),
+            "igp_resnet69": (fractal(5), 31),
+        }
+
+    def extremes(self) -> tuple[Structure, Structure]:
+        small: Structure = {
+            "downsample": "in_block",
+            "stem_width": "base",
+            "block": "chain",
+            "depth": 1,
+            "sc_0_1": False,
+            "join": "add",
+        }
+        large: Structure = {
+            "downsample": "transition",
+            "stem_width": "base",
+            "block": "fractal",
+            "columns": 5,
+            "fractal_shortcuts": "bireal",
+            "join": "add",
+        }
+        for k in range(1, STAGES + 1):
+            small[f"s{k}_blocks"] = 1
+            large[f"s{k}_blocks"] = 6
+        return small, large

@@ -1,0 +1,325 @@
+"""The search: spaces, equal FLOPs by construction, the run directory, resume, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from nas import arch_id, model_spec, spec_cost
+from nas.budget import parse_budget
+from search_spaces import get_space, list_spaces
+
+ROOT = Path(__file__).parent.parent
+BUDGET = 0.16e9
+COLUMNS = [
+    "arch_id",
+    "space",
+    "flops",
+    "bops",
+    "fp_macs",
+    "storage_mbit",
+    "params",
+    "N_1st",
+    "N_2nd",
+    "N_3rd",
+    "L_1st",
+    "L_2nd",
+    "L_3rd",
+    "rank",
+]
+
+
+def _search(*args, check=True, **kw) -> subprocess.CompletedProcess:
+    out = subprocess.run(
+        [sys.executable, "-m", "nas.search", "--no-progress", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        **kw,
+    )
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("0.16GFLOPs", 0.16e9),
+        ("160MFLOPs", 1.6e8),
+        ("1.6e8", 1.6e8),
+        ("160 M", 1.6e8),
+        ("2gflop", 2e9),
+    ],
+)
+def test_budget_strings(text, value):
+    assert parse_budget(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["abc", "-1", "0", "1.6e8 bananas"])
+def test_bad_budget_strings(text):
+    with pytest.raises(ValueError):
+        parse_budget(text)
+
+
+@pytest.mark.parametrize("space", list_spaces())
+def test_zoo_models_are_points_of_the_spaces(space):
+    sp = get_space(space)
+    for name, (structure, width) in sp.references().items():
+        built, zoo = sp.build(structure, width, 224, 1000), model_spec(name)
+        assert arch_id(built) == arch_id(zoo), name
+        assert spec_cost(built).total == spec_cost(zoo).total, name
+
+
+@pytest.mark.parametrize("space", list_spaces())
+def test_solved_width_is_the_largest_that_fits(space):
+    """Against a brute-force scan of every width."""
+    sp = get_space(space)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=7))
+    for _ in range(6):
+        trial = study.ask()
+        structure = sp.sample(trial)
+        study.tell(trial, 0.0)
+        solved = sp.solve(structure, BUDGET, 0.05, 224, 1000)
+        lo, hi = sp.width_bounds
+        fitting = [w for w in range(lo, hi + 1) if sp.flops(structure, w, 224, 1000) <= BUDGET]
+        if not fitting:
+            assert solved.spec is None and "over budget" in solved.reason
+            continue
+        assert solved.width == max(fitting)
+        in_band = BUDGET * 0.95 <= solved.flops <= BUDGET
+        assert (solved.spec is not None) == in_band
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "first-run"
+    _search("--budget", "0.16GFLOPs", "--trials", "60", "--seed", "3", "--out", str(out))
+    return out
+
+
+def test_run_directory_and_candidates(run):
+    table = pd.read_csv(run / "candidates.csv")
+    assert set(COLUMNS) <= set(table.columns)
+    found = table[table["reference"].isna()]
+    assert len(found) > 10
+    assert ((found["flops"] >= BUDGET * 0.95) & (found["flops"] <= BUDGET)).all()
+    assert found["arch_id"].is_unique
+    assert list(table["rank"]) == list(range(1, len(table) + 1))
+    keys = [tuple(float("inf") if v is None else v for v in json.loads(k)) for k in table["key"]]
+    assert keys == sorted(keys)
+    refs = table.set_index("reference")
+    assert not refs.loc["bireal_resnet18", "in_band"]  # 0.164e9 > 0.16e9
+    exact = spec_cost(model_spec("bireal_resnet18")).total.flops
+    assert refs.loc["bireal_resnet18", "flops"] == exact
+    assert refs.loc["igp_resnet37", "rank"] < refs.loc["bireal_resnet18", "rank"]
+    for name in (
+        "settings.json",
+        "study.db",
+        "report.md",
+        "report.html",
+        "plots/key_vs_flops.png",
+        "plots/key_vs_storage.png",
+        "plots/best_stage1.png",
+    ):
+        assert (run / name).is_file(), name
+    specs = sorted((run / "specs").glob("rank*.json"))
+    assert len(specs) == 10
+    profile = subprocess.run(
+        [sys.executable, "-m", "nas.profile", str(specs[0]), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert json.loads(profile.stdout)["arch_id"] == found.iloc[0]["arch_id"]
+
+
+def test_study_is_readable_by_optuna_tools_and_never_scores_twice(run):
+    settings = json.loads((run / "settings.json").read_text())
+    out = subprocess.run(
+        [
+            "optuna",
+            "trials",
+            "--study-name",
+            settings["study_name"],
+            "--storage",
+            settings["storage"],
+            "-f",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)) == 60
+    study = optuna.load_study(study_name=settings["study_name"], storage=settings["storage"])
+    results = [t.user_attrs["result"] for t in study.trials]
+    scored = [r["arch_id"] for r in results if r["feasible"] and "duplicate_of" not in r]
+    assert len(scored) == len(set(scored))  # each architecture scored once
+    assert set(scored) == {r["arch_id"] for r in results if r["feasible"]}
+    for t, r in zip(study.trials, results, strict=True):
+        assert (t.constraints.get("flops_band", 0) > 0) == (not r["feasible"])
+
+
+def test_same_seed_same_ranking_and_resume_after_sigkill(run, tmp_path):
+    """A second run with the seed of ``run``, killed with SIGKILL mid-search and resumed, ends
+    with the same 60 trials and the same files."""
+    out = tmp_path / "resumed-run"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nas.search",
+            "--no-progress",
+            "--budget",
+            "0.16GFLOPs",
+            "--trials",
+            "60",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.2)
+        try:
+            study = optuna.load_study(study_name=out.name, storage=f"sqlite:///{out / 'study.db'}")
+            if len(study.trials) >= 20:
+                break
+        except Exception:  # noqa: BLE001 - the study is not created yet
+            continue
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "candidates.csv").exists()
+    _search("--resume", str(out))
+    assert (out / "candidates.csv").read_text() == (run / "candidates.csv").read_text()
+
+    def ranking(path: Path) -> str:  # the report from its tables on (the settings name paths)
+        text = (path / "report.md").read_text()
+        return text[text.index("## Top") :]
+
+    assert ranking(out) == ranking(run)
+    a = optuna.load_study(study_name=run.name, storage=f"sqlite:///{run / 'study.db'}").trials
+    b = optuna.load_study(study_name=out.name, storage=f"sqlite:///{out / 'study.db'}").trials
+    assert [t.number for t in b] == list(range(60))
+    assert [(t.params, t.values) for t in a] == [(t.params, t.values) for t in b]
+    assert sorted(p.name for p in (out / "specs").iterdir()) == sorted(
+        p.name for p in (run / "specs").iterdir()
+    )
+
+
+def test_report_rebuilds_from_files(run):
+    (run / "report.md").unlink()
+    (run / "plots" / "key_vs_flops.png").unlink()
+    out = subprocess.run(
+        [sys.executable, "-m", "results.report", str(run)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    text = (run / "report.md").read_text()
+    top = pd.read_csv(run / "candidates.csv").iloc[0]["arch_id"]
+    assert top in text and "bireal_resnet18" in text
+    assert (run / "plots" / "key_vs_flops.png").is_file()
+
+
+@pytest.mark.parametrize("sampler", ["random", "nsga2"])
+def test_other_samplers(sampler, tmp_path):
+    out = tmp_path / sampler
+    _search(
+        "--budget",
+        "0.16GFLOPs",
+        "--space",
+        "resnet",
+        "--trials",
+        "25",
+        "--sampler",
+        sampler,
+        "--out",
+        str(out),
+    )
+    table = pd.read_csv(out / "candidates.csv")
+    found = table[table["reference"].isna()]
+    assert len(found) and (found["space"] == "resnet").all()
+
+
+def test_resnet_space_ranks_igp_style_above_bireal(tmp_path):
+    out = tmp_path / "r"
+    _search("--budget", "0.16GFLOPs", "--space", "resnet", "--trials", "40", "--out", str(out))
+    table = pd.read_csv(out / "candidates.csv")
+    bireal = table[table["reference"] == "bireal_resnet18"].iloc[0]
+    # IGP-style: fractal blocks with identity shortcuts (N_1st = 0), equal FLOPs
+    igp = table[
+        table["structure"].str.contains('"block": "fractal"')
+        & ~table["structure"].str.contains('"fractal_shortcuts": "none"')
+        & table["reference"].isna()
+    ]
+    assert len(igp) and (igp["rank"] < bireal["rank"]).all()
+    assert (igp["N_1st"] == 0).all()
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    afile = tmp_path / "file"
+    afile.write_text("")
+    cases = [
+        (["--budget", "lots"], "cannot read the budget"),
+        (["--budget", "-3"], "must be positive"),
+        (["--budget", "1e6"], "smallest feasible is 14.89MFLOPs"),
+        (["--budget", "0.16GFLOPs", "--space", "vgg"], "unknown search space"),
+        (["--budget", "0.16GFLOPs", "--out", str(afile / "x")], "cannot write"),
+        (["--resume", str(tmp_path)], "not a search run directory"),
+        (["--budget", "0.16GFLOPs", "--train-top", "3"], "not available yet"),
+    ]
+    for args, words in cases:
+        out = _search(*args, check=False)
+        assert out.returncode == 2, (args, out.stderr)
+        assert out.stderr.count("\n") == 1 and words in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr
+
+
+def test_describe_space():
+    out = _search("--describe-space", "resnet")
+    assert "sc_<i>_<j>" in out.stdout and "bireal_resnet18" in out.stdout
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux only")
+def test_helpers_die_with_the_search(tmp_path):
+    """SIGKILL of the search takes its writer and evaluator processes with it."""
+    out = tmp_path / "k"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nas.search",
+            "--no-progress",
+            "--budget",
+            "0.16GFLOPs",
+            "--trials",
+            "5000",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(6)
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+    pids = [int(p) for p in children.stdout.split()]
+    assert len(pids) >= 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(1)
+    for pid in pids:
+        status = Path(f"/proc/{pid}/status")
+        assert not status.exists() or "zombie" in status.read_text().lower()
