@@ -34,13 +34,8 @@ class SignSTE(torch.autograd.Function):
         return grad * (x.abs() <= 1).to(grad.dtype)
 
 
-class ApproxSign(torch.autograd.Function):
+class ApproxSign(SignSTE):
     """sign forward, Bi-Real's piecewise-polynomial gradient 2 - 2|x| (|x| <= 1) backward."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return _sign(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
