@@ -9,3 +9,13 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     "$PY" -m pip install --quiet "torch==2.13.0"
 fi
 "$PY" -m pip install --quiet -e ".[dev]"
+# The default dataset, Fashion-MNIST, from Debian's package (IDX files, MIT licence).
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
+            || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
+    else
+        echo "note: install Fashion-MNIST with 'sudo apt-get install dataset-fashion-mnist'," \
+             "or pass --data-dir with its four IDX files" >&2
+    fi
+fi

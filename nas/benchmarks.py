@@ -3,6 +3,10 @@
 ``python -m nas.benchmarks scoring``: candidates scored per second, end to end from a spec (layer
 graph + gradient-path metrics at every scope + ranking key), on one core with pinned threads.
 Target (issue 3): 500 or more Bi-Real18-sized candidates per second.
+
+``python -m nas.benchmarks training``: training images per second of a Bi-Real18-structured proxy
+model at 28 px (small-image stem, full width, batch 64, Adam), bf16 autocast + channels_last
+against fp32, on all cores with pinned threads. Target (issue 5): bf16 1.7x fp32 or better.
 """
 
 from __future__ import annotations
@@ -15,16 +19,20 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-PINNING = {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores", "OMP_NUM_THREADS": "1"}
+PINNING = {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}
 TARGET_PER_S = 500
+TARGET_BF16_RATIO = 1.7
 
 
-def _pin() -> None:
-    """One core, pinned threads (DESIGN.md section 9: unpinned timings on this VM jump)."""
+def _pin(one_core: bool) -> None:
+    """Pinned threads (DESIGN.md section 9: unpinned timings on this VM jump), on one core or on
+    all. Set before torch starts its thread pool."""
     for k, v in PINNING.items():
         os.environ.setdefault(k, v)
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    if one_core:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 
 def _rate(fn: Callable[[], object], seconds: float, repeats: int) -> float:
@@ -70,14 +78,75 @@ def scoring(seconds: float = 1.0, repeats: int = 5) -> list[dict]:
     return rows
 
 
+def training(steps: int = 8, repeats: int = 3, batch: int = 64) -> list[dict]:
+    import torch
+
+    from nas.model import build_model
+    from nas.registry import model_spec
+    from runners.datasets import Splits
+    from runners.train import proxy_spec
+
+    splits = Splits("synthetic", None, None, 10, 1, 28, (0.5,), (0.5,), flip=False)
+    spec = proxy_spec(model_spec("bireal_resnet18"), splits)
+    x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,))
+    rows = []
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = build_model(spec).to(memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step(model=model, optimizer=optimizer, precision=precision) -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        for _ in range(2):
+            step()
+        rates = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            rates.append(steps * batch / (time.perf_counter() - start))
+        rows.append(
+            {
+                "model": "bireal_resnet18 @28px",
+                "precision": precision,
+                "images_per_s": round(statistics.median(rates), 1),
+                "threads": torch.get_num_threads(),
+            }
+        )
+    rows[1]["vs_fp32"] = round(rows[1]["images_per_s"] / rows[0]["images_per_s"], 2)
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nas.benchmarks", description=__doc__)
-    parser.add_argument("which", choices=["scoring"])
+    parser.add_argument("which", choices=["scoring", "training"])
     parser.add_argument("--seconds", type=float, default=1.0, help="length of one timed run")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is kept")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    _pin()
+    _pin(one_core=args.which == "scoring")
+    if args.which == "training":
+        rows = training(repeats=args.repeats)
+        if args.json:
+            print(json.dumps(rows, indent=1))
+            return 0
+        print(
+            f"training, bf16 autocast vs fp32, median of {args.repeats} runs "
+            f"(target bf16 >= {TARGET_BF16_RATIO}x fp32)"
+        )
+        for r in rows:
+            extra = f"  {r['vs_fp32']:.2f}x fp32" if "vs_fp32" in r else ""
+            print(
+                f"  {r['model']}  {r['precision']:5s} {r['images_per_s']:8.1f} images/s "
+                f"({r['threads']} threads){extra}"
+            )
+        return 0
     rows = scoring(args.seconds, args.repeats)
     if args.json:
         print(json.dumps(rows, indent=1))

@@ -17,7 +17,7 @@ from torch import nn
 
 
 def _sign(x: torch.Tensor) -> torch.Tensor:
-    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
 
 
 class SignSTE(torch.autograd.Function):
