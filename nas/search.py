@@ -321,6 +321,8 @@ class Search:
             default=None,
             key=lambda k: _key({"key": k}),
         )
+        arch_ids = {r["arch_id"] for r in self.results if r["feasible"]}
+        arch_ids_before = len(arch_ids)
         writer = StudyWriter(self.settings.storage, self.settings.study_name)
         evaluator = _EvaluatorProcess(self.settings, self.known)
         try:
@@ -344,10 +346,12 @@ class Search:
                             best is None or _key(result) < _key({"key": best})
                         ):
                             best = result["key"]
-                        rate = done_here / (time.perf_counter() - start)
+                        if result["feasible"]:
+                            arch_ids.add(result["arch_id"])
+                        elapsed = time.perf_counter() - start
                         bar.set_postfix_str(
-                            f"best N=({_fmt_key(best)}) M  "
-                            f"{len(self.by_arch)} candidates  {rate:.1f} trials/s"
+                            f"best N=({_fmt_key(best)}) M  {len(arch_ids)} candidates, "
+                            f"{(len(arch_ids) - arch_ids_before) / elapsed:.1f}/s"
                         )
                 if trial is None:
                     break

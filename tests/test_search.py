@@ -287,6 +287,19 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
         assert "Traceback" not in out.stderr
 
 
+def test_storage_url(tmp_path):
+    """--storage puts the study in another database (here a second SQLite file standing in for
+    PostgreSQL); the run directory keeps everything else."""
+    db = tmp_path / "shared.db"
+    out = tmp_path / "elsewhere"
+    _search(
+        "--budget", "0.16GFLOPs", "--trials", "8", "--out", str(out), "--storage", f"sqlite:///{db}"
+    )
+    assert db.is_file() and not (out / "study.db").exists()
+    assert len(optuna.load_study(study_name=out.name, storage=f"sqlite:///{db}").trials) == 8
+    assert (out / "candidates.csv").is_file()
+
+
 def test_describe_space():
     out = _search("--describe-space", "resnet")
     assert "sc_<i>_<j>" in out.stdout and "bireal_resnet18" in out.stdout
