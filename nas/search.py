@@ -380,10 +380,10 @@ class Search:
                 }
             )
         low, high = s.band
+        from nas.graph import lower
+
         for name, space in self.spaces.items():
             for ref, (structure, width) in space.references().items():
-                from nas.graph import lower
-
                 spec = space.build(structure, width, s.input_size, s.classes)
                 row = {
                     "space": name,
