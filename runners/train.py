@@ -13,10 +13,12 @@ a train subset and few epochs.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -134,37 +136,61 @@ def _subset(dataset, n: int | None, seed: int):
     return torch.utils.data.Subset(dataset, order.tolist())
 
 
+def save_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, history: list[EpochStats]
+) -> None:
+    """Weights, optimizer state and the epochs done so far, written atomically."""
+    from results.run import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "history": [dataclasses.astuple(h) for h in history],
+        },
+        buffer,
+    )
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
 def train(
     spec: ArchSpec,
     splits: Splits,
     config: TrainConfig,
     on_epoch: Callable[[EpochStats, nn.Module, torch.optim.Optimizer], None] | None = None,
-    model: nn.Module | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    start_epoch: int = 0,
+    checkpoint: Path | None = None,
 ) -> list[EpochStats]:
-    """Train ``spec`` on ``splits``; ``on_epoch`` sees each epoch's figures (and may checkpoint).
-    A non-finite loss raises FloatingPointError naming the epoch and step."""
+    """Train ``spec`` on ``splits``; ``on_epoch`` sees each epoch's figures. With ``checkpoint``,
+    the state is saved there after every epoch, and a run finds it and goes on from the next
+    epoch (loaded with ``weights_only=True``): a killed run loses at most the epoch in progress,
+    and ends as an uninterrupted one would. A non-finite loss raises FloatingPointError naming the
+    epoch and step."""
     if config.precision not in ("bf16", "fp32"):
         raise ValueError(f"unknown precision {config.precision!r}; use bf16 or fp32")
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
-    model = (model or build_model(spec)).to(device, memory_format=torch.channels_last)
+    model = build_model(spec).to(device, memory_format=torch.channels_last)
     params = model.parameters()
-    if optimizer is None:
-        if config.optimizer == "adam":
-            optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-        elif config.optimizer == "sgd":
-            optimizer = torch.optim.SGD(
-                params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
-            )
-        else:
-            raise ValueError(f"unknown optimizer {config.optimizer!r}; use adam or sgd")
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    elif config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(
+            params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
+        )
+    else:
+        raise ValueError(f"unknown optimizer {config.optimizer!r}; use adam or sgd")
+    history: list[EpochStats] = []
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history = [EpochStats(*h) for h in state["history"]]
+    start_epoch = len(history)
     data = _subset(splits.train, config.train_subset, config.seed)
     steps_per_epoch = math.ceil(len(data) / config.batch_size)
     decay = _schedule(config.schedule, steps_per_epoch * config.epochs)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    history = []
     for epoch in range(start_epoch, config.epochs):
         model.train()
         generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
@@ -195,6 +221,8 @@ def train(
             epoch + 1, running / seen, test_loss, top1, top5, seen / seconds, seconds
         )
         history.append(stats)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model, optimizer, history)
         if on_epoch is not None:
             on_epoch(stats, model, optimizer)
     return history

@@ -54,6 +54,32 @@ def test_same_seed_same_training():
     assert a[0].train_loss == b[0].train_loss and a[0].top1 == b[0].top1
 
 
+def test_checkpoint_resume_ends_as_an_uninterrupted_run(tmp_path):
+    splits = _toy()
+    spec = proxy_spec(model_spec("bireal_resnet18"), splits, width_mult=0.125)
+    config = TrainConfig(epochs=3, batch_size=32, seed=5, precision="fp32")
+    straight = train(spec, splits, config, checkpoint=tmp_path / "a.pt")
+
+    def crash(stats, model, optimizer):  # a run killed after its first epoch was saved
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(spec, splits, config, checkpoint=tmp_path / "b.pt", on_epoch=crash)
+    seen = []
+    resumed = train(
+        spec,
+        splits,
+        config,
+        checkpoint=tmp_path / "b.pt",
+        on_epoch=lambda stats, model, opt: seen.append(stats.epoch),
+    )
+    assert seen == [2, 3]  # the first epoch is not trained again
+    assert [h.train_loss for h in resumed] == [h.train_loss for h in straight]
+    a = torch.load(tmp_path / "a.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_non_finite_loss_is_an_error_that_says_where():
     splits = dataclasses.replace(_toy(), std=(0.0,))  # x / 0: infinite inputs, a NaN loss
     spec = proxy_spec(model_spec("bireal_resnet18"), splits, width_mult=0.125)
