@@ -49,6 +49,16 @@ def _search(*args, check=True, **kw) -> subprocess.CompletedProcess:
     return out
 
 
+def _start(*args) -> subprocess.Popen:
+    """A search in the background, its output discarded."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "nas.search", "--no-progress", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 @pytest.mark.parametrize(
     "text, value",
     [
@@ -172,25 +182,7 @@ def test_same_seed_same_ranking_and_resume_after_sigkill(run, tmp_path):
     """A second run with the seed of ``run``, killed with SIGKILL mid-search and resumed, ends
     with the same 60 trials and the same files."""
     out = tmp_path / "resumed-run"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "nas.search",
-            "--no-progress",
-            "--budget",
-            "0.16GFLOPs",
-            "--trials",
-            "60",
-            "--seed",
-            "3",
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = _start("--budget", "0.16GFLOPs", "--trials", "60", "--seed", "3", "--out", str(out))
     deadline = time.time() + 120
     while time.time() < deadline:
         time.sleep(0.2)
@@ -309,23 +301,7 @@ def test_describe_space():
 def test_helpers_die_with_the_search(tmp_path):
     """SIGKILL of the search takes its writer and evaluator processes with it."""
     out = tmp_path / "k"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "nas.search",
-            "--no-progress",
-            "--budget",
-            "0.16GFLOPs",
-            "--trials",
-            "5000",
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = _start("--budget", "0.16GFLOPs", "--trials", "5000", "--out", str(out))
     time.sleep(6)
     children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
     pids = [int(p) for p in children.stdout.split()]
