@@ -52,6 +52,7 @@ class Settings:
     input_size: int
     classes: int
     scorer: str = "stage_mean_n"
+    training: dict[str, Any] | None = None  # runners.tune.TrainingOptions, when train_top > 0
     kind: str = "nas.search"
 
     @property
@@ -526,11 +527,9 @@ def _prepare(args) -> tuple[Settings, Path]:
     ):
         if value < low:
             raise _cli.UsageError(f"{flag} must be at least {low}, got {value}")
+    training = None
     if args.train_top:
-        raise _cli.UsageError(
-            "training the top candidates (--train-top) is not available yet: this version "
-            "searches and ranks only; run with --train-top 0"
-        )
+        training = _training_options(args)
     spaces = list_spaces() if args.space == "all" else [args.space]
     ranges = [get_space(n).flops_range(args.input_size, args.classes) for n in spaces]
     smallest, largest = min(r[0] for r in ranges), max(r[1] for r in ranges)
@@ -573,9 +572,78 @@ def _prepare(args) -> tuple[Settings, Path]:
         study_name=run_dir.resolve().name,
         input_size=args.input_size,
         classes=args.classes,
+        training=training,
     )
     atomic_write_json(run_dir / SETTINGS, asdict(settings))
     return settings, run_dir
+
+
+def _training_options(args) -> dict[str, Any]:
+    """The training flags, checked before the search starts (the data must be there)."""
+    from runners.datasets import DATASETS, DataNotFound, load_dataset
+    from runners.tune import TrainingOptions
+
+    if args.dataset not in DATASETS:
+        raise _cli.UsageError(f"unknown dataset {args.dataset!r}; known: {', '.join(DATASETS)}")
+    for flag, value in (
+        ("--train-top", args.train_top),
+        ("--epochs", args.epochs),
+        ("--train-subset", args.train_subset or 1),
+    ):
+        if value < 1:
+            raise _cli.UsageError(f"{flag} must be at least 1, got {value}")
+    if not 0 < args.width_mult <= 4:
+        raise _cli.UsageError(f"--width-mult must be in (0, 4], got {args.width_mult}")
+    try:
+        load_dataset(args.dataset, args.data_dir)
+    except DataNotFound as e:
+        raise _cli.UsageError(str(e)) from None
+    options = TrainingOptions(
+        top=args.train_top,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        epochs=args.epochs,
+        width_mult=args.width_mult,
+        train_subset=args.train_subset,
+        seed=args.seed,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        max_failures=args.max_failures,
+        ray_address=args.ray_address,
+        dashboard_port=args.dashboard_port,
+    )
+    return asdict(options)
+
+
+def train_top(settings: Settings, run_dir: Path, table) -> None:
+    """Train the top candidates through Ray Tune and join their results to candidates.csv."""
+    from results.report import build_report
+    from results.run import CANDIDATES, atomic_write_text
+    from runners.tune import TrainingOptions, run_training
+
+    options = TrainingOptions(**settings.training)
+    top = table[table["reference"] == ""].head(options.top)
+    specs = {p.stem.split("-", 1)[1]: p for p in (run_dir / "specs").glob("rank*.json")}
+    candidates = [(aid, specs[aid]) for aid in top["arch_id"]]
+    print(
+        f"training the top {len(candidates)} on {options.dataset} "
+        f"({options.epochs} epochs, width x{options.width_mult}, "
+        f"{options.train_subset or 'all'} training images)",
+        file=sys.stderr,
+    )
+    trained = run_training(run_dir, candidates, options)
+    joined = table.drop(columns=[c for c in table.columns if c.startswith("trained_")])
+    extra = trained.rename(columns={c: f"trained_{c}" for c in trained.columns if c != "arch_id"})
+    joined = joined.merge(extra, on="arch_id", how="left")
+    atomic_write_text(run_dir / CANDIDATES, joined.to_csv(index=False))
+    build_report(run_dir)
+    for row in trained.itertuples():
+        result = (
+            f"top-1 {row.top1:.4f} after {row.epoch} epochs"
+            if row.status == "trained"
+            else f"failed: {row.error}"
+        )
+        print(f"  {row.arch_id}: {result}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -595,8 +663,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--top", type=int, default=10, help="specs written for the top K")
     parser.add_argument(
-        "--train-top", type=int, default=0, help="train the top K (not available yet: 0)"
+        "--train-top",
+        type=int,
+        default=0,
+        help="train the top K through Ray Tune (default 0: stop after ranking)",
     )
+    parser.add_argument(
+        "--dataset",
+        default="fashion_mnist",
+        help="training data (default fashion_mnist; mnist, digits, cifar10, cifar100, imagefolder)",
+    )
+    parser.add_argument("--data-dir", help="where the dataset's files are")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument(
+        "--width-mult",
+        type=float,
+        default=0.25,
+        help="proxy: every width times this (default 0.25)",
+    )
+    parser.add_argument(
+        "--train-subset",
+        type=int,
+        default=12000,
+        help="proxy: training images per epoch (default 12000)",
+    )
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0)
+    parser.add_argument("--gpus-per-trial", type=float, default=0.0)
+    parser.add_argument(
+        "--max-failures",
+        type=int,
+        default=1,
+        help="retries of a crashed trial, from its last checkpoint",
+    )
+    parser.add_argument("--ray-address", help="join this Ray cluster instead of a local one")
+    parser.add_argument("--dashboard-port", type=int, default=8265)
     parser.add_argument("--out", help="run directory (default results/runs/<run-id>)")
     parser.add_argument("--storage", help="Optuna storage URL (default SQLite in the run dir)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or finished run")
@@ -622,6 +722,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = write_results(search, run_dir)
     seconds = time.perf_counter() - started
     _summary(settings, run_dir, table, seconds)
+    if settings.train_top:
+        train_top(settings, run_dir, table)
     return 0
 
 

@@ -166,6 +166,92 @@ def _tables(table: pd.DataFrame, top: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     return found, refs
 
 
+METRICS = ("N_1st", "N_2nd", "N_3rd", "L_1st", "L_2nd", "L_3rd")
+
+
+def training_section(run_dir: Path, table: pd.DataFrame) -> tuple[list[str], str, dict]:
+    """Markdown lines, HTML and plots of the trained candidates (``trained.csv``, ``curves.csv``):
+    their accuracy, its rank correlation with each gradient-path metric (Kendall tau, Spearman
+    rho), learning curves, and the trials that failed with their reason."""
+    trained = pd.read_csv(run_dir / "trained.csv")
+    joined = trained.merge(table[["arch_id", "rank", *METRICS]], on="arch_id", how="left")
+    done = joined[joined["status"] == "trained"]
+    correlations = pd.DataFrame(
+        [
+            {
+                "metric": m,
+                "Kendall tau": done["top1"].corr(done[m], method="kendall")
+                if len(done) > 2
+                else None,
+                "Spearman rho": done["top1"].corr(done[m], method="spearman")
+                if len(done) > 2
+                else None,
+            }
+            for m in METRICS
+        ]
+    ).round(3)
+    results = joined[
+        [
+            "rank",
+            "arch_id",
+            "status",
+            "epoch",
+            "top1",
+            "top5",
+            "test_loss",
+            "images_per_s",
+            "train_seconds",
+        ]
+    ].round(4)
+    failed = joined[joined["status"] != "trained"][["rank", "arch_id", "error"]]
+    plots: dict[str, str] = {}
+    curves_path = run_dir / "curves.csv"
+    if curves_path.is_file() and curves_path.stat().st_size > 1:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        curves = pd.read_csv(curves_path)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for aid, part in curves.groupby("arch_id"):
+            ax.plot(part["epoch"], part["top1"], marker="o", label=aid)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test top-1")
+        ax.set_title("learning curves of the trained candidates")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        atomic_savefig(fig, run_dir / "plots" / "learning_curves.png", dpi=110)
+        plt.close(fig)
+        plots["learning_curves"] = "plots/learning_curves.png"
+    note = (
+        "Rank correlation of trained top-1 with each metric over the trained candidates "
+        "(a good predictor has a strongly negative value: smaller N, better accuracy; "
+        "undefined below 3 trained candidates or for a constant metric)."
+    )
+    md = [
+        "## Trained candidates",
+        "",
+        results.to_markdown(index=False),
+        "",
+        "### Accuracy against the gradient-path metrics",
+        "",
+        note,
+        "",
+        correlations.to_markdown(index=False),
+        "",
+    ]
+    html = (
+        f"<h2>Trained candidates</h2>{results.to_html(index=False)}"
+        f"<h3>Accuracy against the gradient-path metrics</h3><p>{note}</p>"
+        f"{correlations.to_html(index=False)}"
+    )
+    if len(failed):
+        md += ["### Failed trials", "", failed.to_markdown(index=False), ""]
+        html += f"<h3>Failed trials</h3>{failed.to_html(index=False)}"
+    return md, html, plots
+
+
 def build_report(run_dir: Path) -> Path:
     """Write report.md, report.html and the plots of ``run_dir``; returns report.md's path."""
     settings = read_settings(run_dir)
@@ -212,9 +298,13 @@ def build_report(run_dir: Path) -> Path:
         "",
         refs.to_markdown(index=False),
         "",
-        "## Plots",
-        "",
     ]
+    trained_html = ""
+    if (run_dir / "trained.csv").is_file():
+        lines, trained_html, more = training_section(run_dir, table)
+        md += lines
+        plots.update(more)
+    md += ["## Plots", ""]
     md += [f"![{name}]({path})" for name, path in plots.items()]
     atomic_write_text(run_dir / "report.md", "\n".join(md) + "\n")
     images = "".join(
@@ -228,7 +318,7 @@ def build_report(run_dir: Path) -> Path:
         f"<h1>Search report: {settings['study_name']}</h1><p>{intro}</p>"
         f"{facts.to_html(index=False)}<h2>Top {len(found)} candidates</h2>"
         f"{found.to_html(index=False)}<h2>Reference models</h2>{refs.to_html(index=False)}"
-        f"<h2>Plots</h2>{images}</body></html>"
+        f"{trained_html}<h2>Plots</h2>{images}</body></html>"
     )
     atomic_write_text(run_dir / "report.html", html)
     return run_dir / "report.md"

@@ -60,12 +60,12 @@ def proxy_spec(
 ) -> ArchSpec:
     """``spec`` for a dataset: its image size (the small-image stem below 64 px), channels and
     classes, and every width (stem, transitions, block widths, growth rates) times
-    ``width_mult``."""
+    ``width_mult``, but not below 8 channels."""
     input_size = input_size or splits.size
     classes = splits.classes
 
-    def scale(c: int) -> int:
-        return max(1, round(c * width_mult))
+    def scale(c: int) -> int:  # never below 8 channels (or the original width, if smaller)
+        return max(min(c, 8), round(c * width_mult))
 
     stages = tuple(
         Stage(

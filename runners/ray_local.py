@@ -1,0 +1,67 @@
+"""A Ray session kept on loopback: local by default, or a cluster named by its address.
+
+On these machines Ray must never reach an address outside 127.0.0.0/8 (DESIGN.md section 9). By
+default each ``ray.init`` probes cloud metadata, uses the machine's non-loopback address for its
+own gRPC and listens on all interfaces. What keeps it on loopback, checked with ``strace``:
+usage stats off, ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (the node address becomes 127.0.0.1), a
+HOME holding ``ray_bootstrap_config.yaml`` with ``{}`` (no metadata probe), the dashboard on
+127.0.0.1, and ``address="local"`` so that a stray cluster is never joined. Binding to 127.0.0.1
+is also the safe default for users: the dashboard and jobs API run code for whoever reaches them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+LOOPBACK_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def loopback_env(home: Path) -> dict[str, str]:
+    """The environment that keeps Ray's processes on loopback, with HOME at ``home``."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "ray_bootstrap_config.yaml").write_text("{}\n")
+    return {**LOOPBACK_ENV, "HOME": str(home.resolve())}
+
+
+@contextmanager
+def ray_session(
+    home: Path,
+    address: str | None = None,
+    cpus: int | None = None,
+    gpus: int | None = None,
+    dashboard_port: int = 8265,
+) -> Iterator[str | None]:
+    """Start (or join, with ``address``) Ray; yields the dashboard URL of a local session.
+
+    Ray must not have been imported before: it reads these variables at import time."""
+    saved = {k: os.environ.get(k) for k in (*LOOPBACK_ENV, "HOME")}
+    os.environ.update(loopback_env(home))
+    import ray
+
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+            url = None
+        else:
+            info = ray.init(
+                address="local",
+                num_cpus=cpus,
+                num_gpus=gpus,
+                include_dashboard=True,
+                dashboard_host="127.0.0.1",
+                dashboard_port=dashboard_port,
+                _node_ip_address="127.0.0.1",
+                log_to_driver=False,
+            )
+            url = f"http://{info.dashboard_url}" if info.dashboard_url else None
+        yield url
+    finally:
+        ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

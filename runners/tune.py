@@ -1,0 +1,180 @@
+"""Training the top candidates through Ray Tune.
+
+The candidates run as fixed configurations in one ``Tuner``: an ASHA scheduler stops the weak
+ones early, actors are reused, each trial asks for ``cpus_per_trial`` CPUs and a (fractional)
+``gpus_per_trial``, ``FailureConfig(max_failures)`` retries a crashed trial from its last
+checkpoint, and the experiment lives in ``RUN_DIR/tune`` so a killed run is restored without
+training finished trials again. Each trial trains its candidate's proxy (:mod:`runners.train`)
+and reports loss, top-1, top-5 and images per second every epoch with a ``tune.Checkpoint``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """How the top candidates are trained (the ``nas.search`` flags)."""
+
+    top: int = 3
+    dataset: str = "fashion_mnist"
+    data_dir: str | None = None
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 2e-3
+    width_mult: float = 0.25
+    train_subset: int | None = 12000
+    eval_subset: int | None = 2000
+    precision: str = "bf16"
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_failures: int = 1
+    ray_address: str | None = None
+    dashboard_port: int = 8265
+    seed: int = 0
+
+
+def train_candidate(config: dict[str, Any]) -> None:
+    """The Ray Tune trainable: trains one candidate's proxy, reporting every epoch."""
+    from ray import tune
+
+    from nas.spec import ArchSpec
+    from runners.datasets import load_dataset
+    from runners.train import TrainConfig, proxy_spec, train
+
+    config = config["candidate"]
+    options = TrainingOptions(**config["options"])
+    splits = load_dataset(options.dataset, options.data_dir)
+    spec = proxy_spec(ArchSpec.load(config["spec"]), splits, options.width_mult)
+    train_config = TrainConfig(
+        epochs=options.epochs,
+        batch_size=options.batch_size,
+        lr=options.lr,
+        precision=options.precision,
+        seed=options.seed,
+        train_subset=options.train_subset,
+        eval_subset=options.eval_subset,
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        state = Path(folder) / "state.pt"
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as saved:
+                shutil.copy(Path(saved) / "state.pt", state)
+
+        def report(stats, model, optimizer) -> None:
+            tune.report(
+                {**dataclasses.asdict(stats), "arch_id": config["arch_id"]},
+                checkpoint=tune.Checkpoint.from_directory(folder),
+            )
+
+        train(spec, splits, train_config, on_epoch=report, checkpoint=state)
+
+
+def run_training(
+    run_dir: Path,
+    candidates: list[tuple[str, Path]],
+    options: TrainingOptions,
+    trainable: Callable[[dict[str, Any]], None] = train_candidate,
+) -> pd.DataFrame:
+    """Train ``candidates`` ((arch id, spec file) pairs); returns one row per candidate and
+    writes ``trained.csv`` and ``curves.csv`` in ``run_dir``."""
+    from results.run import atomic_write_text
+    from runners.ray_local import ray_session
+
+    storage = (run_dir / "tune").resolve()
+    with ray_session(
+        run_dir / ".ray_home", options.ray_address, dashboard_port=options.dashboard_port
+    ) as url:
+        from ray import tune  # only now: Ray reads its environment when it is imported
+        from ray.tune.schedulers import ASHAScheduler
+
+        if url:
+            print(f"Ray dashboard: {url} (local, 127.0.0.1 only)")
+        resources = tune.with_resources(
+            trainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+        )
+        path = storage / "train"
+        if tune.Tuner.can_restore(path):
+            tuner = tune.Tuner.restore(str(path), trainable=resources, resume_errored=False)
+        else:
+            space = [
+                {
+                    "arch_id": aid,
+                    "spec": str(Path(spec).resolve()),
+                    "options": dataclasses.asdict(options),
+                }
+                for aid, spec in candidates
+            ]
+            tuner = tune.Tuner(
+                resources,
+                param_space={"candidate": tune.grid_search(space)},
+                tune_config=tune.TuneConfig(
+                    metric="top1",
+                    mode="max",
+                    reuse_actors=True,
+                    scheduler=ASHAScheduler(max_t=options.epochs, grace_period=1),
+                    trial_name_creator=_trial_name,
+                    trial_dirname_creator=_trial_name,
+                ),
+                run_config=tune.RunConfig(
+                    name="train",
+                    storage_path=str(storage),
+                    verbose=1,
+                    failure_config=tune.FailureConfig(max_failures=options.max_failures),
+                ),
+            )
+        grid = tuner.fit()
+    rows, curves = [], []
+    for result in grid:
+        config = result.config["candidate"]
+        metrics = result.metrics or {}
+        history = result.metrics_dataframe
+        row = {
+            "arch_id": config["arch_id"],
+            "status": "failed" if result.error else "trained",
+            "error": _reason(result.error),
+        }
+        for key in ("epoch", "top1", "top5", "test_loss", "train_loss", "images_per_s"):
+            row[key] = metrics.get(key)
+        row["train_seconds"] = (
+            float(history["seconds"].sum()) if history is not None and len(history) else None
+        )
+        rows.append(row)
+        if history is not None and len(history):
+            for _, h in history.iterrows():
+                curves.append(
+                    {
+                        "arch_id": config["arch_id"],
+                        **{k: h[k] for k in ("epoch", "top1", "top5", "test_loss", "train_loss")},
+                    }
+                )
+    trained = pd.DataFrame(rows)
+    atomic_write_text(run_dir / "trained.csv", trained.to_csv(index=False))
+    atomic_write_text(run_dir / "curves.csv", pd.DataFrame(curves).to_csv(index=False))
+    return trained
+
+
+def _trial_name(trial) -> str:
+    return f"candidate-{trial.config['candidate']['arch_id']}"
+
+
+def _reason(error: BaseException | None) -> str:
+    """One line: the original exception's type and message."""
+    if error is None:
+        return ""
+    cause = error
+    while getattr(cause, "cause", None) is not None:
+        cause = cause.cause
+    text = str(cause).strip().splitlines()
+    last = next((line for line in reversed(text) if line.strip()), type(cause).__name__)
+    return last.strip()
