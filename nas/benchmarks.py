@@ -7,6 +7,11 @@ Target (issue 3): 500 or more Bi-Real18-sized candidates per second.
 ``python -m nas.benchmarks training``: training images per second of a Bi-Real18-structured proxy
 model at 28 px (small-image stem, full width, batch 64, Adam), bf16 autocast + channels_last
 against fp32, on all cores with pinned threads. Target (issue 5): bf16 1.7x fp32 or better.
+
+``python -m nas.benchmarks ray``: Ray's overhead: the start of a local Ray (loopback, dashboard
+on) and the wall time per trial of a Tuner running trials that do no work (each reports three
+epochs and a checkpoint), with ``reuse_actors`` as the product runs them; what every trained
+candidate pays on top of its training.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 PINNING = {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}
 TARGET_PER_S = 500
@@ -123,14 +129,77 @@ def training(steps: int = 8, repeats: int = 3, batch: int = 64) -> list[dict]:
     return rows
 
 
+def _idle_trial(config: dict) -> None:
+    """A trial that only reports: three epochs, each with a checkpoint, like a training trial."""
+    import tempfile
+
+    from ray import tune
+
+    with tempfile.TemporaryDirectory() as folder:
+        for epoch in range(1, 4):
+            (Path(folder) / "state.pt").write_bytes(b"0" * 1024)
+            tune.report(
+                {"epoch": epoch, "top1": 0.0}, checkpoint=tune.Checkpoint.from_directory(folder)
+            )
+
+
+def ray_overhead(trials: int = 16, repeats: int = 3) -> list[dict]:
+    import tempfile
+
+    from runners.ray_local import ray_session
+
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        start = time.perf_counter()
+        with ray_session(Path(work) / "home", dashboard_port=8299):
+            started = time.perf_counter() - start
+            from ray import tune
+
+            per_trial = []
+            for r in range(repeats):
+                tuner = tune.Tuner(
+                    tune.with_resources(_idle_trial, {"cpu": 1}),
+                    param_space={"i": tune.grid_search(list(range(trials)))},
+                    tune_config=tune.TuneConfig(reuse_actors=True),
+                    run_config=tune.RunConfig(
+                        name=f"idle{r}", storage_path=str(Path(work) / "tune"), verbose=0
+                    ),
+                )
+                t = time.perf_counter()
+                grid = tuner.fit()
+                assert not grid.errors
+                per_trial.append((time.perf_counter() - t) / trials)
+        rows.append(
+            {"what": "local Ray start (ray.init, dashboard on)", "seconds": round(started, 2)}
+        )
+        rows.append(
+            {
+                "what": f"per trial, {trials} idle trials of 3 reports, reuse_actors, "
+                f"median of {repeats}",
+                "seconds": round(statistics.median(per_trial), 3),
+                "cpus": os.cpu_count(),
+            }
+        )
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nas.benchmarks", description=__doc__)
-    parser.add_argument("which", choices=["scoring", "training"])
+    parser.add_argument("which", choices=["scoring", "training", "ray"])
     parser.add_argument("--seconds", type=float, default=1.0, help="length of one timed run")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is kept")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     _pin(one_core=args.which == "scoring")
+    if args.which == "ray":
+        rows = ray_overhead(repeats=args.repeats)
+        if args.json:
+            print(json.dumps(rows, indent=1))
+            return 0
+        print("Ray overhead (local Ray on loopback)")
+        for r in rows:
+            print(f"  {r['what']:64s} {r['seconds']:8.3f} s")
+        return 0
     if args.which == "training":
         rows = training(repeats=args.repeats)
         if args.json:

@@ -588,10 +588,11 @@ def _training_options(args) -> dict[str, Any]:
     for flag, value in (
         ("--train-top", args.train_top),
         ("--epochs", args.epochs),
-        ("--train-subset", args.train_subset or 1),
     ):
         if value < 1:
             raise _cli.UsageError(f"{flag} must be at least 1, got {value}")
+    if args.train_subset < 0:
+        raise _cli.UsageError(f"--train-subset must be 0 (all) or more, got {args.train_subset}")
     if not 0 < args.width_mult <= 4:
         raise _cli.UsageError(f"--width-mult must be in (0, 4], got {args.width_mult}")
     try:
@@ -604,7 +605,8 @@ def _training_options(args) -> dict[str, Any]:
         data_dir=args.data_dir,
         epochs=args.epochs,
         width_mult=args.width_mult,
-        train_subset=args.train_subset,
+        stem_stride=args.stem_stride,
+        train_subset=args.train_subset or None,
         seed=args.seed,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
@@ -627,8 +629,8 @@ def train_top(settings: Settings, run_dir: Path, table) -> None:
     candidates = [(aid, specs[aid]) for aid in top["arch_id"]]
     print(
         f"training the top {len(candidates)} on {options.dataset} "
-        f"({options.epochs} epochs, width x{options.width_mult}, "
-        f"{options.train_subset or 'all'} training images)",
+        f"({options.epochs} epochs, width x{options.width_mult}, stem stride "
+        f"{options.stem_stride}, {options.train_subset or 'all'} training images per epoch)",
         file=sys.stderr,
     )
     trained = run_training(run_dir, candidates, options)
@@ -638,11 +640,11 @@ def train_top(settings: Settings, run_dir: Path, table) -> None:
     atomic_write_text(run_dir / CANDIDATES, joined.to_csv(index=False))
     build_report(run_dir)
     for row in trained.itertuples():
-        result = (
-            f"top-1 {row.top1:.4f} after {row.epoch} epochs"
-            if row.status == "trained"
-            else f"failed: {row.error}"
-        )
+        if row.status == "failed":
+            result = f"failed: {row.error}"
+        else:
+            early = " (stopped early by ASHA)" if row.status == "stopped" else ""
+            result = f"test top-1 {row.top1:.4f} after {row.epoch:g} epochs{early}"
         print(f"  {row.arch_id}: {result}")
 
 
@@ -665,8 +667,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--train-top",
         type=int,
-        default=0,
-        help="train the top K through Ray Tune (default 0: stop after ranking)",
+        default=3,
+        help="train the top K through Ray Tune (default 3; 0: stop after ranking)",
     )
     parser.add_argument(
         "--dataset",
@@ -678,14 +680,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--width-mult",
         type=float,
-        default=0.25,
-        help="proxy: every width times this (default 0.25)",
+        default=0.5,
+        help="proxy: every width times this (default 0.5; 1 for the searched widths)",
+    )
+    parser.add_argument(
+        "--stem-stride",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="proxy: stride of the small-image stem (default 2: half resolution, 1/4 the MACs)",
     )
     parser.add_argument(
         "--train-subset",
         type=int,
-        default=12000,
-        help="proxy: training images per epoch (default 12000)",
+        default=40000,
+        help="proxy: training images per epoch (default 40000; 0 for the whole train split)",
     )
     parser.add_argument("--cpus-per-trial", type=float, default=1.0)
     parser.add_argument("--gpus-per-trial", type=float, default=0.0)

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-STEM_KINDS = ("imagenet", "small")
+STEM_KINDS = ("imagenet", "small", "small_s2")
 TRANSITION_KINDS = ("avgpool_conv", "bn_maxpool_relu_conv")
 BLOCK_KINDS = ("residual", "dense")
 JOINS = ("add", "mean")
@@ -64,7 +64,8 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class Stem:
-    """Full-precision input: ``imagenet`` (7x7/2 conv, 3x3/2 max-pool) or ``small`` (3x3/1)."""
+    """Full-precision input: ``imagenet`` (7x7/2 conv, 3x3/2 max-pool), ``small`` (3x3/1) or
+    ``small_s2`` (3x3/2: small images at half resolution, the fast training proxy's stem)."""
 
     kind: str = "imagenet"
     channels: int = 64
@@ -76,7 +77,7 @@ class Stem:
 
     @property
     def stride(self) -> int:
-        return 2 if self.kind == "imagenet" else 1
+        return 1 if self.kind == "small" else 2
 
     def validate(self, where: str) -> None:
         _choice(self.kind, STEM_KINDS, f"{where}.kind")

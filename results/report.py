@@ -173,19 +173,31 @@ def training_section(run_dir: Path, table: pd.DataFrame) -> tuple[list[str], str
     """Markdown lines, HTML and plots of the trained candidates (``trained.csv``, ``curves.csv``):
     their accuracy, its rank correlation with each gradient-path metric (Kendall tau, Spearman
     rho), learning curves, and the trials that failed with their reason."""
-    trained = pd.read_csv(run_dir / "trained.csv")
+    trained = pd.read_csv(run_dir / "trained.csv", dtype={"arch_id": str})
     joined = trained.merge(table[["arch_id", "rank", *METRICS]], on="arch_id", how="left")
-    done = joined[joined["status"] == "trained"]
+    curves_path = run_dir / "curves.csv"
+    curves = (
+        pd.read_csv(curves_path, dtype={"arch_id": str})
+        if curves_path.is_file() and curves_path.stat().st_size > 1
+        else pd.DataFrame(columns=["arch_id", "epoch", "top1"])
+    )
+    # ASHA stops some trials early: compare every candidate at the last epoch all of them reached
+    done = joined[joined["status"] != "failed"]
+    common = int(done["epoch"].min()) if len(done) else 0
+    at_common = curves[curves["epoch"] == common][["arch_id", "top1"]]
+    done = done.drop(columns="top1").merge(at_common, on="arch_id")
+    def rank_correlation(metric: str, method: str) -> float | None:
+        pairs = done[["top1", metric]].dropna()
+        if len(pairs) < 3 or pairs[metric].nunique() < 2 or pairs["top1"].nunique() < 2:
+            return None  # undefined
+        return pairs["top1"].corr(pairs[metric], method=method)
+
     correlations = pd.DataFrame(
         [
             {
                 "metric": m,
-                "Kendall tau": done["top1"].corr(done[m], method="kendall")
-                if len(done) > 2
-                else None,
-                "Spearman rho": done["top1"].corr(done[m], method="spearman")
-                if len(done) > 2
-                else None,
+                "Kendall tau": rank_correlation(m, "kendall"),
+                "Spearman rho": rank_correlation(m, "spearman"),
             }
             for m in METRICS
         ]
@@ -203,16 +215,14 @@ def training_section(run_dir: Path, table: pd.DataFrame) -> tuple[list[str], str
             "train_seconds",
         ]
     ].round(4)
-    failed = joined[joined["status"] != "trained"][["rank", "arch_id", "error"]]
+    failed = joined[joined["status"] == "failed"][["rank", "arch_id", "error"]]
     plots: dict[str, str] = {}
-    curves_path = run_dir / "curves.csv"
-    if curves_path.is_file() and curves_path.stat().st_size > 1:
+    if len(curves):
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        curves = pd.read_csv(curves_path)
         fig, ax = plt.subplots(figsize=(7, 4))
         for aid, part in curves.groupby("arch_id"):
             ax.plot(part["epoch"], part["top1"], marker="o", label=aid)
@@ -224,8 +234,25 @@ def training_section(run_dir: Path, table: pd.DataFrame) -> tuple[list[str], str
         atomic_savefig(fig, run_dir / "plots" / "learning_curves.png", dpi=110)
         plt.close(fig)
         plots["learning_curves"] = "plots/learning_curves.png"
+    if len(done):
+        import matplotlib.pyplot as plt
+
+        costs = METRICS[:3]  # the N values; L values are small integers, see the table
+        fig, axes = plt.subplots(1, len(costs), figsize=(4 * len(costs), 3.4), sharey=True)
+        for ax, metric in zip(axes, costs, strict=True):
+            ax.scatter(done[metric] / 1e6, done["top1"])
+            for row in done.itertuples():
+                ax.annotate(f"#{row.rank}", (getattr(row, metric) / 1e6, row.top1), fontsize=7)
+            ax.set_xlabel(f"{metric} (M FLOP-equivalents)")
+        axes[0].set_ylabel(f"test top-1 at epoch {common}")
+        fig.suptitle("trained accuracy against the gradient-path metrics")
+        fig.tight_layout()
+        atomic_savefig(fig, run_dir / "plots" / "accuracy_vs_metrics.png", dpi=110)
+        plt.close(fig)
+        plots["accuracy_vs_metrics"] = "plots/accuracy_vs_metrics.png"
     note = (
-        "Rank correlation of trained top-1 with each metric over the trained candidates "
+        f"Rank correlation of test top-1 at epoch {common} (the last epoch every trained "
+        "candidate reached; ASHA stops weak trials early) with each metric "
         "(a good predictor has a strongly negative value: smaller N, better accuracy; "
         "undefined below 3 trained candidates or for a constant metric)."
     )
@@ -255,7 +282,7 @@ def training_section(run_dir: Path, table: pd.DataFrame) -> tuple[list[str], str
 def build_report(run_dir: Path) -> Path:
     """Write report.md, report.html and the plots of ``run_dir``; returns report.md's path."""
     settings = read_settings(run_dir)
-    table = pd.read_csv(run_dir / CANDIDATES, keep_default_na=True)
+    table = pd.read_csv(run_dir / CANDIDATES, dtype={"arch_id": str})
     table["reference"] = table["reference"].fillna("")
     plots = make_plots(run_dir, settings, table)
     found, refs = _tables(table, settings["top"])

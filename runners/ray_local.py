@@ -3,7 +3,8 @@
 On these machines Ray must never reach an address outside 127.0.0.0/8 (DESIGN.md section 9). By
 default each ``ray.init`` probes cloud metadata, uses the machine's non-loopback address for its
 own gRPC and listens on all interfaces. What keeps it on loopback, checked with ``strace``:
-usage stats off, ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (the node address becomes 127.0.0.1), a
+usage stats off (and their "disabled" report sent to a closed loopback port),
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (the node address becomes 127.0.0.1), a
 HOME holding ``ray_bootstrap_config.yaml`` with ``{}`` (no metadata probe), the dashboard on
 127.0.0.1, and ``address="local"`` so that a stray cluster is never joined. Binding to 127.0.0.1
 is also the safe default for users: the dashboard and jobs API run code for whoever reaches them.
@@ -16,7 +17,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-LOOPBACK_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+LOOPBACK_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    # A `ray start` head (not ray.init) sends a "usage stats disabled" report to
+    # usage-stats.ray.io even with stats off; point it at a closed loopback port instead.
+    "RAY_USAGE_STATS_REPORT_URL": "http://127.0.0.1:9/",
+}
+TOKEN_ENV = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def token_file(home: Path) -> Path:
+    """Where a local session keeps its dashboard access token (Ray 2.60 turns token
+    authentication on for a new local cluster and writes the token to ``~/.ray/auth_token``)."""
+    return home / ".ray" / "auth_token"
 
 
 def loopback_env(home: Path) -> dict[str, str]:
@@ -37,8 +51,11 @@ def ray_session(
     """Start (or join, with ``address``) Ray; yields the dashboard URL of a local session.
 
     Ray must not have been imported before: it reads these variables at import time."""
-    saved = {k: os.environ.get(k) for k in (*LOOPBACK_ENV, "HOME")}
+    saved = {k: os.environ.get(k) for k in (*LOOPBACK_ENV, "HOME", *TOKEN_ENV)}
+    user_token = token_file(Path.home())
     os.environ.update(loopback_env(home))
+    if address and not any(os.environ.get(k) for k in TOKEN_ENV) and user_token.is_file():
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(user_token)  # the user's token for the cluster
     import ray
 
     try:

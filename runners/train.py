@@ -6,8 +6,8 @@ channels_last by default on CPU (AMX) and GPU: the convolutions of binary layers
 and weights, whose products and fp32-accumulated sums bf16 holds exactly; ``precision="fp32"``
 turns it off. Seeded. Reports top-1, top-5, loss and images per second every epoch.
 
-Proxy settings for small machines (:func:`proxy_spec`): the small-image stem, a width multiplier,
-a train subset and few epochs.
+Proxy settings for small machines (:func:`proxy_spec`): the small-image stem (stride 2 halves the
+resolution, a quarter of the MACs), a width multiplier, a train subset and few epochs.
 """
 
 from __future__ import annotations
@@ -56,11 +56,17 @@ class EpochStats:
 
 
 def proxy_spec(
-    spec: ArchSpec, splits: Splits, width_mult: float = 1.0, input_size: int | None = None
+    spec: ArchSpec,
+    splits: Splits,
+    width_mult: float = 1.0,
+    input_size: int | None = None,
+    stem_stride: int = 1,
 ) -> ArchSpec:
-    """``spec`` for a dataset: its image size (the small-image stem below 64 px), channels and
-    classes, and every width (stem, transitions, block widths, growth rates) times
-    ``width_mult``, but not below 8 channels."""
+    """``spec`` for a dataset: its image size (below 64 px the small-image 3x3 stem, of stride
+    ``stem_stride``), channels and classes, and every width (stem, transitions, block widths,
+    growth rates) times ``width_mult``, but not below 8 channels."""
+    if stem_stride not in (1, 2):
+        raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
     input_size = input_size or splits.size
     classes = splits.classes
 
@@ -78,7 +84,7 @@ def proxy_spec(
     )
     stem = dataclasses.replace(
         spec.stem,
-        kind="imagenet" if input_size >= 64 else "small",
+        kind="imagenet" if input_size >= 64 else ("small" if stem_stride == 1 else "small_s2"),
         channels=scale(spec.stem.channels),
     )
     return spec.replace(

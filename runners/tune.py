@@ -31,9 +31,10 @@ class TrainingOptions:
     epochs: int = 3
     batch_size: int = 128
     lr: float = 2e-3
-    width_mult: float = 0.25
-    train_subset: int | None = 12000
-    eval_subset: int | None = 2000
+    width_mult: float = 0.5
+    stem_stride: int = 2
+    train_subset: int | None = 40000
+    eval_subset: int | None = None
     precision: str = "bf16"
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -45,6 +46,7 @@ class TrainingOptions:
 
 def train_candidate(config: dict[str, Any]) -> None:
     """The Ray Tune trainable: trains one candidate's proxy, reporting every epoch."""
+    import ray
     from ray import tune
 
     from nas.spec import ArchSpec
@@ -54,7 +56,9 @@ def train_candidate(config: dict[str, Any]) -> None:
     config = config["candidate"]
     options = TrainingOptions(**config["options"])
     splits = load_dataset(options.dataset, options.data_dir)
-    spec = proxy_spec(ArchSpec.load(config["spec"]), splits, options.width_mult)
+    spec = proxy_spec(
+        ArchSpec.load(config["spec"]), splits, options.width_mult, stem_stride=options.stem_stride
+    )
     train_config = TrainConfig(
         epochs=options.epochs,
         batch_size=options.batch_size,
@@ -73,7 +77,11 @@ def train_candidate(config: dict[str, Any]) -> None:
 
         def report(stats, model, optimizer) -> None:
             tune.report(
-                {**dataclasses.asdict(stats), "arch_id": config["arch_id"]},
+                {
+                    **dataclasses.asdict(stats),
+                    "arch_id": config["arch_id"],
+                    "node": ray.get_runtime_context().get_node_id()[:12],
+                },
                 checkpoint=tune.Checkpoint.from_directory(folder),
             )
 
@@ -89,17 +97,35 @@ def run_training(
     """Train ``candidates`` ((arch id, spec file) pairs); returns one row per candidate and
     writes ``trained.csv`` and ``curves.csv`` in ``run_dir``."""
     from results.run import atomic_write_text
-    from runners.ray_local import ray_session
+    from runners.ray_local import ray_session, token_file
 
     storage = (run_dir / "tune").resolve()
-    with ray_session(
-        run_dir / ".ray_home", options.ray_address, dashboard_port=options.dashboard_port
-    ) as url:
+    home = run_dir / ".ray_home"
+    with ray_session(home, options.ray_address, dashboard_port=options.dashboard_port) as url:
         from ray import tune  # only now: Ray reads its environment when it is imported
         from ray.tune.schedulers import ASHAScheduler
 
         if url:
-            print(f"Ray dashboard: {url} (local, 127.0.0.1 only)")
+            print(
+                f"Ray dashboard: {url} (127.0.0.1 only); its access token is in "
+                f"{token_file(home)}, or run: HOME={home} ray get-auth-token",
+                flush=True,
+            )
+
+        class Progress(tune.Callback):
+            """One line per reported epoch and per finished trial, instead of Tune's tables."""
+
+            def on_trial_result(self, iteration, trials, trial, result, **info):
+                print(
+                    f"  {_trial_name(trial)} epoch {result['epoch']}/{options.epochs}: "
+                    f"test top-1 {result['top1']:.4f}, loss {result['test_loss']:.3f}, "
+                    f"{result['images_per_s']:.0f} images/s",
+                    flush=True,
+                )
+
+            def on_trial_error(self, iteration, trials, trial, **info):
+                print(f"  {_trial_name(trial)} failed", flush=True)
+
         resources = tune.with_resources(
             trainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
         )
@@ -129,7 +155,8 @@ def run_training(
                 run_config=tune.RunConfig(
                     name="train",
                     storage_path=str(storage),
-                    verbose=1,
+                    verbose=0,
+                    callbacks=[Progress()],
                     failure_config=tune.FailureConfig(max_failures=options.max_failures),
                 ),
             )
@@ -139,12 +166,16 @@ def run_training(
         config = result.config["candidate"]
         metrics = result.metrics or {}
         history = result.metrics_dataframe
+        epochs_done = metrics.get("epoch") or 0
         row = {
             "arch_id": config["arch_id"],
-            "status": "failed" if result.error else "trained",
+            # "stopped": ASHA ended it early, its accuracy is that of its last epoch
+            "status": "failed"
+            if result.error
+            else ("trained" if epochs_done >= options.epochs else "stopped"),
             "error": _reason(result.error),
         }
-        for key in ("epoch", "top1", "top5", "test_loss", "train_loss", "images_per_s"):
+        for key in ("epoch", "top1", "top5", "test_loss", "train_loss", "images_per_s", "node"):
             row[key] = metrics.get(key)
         row["train_seconds"] = (
             float(history["seconds"].sum()) if history is not None and len(history) else None

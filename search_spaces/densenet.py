@@ -15,11 +15,13 @@ REDUCTIONS = (2.0, 2.2, 2.5, 2.7, 3.0, 3.3, 3.5, 4.0)
 class DenseNetSpace(SearchSpace):
     """Binary DenseNets (BinaryDenseNet layout): units per stage, unit depth (dense-connected
     fractal units of C columns, depth 2^(C-1); C = 1 is BinaryDenseNet's layer), the join inside a
-    unit, the FP transition reductions and their rounding; the growth rate solved to the budget."""
+    unit, the FP transition reductions and their rounding; the growth rate solved to the budget,
+    at least 32 (BinaryDenseNet's smallest; growth rates of 4-8 would win the ranking by being
+    cheap steps on every path while carrying a handful of bits per pixel)."""
 
     name = "densenet"
     width_label = "growth rate"
-    width_bounds = (4, 256)
+    width_bounds = (32, 256)
 
     def parameters(self) -> list[Param]:
         return [

@@ -21,11 +21,16 @@ class ResNetSpace(SearchSpace):
     paper's networks (a chain of M binary convs with any set of identity edges i -> j over its
     M + 1 nodes, or a FractalNet block of C columns), and how its nodes join their inputs;
     downsampling inside the first block of a stage (Bi-Real) or by an FP transition (IGP-ResNet);
-    stage widths W, 2W, 4W, 8W with the base width W solved to the budget."""
+    stage widths W, 2W, 4W, 8W with the base width W solved to the budget.
+
+    W is at least 32, as in the paper's networks (31 to 64): the ranking key prefers the
+    thinnest, deepest nets at equal FLOPs (a thin conv is a cheap step on a gradient path), and
+    below 32 channels a binary layer carries too few bits per pixel to be a useful candidate
+    (Bethge et al. 2019 widen binary layers for this reason)."""
 
     name = "resnet"
     width_label = "base width"
-    width_bounds = (8, 512)
+    width_bounds = (32, 512)
 
     def parameters(self) -> list[Param]:
         return [

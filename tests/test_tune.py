@@ -1,0 +1,250 @@
+"""Training through Ray Tune: faults, a killed run resumed, the loopback check, a two-node cluster.
+
+Each test starts Ray in a subprocess, so that Ray is imported only after the loopback environment
+is set (runners/ray_local.py) and no Ray state leaks between tests."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from runners.check_loopback import Contact, contacts
+
+ROOT = Path(__file__).parent.parent
+
+FAULTS = textwrap.dedent(
+    """
+    import dataclasses, sys
+    from pathlib import Path
+    from nas import model_spec
+    from runners.tune import TrainingOptions, run_training, train_candidate
+
+    def faulty(config):
+        # One candidate raises, one produces a NaN loss (its data normalised by a zero std),
+        # the third trains normally.
+        arch = config["candidate"]["arch_id"]
+        if arch == "raises":
+            raise RuntimeError("injected fault: the data loader broke")
+        if arch == "makes-nan":
+            import runners.datasets as datasets
+            load = datasets.load_dataset
+            datasets.load_dataset = lambda *a, **k: dataclasses.replace(load(*a, **k), std=(0.0,))
+        train_candidate(config)
+
+    run_dir = Path(sys.argv[1])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec = run_dir / "bireal.json"
+    spec.write_text(model_spec("bireal_resnet18").to_json())
+    options = TrainingOptions(
+        epochs=1, width_mult=0.125, train_subset=256, eval_subset=256, max_failures=0,
+        dashboard_port=int(sys.argv[2]),
+    )
+    run_training(run_dir, [(a, spec) for a in ("raises", "makes-nan", "fine")], options, faulty)
+    """
+)
+
+
+def test_failed_trials_are_reported_while_the_others_finish(tmp_path):
+    script = tmp_path / "faults.py"
+    script.write_text(FAULTS)
+    run_dir = tmp_path / "run"
+    out = subprocess.run(
+        [sys.executable, str(script), str(run_dir), "8281"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    trained = pd.read_csv(run_dir / "trained.csv", dtype={"arch_id": str}).set_index("arch_id")
+    assert trained.loc["raises", "status"] == "failed"
+    assert trained.loc["raises", "error"] == "injected fault: the data loader broke"
+    assert trained.loc["makes-nan", "status"] == "failed"
+    assert trained.loc["makes-nan", "error"].startswith("the loss became nan at epoch 1, step 1")
+    assert trained.loc["fine", "status"] == "trained"
+    assert 0 <= trained.loc["fine", "top1"] <= 1 and trained.loc["fine", "epoch"] == 1
+
+
+def _search(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "nas.search", "--no-progress", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _reports(trial_dir: Path) -> list[dict]:
+    result = trial_dir / "result.json"
+    if not result.is_file():
+        return []
+    return [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+
+
+def _session_processes(session: int) -> list[int]:
+    """The live processes of a session (the killed command's Ray workers, if any remain)."""
+    alive = []
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":  # field 6 of stat: the session id
+            alive.append(int(status.parent.name))
+    return alive
+
+
+def test_sigkill_during_training_then_resume_retrains_nothing_finished(tmp_path):
+    """Two candidates trained one after the other (each asks for both CPUs); SIGKILL of the
+    command and all its processes once the first has finished; --resume trains only the second,
+    and no epoch is reported twice."""
+    run_dir = tmp_path / "run"
+    args = [
+        "--budget", "0.16GFLOPs", "--space", "resnet", "--trials", "12", "--train-top", "2",
+        "--epochs", "2", "--train-subset", "400", "--width-mult", "0.125",
+        "--cpus-per-trial", "2", "--dashboard-port", "8282", "--out", str(run_dir),
+    ]  # fmt: skip
+    proc = _search(*args)
+    tune_dir = run_dir / "tune" / "train"
+    deadline = time.time() + 400
+    finished = None
+    while finished is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        for trial in tune_dir.glob("candidate-*") if tune_dir.is_dir() else []:
+            if len(_reports(trial)) == 2:
+                finished = trial
+    assert finished is not None, "no trial finished in time"
+    os.killpg(proc.pid, signal.SIGKILL)  # the command and every process it started
+    proc.wait()
+    deadline = time.time() + 30
+    while _session_processes(proc.pid) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _session_processes(proc.pid)
+    assert not (run_dir / "trained.csv").exists()
+    before = _reports(finished)
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "nas.search", "--no-progress", "--resume", str(run_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _reports(finished) == before  # the finished trial was not trained again
+    trained = pd.read_csv(run_dir / "trained.csv", dtype={"arch_id": str})
+    # ASHA may stop the second candidate after its first epoch if it trails the first one
+    assert set(trained["status"]) <= {"trained", "stopped"} and len(trained) == 2
+    for trial in tune_dir.glob("candidate-*"):
+        epochs = [r["epoch"] for r in _reports(trial)]
+        assert epochs in ([1], [1, 2])  # each epoch reported once: nothing trained twice
+
+
+def test_strace_log_contacts():
+    """The strace parser against lines in strace's own format."""
+    log = [
+        "812 connect(3, {sa_family=AF_INET, sin_port=htons(6379), "
+        'sin_addr=inet_addr("127.0.0.1")}, 16) = 0',
+        '812 connect(5, {sa_family=AF_UNIX, sun_path="/tmp/ray/session/sockets/raylet"}, 110) = 0',
+        "813 connect(7, {sa_family=AF_INET6, sin6_port=htons(8265), sin6_flowinfo=htonl(0), "
+        'inet_pton(AF_INET6, "::ffff:127.0.0.1", &sin6_addr), sin6_scope_id=0}, 28) = 0',
+        '813 sendto(4, "\\24\\0", 20, 0, {sa_family=AF_NETLINK, nl_pid=0, nl_groups=00000000}, '
+        "12) = 20",
+        '814 sendto(9, "abc", 3, MSG_NOSIGNAL, NULL, 0) = 3',
+        "815 connect(8, {sa_family=AF_INET, sin_port=htons(53), "
+        'sin_addr=inet_addr("8.8.8.8")}, 16) = 0',
+        "815 connect(8, {sa_family=AF_INET, sin_port=htons(443), "
+        'sin_addr=inet_addr("192.0.2.2")}, 16 <unfinished ...>',
+        "816 connect(6, {sa_family=AF_INET6, sin6_port=htons(80), sin6_flowinfo=htonl(0), "
+        'inet_pton(AF_INET6, "::1", &sin6_addr), sin6_scope_id=0}, 28) = 0',
+        "817 connect(6, {sa_family=AF_INET, sin_port=htons(53), "
+        'sin_addr=inet_addr("127.0.0.53")}, 16) = 0',
+    ]
+    found = contacts(log)
+    assert found == [
+        Contact("AF_INET", "127.0.0.1", 6379),
+        Contact("AF_UNIX"),
+        Contact("AF_INET6", "::ffff:127.0.0.1", 8265),
+        Contact("AF_NETLINK"),
+        Contact("AF_INET", "8.8.8.8", 53),
+        Contact("AF_INET", "192.0.2.2", 443),
+        Contact("AF_INET6", "::1", 80),
+        Contact("AF_INET", "127.0.0.53", 53),
+    ]
+    assert [c.allowed for c in found] == [True, True, True, True, False, False, True, False]
+
+
+@pytest.mark.skipif(not Path("/usr/bin/strace").exists(), reason="strace is not installed")
+def test_local_main_job_stays_on_loopback(tmp_path):
+    """The repo's check: the main job under strace contacts loopback only, and the dashboard
+    answers /api/version on 127.0.0.1 and listens there only."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runners.check_loopback",
+            "--dashboard-port",
+            "8283",
+            "--keep",
+            str(tmp_path),
+            "--",
+            "--budget",
+            "0.16GFLOPs",
+            "--space",
+            "resnet",
+            "--trials",
+            "8",
+            "--train-top",
+            "1",
+            "--epochs",
+            "1",
+            "--train-subset",
+            "128",
+            "--width-mult",
+            "0.125",
+            "--no-progress",
+        ],  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "passed: only loopback" in out.stdout
+    assert '"ray_version": "2.60.0"' in out.stdout
+    assert "dashboard listens on: 127.0.0.1" in out.stdout
+
+
+def test_two_node_cluster_on_loopback_trains_through_ray_address(tmp_path):
+    """`ray start --head` plus a second node joining it, both on 127.0.0.1 with one CPU each;
+    nas.search --ray-address trains two candidates at once, one on each node; under strace,
+    no process of the cluster or the job contacts anything outside loopback."""
+    out = subprocess.run(
+        [
+            sys.executable, "-m", "runners.check_loopback", "--cluster", "2",
+            "--dashboard-port", "8285", "--keep", str(tmp_path), "--",
+            "--budget", "0.16GFLOPs", "--space", "resnet", "--trials", "12", "--train-top", "2",
+            "--epochs", "1", "--train-subset", "200", "--width-mult", "0.125", "--no-progress",
+        ],  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "node 1 up (worker)" in out.stdout and "passed: only loopback" in out.stdout
+    trained = pd.read_csv(tmp_path / "run" / "trained.csv", dtype={"arch_id": str})
+    assert list(trained["status"]) == ["trained", "trained"]
+    assert trained["node"].nunique() == 2  # one CPU per node: the trials ran on both nodes
+    # every process of the cluster names its address (--gcs-address=127.0.0.1:6390, ...)
+    leftovers = subprocess.run(["pgrep", "-f", "127.0.0.1:6390"], capture_output=True)
+    assert leftovers.stdout.strip() == b""  # the nodes' processes are gone
