@@ -9,6 +9,9 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     "$PY" -m pip install --quiet "torch==2.13.0"
 fi
 "$PY" -m pip install --quiet -e ".[dev]"
+# The bit-packed binary conv kernels (C, OpenMP; gcc). Without a compiler: a warning, and the
+# PyTorch reference path is used.
+"$PY" -m nas.kernels.build
 # The default dataset, Fashion-MNIST, from Debian's package (IDX files, MIT licence).
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

@@ -478,6 +478,9 @@ def write_results(search: Search, run_dir: Path) -> Any:
     for _, row in top.iterrows():
         spec = search.spec_of(row).replace(name=f"rank{row['rank']:03d}-{row['arch_id']}")
         atomic_write_text(specs / f"{spec.name}.json", spec.to_json() + "\n")
+    for _, row in table[table["reference"] != ""].iterrows():  # the reference models too
+        spec = search.spec_of(row).replace(name=f"ref-{row['reference']}-{row['arch_id']}")
+        atomic_write_text(specs / f"{spec.name}.json", spec.to_json() + "\n")
     build_report(run_dir)
     return table
 
@@ -582,6 +585,7 @@ def _training_options(args) -> dict[str, Any]:
     """The training flags, checked before the search starts (the data must be there)."""
     from runners.datasets import DATASETS, DataNotFound, load_dataset
     from runners.tune import TrainingOptions
+    from search_spaces import get_space, list_spaces
 
     if args.dataset not in DATASETS:
         raise _cli.UsageError(f"unknown dataset {args.dataset!r}; known: {', '.join(DATASETS)}")
@@ -599,6 +603,18 @@ def _training_options(args) -> dict[str, Any]:
         load_dataset(args.dataset, args.data_dir)
     except DataNotFound as e:
         raise _cli.UsageError(str(e)) from None
+    spaces = list_spaces() if args.space == "all" else [args.space]
+    references = sorted(
+        {r for n in spaces if n in list_spaces() for r in get_space(n).references()}
+    )
+    baseline = args.baseline
+    if baseline not in (*references, "none"):
+        if baseline != "bireal_resnet18":  # the default is skipped where the space lacks it
+            raise _cli.UsageError(
+                f"--baseline {baseline!r} is not a reference model of the searched space; "
+                f"choose one of {', '.join(references)} or none"
+            )
+        baseline = "none"
     options = TrainingOptions(
         top=args.train_top,
         dataset=args.dataset,
@@ -606,6 +622,7 @@ def _training_options(args) -> dict[str, Any]:
         epochs=args.epochs,
         width_mult=args.width_mult,
         stem_stride=args.stem_stride,
+        augment=args.augment,
         train_subset=args.train_subset or None,
         seed=args.seed,
         cpus_per_trial=args.cpus_per_trial,
@@ -613,6 +630,7 @@ def _training_options(args) -> dict[str, Any]:
         max_failures=args.max_failures,
         ray_address=args.ray_address,
         dashboard_port=args.dashboard_port,
+        baseline="" if baseline == "none" else baseline,
     )
     return asdict(options)
 
@@ -625,12 +643,18 @@ def train_top(settings: Settings, run_dir: Path, table) -> None:
 
     options = TrainingOptions(**settings.training)
     top = table[table["reference"] == ""].head(options.top)
-    specs = {p.stem.split("-", 1)[1]: p for p in (run_dir / "specs").glob("rank*.json")}
+    specs = {p.stem.rsplit("-", 1)[1]: p for p in (run_dir / "specs").glob("*.json")}
     candidates = [(aid, specs[aid]) for aid in top["arch_id"]]
+    baseline = table[table["reference"] == options.baseline]
+    if len(baseline):
+        candidates.append((baseline["arch_id"].iloc[0], specs[baseline["arch_id"].iloc[0]]))
     print(
-        f"training the top {len(candidates)} on {options.dataset} "
+        f"training the top {len(top)}"
+        + (f" and {options.baseline} (the baseline)" if len(baseline) else "")
+        + f" on {options.dataset} "
         f"({options.epochs} epochs, width x{options.width_mult}, stem stride "
-        f"{options.stem_stride}, {options.train_subset or 'all'} training images per epoch)",
+        f"{options.stem_stride}, {'with' if options.augment else 'no'} augmentation, "
+        f"{options.train_subset or 'all'} training images per epoch)",
         file=sys.stderr,
     )
     trained = run_training(run_dir, candidates, options)
@@ -695,6 +719,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=40000,
         help="proxy: training images per epoch (default 40000; 0 for the whole train split)",
+    )
+    parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="random crops and flips in training (off by default: the short proxy learns more "
+        "without them; turn on for long runs)",
+    )
+    parser.add_argument(
+        "--baseline",
+        default="bireal_resnet18",
+        help="a reference model trained beside the candidates (default bireal_resnet18; none)",
     )
     parser.add_argument("--cpus-per-trial", type=float, default=1.0)
     parser.add_argument("--gpus-per-trial", type=float, default=0.0)

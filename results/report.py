@@ -174,7 +174,10 @@ def training_section(run_dir: Path, table: pd.DataFrame) -> tuple[list[str], str
     their accuracy, its rank correlation with each gradient-path metric (Kendall tau, Spearman
     rho), learning curves, and the trials that failed with their reason."""
     trained = pd.read_csv(run_dir / "trained.csv", dtype={"arch_id": str})
-    joined = trained.merge(table[["arch_id", "rank", *METRICS]], on="arch_id", how="left")
+    joined = trained.merge(
+        table[["arch_id", "rank", "reference", *METRICS]], on="arch_id", how="left"
+    )
+    joined["reference"] = joined["reference"].fillna("")
     curves_path = run_dir / "curves.csv"
     curves = (
         pd.read_csv(curves_path, dtype={"arch_id": str})
@@ -186,6 +189,7 @@ def training_section(run_dir: Path, table: pd.DataFrame) -> tuple[list[str], str
     common = int(done["epoch"].min()) if len(done) else 0
     at_common = curves[curves["epoch"] == common][["arch_id", "top1"]]
     done = done.drop(columns="top1").merge(at_common, on="arch_id")
+
     def rank_correlation(metric: str, method: str) -> float | None:
         pairs = done[["top1", metric]].dropna()
         if len(pairs) < 3 or pairs[metric].nunique() < 2 or pairs["top1"].nunique() < 2:
@@ -206,6 +210,7 @@ def training_section(run_dir: Path, table: pd.DataFrame) -> tuple[list[str], str
         [
             "rank",
             "arch_id",
+            "reference",
             "status",
             "epoch",
             "top1",

@@ -159,7 +159,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     run_dir, log = work / "run", work / "strace.log"
     job = [*(args.job or JOB), "--out", str(run_dir)]
-    trace = ["strace", "-f", "-qq", "-s", "200", "-e", "trace=connect,sendto,execve,clone,clone3,fork,vfork", "-o", str(log)]
+    trace = [
+        "strace",
+        "-f",
+        "-qq",
+        "-s",
+        "200",
+        "-e",
+        "trace=connect,sendto,execve,clone,clone3,fork,vfork",
+        "-o",
+        str(log),
+    ]
     command = [*trace, sys.executable]
     if args.cluster:
         home = work / "cluster"

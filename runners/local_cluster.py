@@ -86,8 +86,9 @@ def local_cluster(
     address = f"127.0.0.1:{port}"
     common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", str(cpus_per_node)]
     head = [
-        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--port", str(port), "--dashboard-host", "127.0.0.1",
-        "--dashboard-port", str(dashboard_port), "--disable-usage-stats", *common,
+        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--port", str(port),
+        "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
+        "--disable-usage-stats", *common,
     ]  # fmt: skip
     started: list[subprocess.Popen] = []
     logs = home / "logs"

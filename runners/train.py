@@ -41,6 +41,7 @@ class TrainConfig:
     seed: int = 0
     train_subset: int | None = None
     eval_subset: int | None = None
+    augment: bool = True  # random crop with padding, and flips where the dataset allows them
     device: str = "auto"
 
 
@@ -207,7 +208,7 @@ def train(
         for step, (images, labels) in enumerate(loader):
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * decay(epoch * steps_per_epoch + step)
-            x = augment(images.to(device), splits, train=True, generator=generator)
+            x = augment(images.to(device), splits, train=config.augment, generator=generator)
             x = x.contiguous(memory_format=torch.channels_last)
             labels = labels.to(device)
             with _autocast(config, device):

@@ -1,0 +1,216 @@
+"""Fast binary convolution for inference: bit packing and XNOR-popcount kernels.
+
+Values are +/-1, stored one bit each (1 for -1), channels packed into 64-bit words, NHWC::
+
+    x = pack_activations(torch.randn(1, 64, 56, 56), pad=1)     # +1 padding: zero bits
+    w = pack_weights(torch.randn(128, 64, 3, 3))
+    y = binary_conv2d(x, w, stride=1)                            # float NHWC, exact integers
+
+``binary_conv2d`` computes ``scale * dot + shift (+ residual)`` per output channel, where dot is
+the exact +/-1 convolution of the signs (sign(0) = +1), and returns floats (NHWC) or, with
+``packed_output=True``, the signs of those values already packed for the next binary conv. It
+runs the compiled kernel (AVX-512 VPOPCNTDQ, AVX2 or portable C, chosen at run time;
+:func:`available_paths`) and falls back to :func:`reference_conv2d`, plain PyTorch, which is also
+the oracle of the tests. DESIGN.md section 8.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from nas.kernels._native import PATHS, available_paths, library
+
+__all__ = [
+    "Packed",
+    "PackedWeights",
+    "available_paths",
+    "binary_conv2d",
+    "pack_activations",
+    "pack_weights",
+    "reference_conv2d",
+    "set_threads",
+    "unpack",
+]
+
+_BIT = torch.tensor([1 << i for i in range(63)] + [-(1 << 63)], dtype=torch.int64)
+
+
+@dataclass(frozen=True)
+class Packed:
+    """Packed activations: ``bits`` int64 (N, H, W, CW) (padding included), ``channels`` C."""
+
+    bits: torch.Tensor
+    channels: int
+    pad: int = 0
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(N, C, H, W) of the unpadded values."""
+        n, h, w, _ = self.bits.shape
+        return n, self.channels, h - 2 * self.pad, w - 2 * self.pad
+
+
+@dataclass(frozen=True)
+class PackedWeights:
+    """Packed weights: ``bits`` int64 (K, K, CW, COUT), ``channels`` C (input channels)."""
+
+    bits: torch.Tensor
+    channels: int
+
+    @property
+    def kernel(self) -> int:
+        return self.bits.shape[0]
+
+    @property
+    def cout(self) -> int:
+        return self.bits.shape[3]
+
+
+def _pack_last(negative: torch.Tensor) -> torch.Tensor:
+    """bool (..., C) -> int64 (..., ceil(C / 64)), bit c % 64 of word c // 64 set where True."""
+    c = negative.shape[-1]
+    words = (c + 63) // 64
+    padded = F.pad(negative, (0, words * 64 - c)).reshape(*negative.shape[:-1], words, 64)
+    return (padded.to(torch.int64) * _BIT).sum(-1)
+
+
+def pack_activations(x: torch.Tensor, pad: int = 0) -> Packed:
+    """Signs of a float NCHW (or channels_last) tensor, packed, with ``pad`` pixels of +1 on each
+    side: bit 1 where x < 0 (sign(0) = +1)."""
+    n, c, h, w = x.shape
+    nhwc = x.detach().float().permute(0, 2, 3, 1).contiguous()
+    lib = library()
+    cw = (c + 63) // 64
+    bits = torch.zeros(n, h + 2 * pad, w + 2 * pad, cw, dtype=torch.int64)
+    if lib is not None:
+        lib.bconv_pack(nhwc.data_ptr(), n, h, w, c, pad, bits.data_ptr())
+    else:
+        bits[:, pad : pad + h, pad : pad + w] = _pack_last(nhwc < 0)
+    return Packed(bits, c, pad)
+
+
+def pack_weights(weight: torch.Tensor) -> PackedWeights:
+    """Signs of conv weights (COUT, C, K, K), packed as (K, K, CW, COUT)."""
+    cout, c, k, _ = weight.shape
+    bits = _pack_last(weight.detach().permute(2, 3, 0, 1) < 0)  # (K, K, COUT, CW)
+    return PackedWeights(bits.permute(0, 1, 3, 2).contiguous(), c)
+
+
+def unpack(packed: Packed) -> torch.Tensor:
+    """The +/-1 float NCHW tensor of packed activations (padding included)."""
+    words = packed.bits.shape[-1]
+    bits = (packed.bits.unsqueeze(-1) & _BIT) != 0  # (N, H, W, CW, 64)
+    values = 1.0 - 2.0 * bits.reshape(*packed.bits.shape[:3], words * 64).float()
+    return values[..., : packed.channels].permute(0, 3, 1, 2).contiguous()
+
+
+def _unpack_weights(weights: PackedWeights) -> torch.Tensor:
+    k, _, words, cout = weights.bits.shape
+    bits = (weights.bits.permute(3, 2, 0, 1).unsqueeze(-1) & _BIT) != 0  # COUT, CW, K, K, 64
+    values = 1.0 - 2.0 * bits.permute(0, 1, 4, 2, 3).reshape(cout, words * 64, k, k).float()
+    return values[:, : weights.channels]
+
+
+def reference_conv2d(
+    x: Packed,
+    weights: PackedWeights,
+    stride: int = 1,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The PyTorch path: unpack to +/-1 floats and ``F.conv2d`` (float64, exact). Float NHWC."""
+    dot = F.conv2d(unpack(x).double(), _unpack_weights(weights).double(), stride=stride)
+    out = dot.permute(0, 2, 3, 1).float()
+    if scale is not None:
+        out = out * scale.float()
+    if shift is not None:
+        out = out + shift.float()
+    if residual is not None:
+        out = out + residual
+    return out
+
+
+def set_threads(threads: int) -> None:
+    """Threads the compiled kernels use (OpenMP)."""
+    lib = library()
+    if lib is not None:
+        lib.bconv_set_threads(threads)
+
+
+def binary_conv2d(
+    x: Packed,
+    weights: PackedWeights,
+    stride: int = 1,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
+    packed_output: bool = False,
+    out_pad: int = 0,
+    path: str | None = None,
+) -> torch.Tensor | Packed:
+    """The binary convolution of packed ``x`` (already padded) with packed ``weights``, then
+    ``scale * dot + shift + residual`` per output channel (NHWC float; ``residual`` NHWC too).
+    With ``packed_output`` the signs of the result, packed with ``out_pad`` pixels of +1 padding
+    for the next conv. ``path`` forces one of :func:`available_paths` or ``"reference"``."""
+    if x.channels != weights.channels:
+        raise ValueError(f"input has {x.channels} channels, weights expect {weights.channels}")
+    n, h, w, cw = x.bits.shape
+    k, cout = weights.kernel, weights.cout
+    oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
+    ones = torch.ones(cout)
+    scale = ones if scale is None else scale.detach().float().contiguous()
+    shift = torch.zeros(cout) if shift is None else shift.detach().float().contiguous()
+    lib = library()
+    if path is None:
+        path = available_paths()[-1] if lib is not None else "reference"
+    if path == "reference":
+        out = reference_conv2d(x, weights, stride, scale, shift, residual)
+        if not packed_output:
+            return out
+        return pack_activations(out.permute(0, 3, 1, 2), out_pad)
+    if residual is not None:
+        residual = residual.detach().float().contiguous()
+        if residual.shape != (n, oh, ow, cout):
+            raise ValueError(
+                f"residual must be NHWC {(n, oh, ow, cout)}, got {tuple(residual.shape)}"
+            )
+    if packed_output:
+        bits = torch.zeros(
+            n, oh + 2 * out_pad, ow + 2 * out_pad, (cout + 63) // 64, dtype=torch.int64
+        )
+        inner = (
+            bits if out_pad == 0 else torch.zeros(n, oh, ow, (cout + 63) // 64, dtype=torch.int64)
+        )
+        out_f = None
+    else:
+        out_f = torch.empty(n, oh, ow, cout)
+        inner = None
+    status = lib.bconv_forward(
+        PATHS[path],
+        x.bits.data_ptr(),
+        n,
+        h,
+        w,
+        cw,
+        weights.bits.data_ptr(),
+        k,
+        stride,
+        cout,
+        x.channels,
+        scale.data_ptr(),
+        shift.data_ptr(),
+        None if residual is None else residual.data_ptr(),
+        None if out_f is None else out_f.data_ptr(),
+        None if inner is None else inner.data_ptr(),
+    )
+    if status != 0:
+        raise ValueError(f"this CPU cannot run the {path!r} path; it can: {available_paths()}")
+    if out_f is not None:
+        return out_f
+    if out_pad:
+        bits[:, out_pad : out_pad + oh, out_pad : out_pad + ow] = inner
+    return Packed(bits, cout, out_pad)

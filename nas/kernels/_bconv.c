@@ -1,0 +1,327 @@
+/* Bit-packed binary convolution (XNOR-popcount) for inference on the CPU.
+ *
+ * Layouts (DESIGN.md section 8):
+ *   activations  uint64 [N][H][W][CW]     bit c%64 of word c/64 is 1 where the value is -1
+ *   weights      uint64 [K][K][CW][COUT]  the same bits, output channels innermost (vectors)
+ *   output       float [N][OH][OW][COUT]  or uint64 [N][OH][OW][COUT/64 rounded up]
+ * The input is already padded (with +1: zero bits) by the caller, so every tap is valid and
+ *   dot(x, w) = K*K*C - 2 * popcount(x XOR w)
+ * counts exactly the +/-1 products (channel-padding bits are zero in both operands).
+ *
+ * Per output channel o the float output is  scale[o] * dot + shift[o]  (+ residual), which
+ * folds the weight scale and the following BatchNorm; the packed output is the sign of the same
+ * value, computed in float exactly as the float output is, so both agree bit for bit.
+ *
+ * Three paths, chosen at run time: AVX-512 with VPOPCNTDQ (8 channels per instruction), AVX2
+ * (4 channels, popcount by nibble lookup) and portable C. OpenMP over output rows.
+ */
+#include <stdint.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#define PATH_PORTABLE 0
+#define PATH_AVX2 1
+#define PATH_AVX512 2
+
+typedef struct {
+    int n, h, w, cw;        /* padded input */
+    int k, stride, cout;    /* kernel size, stride, output channels */
+    int oh, ow;             /* output size */
+    int total;              /* K*K*C: the number of products in one dot */
+} shape_t;
+
+/* Finish CB output channels [o0, o0 + CB) of one pixel from their XOR popcounts. */
+static inline void finish(const shape_t *s, const int64_t *acc, int o0, int cb,
+                          const float *scale, const float *shift, const float *residual,
+                          float *out_f, uint64_t *out_bits, int64_t pixel) {
+    for (int j = 0; j < cb; j++) {
+        int o = o0 + j;
+        float v = scale[o] * (float)(s->total - 2 * acc[j]) + shift[o];
+        if (residual) v += residual[pixel * s->cout + o];
+        if (out_f) out_f[pixel * s->cout + o] = v;
+        if (out_bits && v < 0.0f) {
+            int64_t words = (s->cout + 63) / 64;
+            out_bits[pixel * words + o / 64] |= (uint64_t)1 << (o % 64);
+        }
+    }
+}
+
+static void conv_portable(const shape_t *s, const uint64_t *x, const uint64_t *w,
+                          const float *scale, const float *shift, const float *residual,
+                          float *out_f, uint64_t *out_bits) {
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < s->n; b++)
+        for (int y = 0; y < s->oh; y++) {
+            int64_t acc[64];
+            for (int xo = 0; xo < s->ow; xo++) {
+                int64_t pixel = ((int64_t)b * s->oh + y) * s->ow + xo;
+                for (int o0 = 0; o0 < s->cout; o0 += 64) {
+                    int cb = s->cout - o0 < 64 ? s->cout - o0 : 64;
+                    memset(acc, 0, sizeof(acc));
+                    for (int ky = 0; ky < s->k; ky++)
+                        for (int kx = 0; kx < s->k; kx++) {
+                            const uint64_t *xp = x + (((int64_t)b * s->h + y * s->stride + ky) * s->w
+                                                      + xo * s->stride + kx) * s->cw;
+                            const uint64_t *wp = w + ((int64_t)(ky * s->k + kx) * s->cw) * s->cout;
+                            for (int c = 0; c < s->cw; c++)
+                                for (int j = 0; j < cb; j++)
+                                    acc[j] += __builtin_popcountll(xp[c] ^ wp[(int64_t)c * s->cout + o0 + j]);
+                        }
+                    finish(s, acc, o0, cb, scale, shift, residual, out_f, out_bits, pixel);
+                }
+            }
+        }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2")))
+static inline __m256i popcount256(__m256i v) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, low));
+    __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+    return _mm256_sad_epu8(_mm256_add_epi8(lo, hi), _mm256_setzero_si256());
+}
+
+__attribute__((target("avx2")))
+static void conv_avx2(const shape_t *s, const uint64_t *x, const uint64_t *w,
+                      const float *scale, const float *shift, const float *residual,
+                      float *out_f, uint64_t *out_bits) {
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < s->n; b++)
+        for (int y = 0; y < s->oh; y++) {
+            int64_t acc[64];
+            for (int xo = 0; xo < s->ow; xo++) {
+                int64_t pixel = ((int64_t)b * s->oh + y) * s->ow + xo;
+                for (int o0 = 0; o0 < s->cout; o0 += 64) {
+                    int cb = s->cout - o0 < 64 ? s->cout - o0 : 64;
+                    int vec = cb / 4;
+                    __m256i a[16];
+                    for (int v = 0; v < 16; v++) a[v] = _mm256_setzero_si256();
+                    memset(acc, 0, sizeof(acc));
+                    for (int ky = 0; ky < s->k; ky++)
+                        for (int kx = 0; kx < s->k; kx++) {
+                            const uint64_t *xp = x + (((int64_t)b * s->h + y * s->stride + ky) * s->w
+                                                      + xo * s->stride + kx) * s->cw;
+                            const uint64_t *wp = w + ((int64_t)(ky * s->k + kx) * s->cw) * s->cout + o0;
+                            for (int c = 0; c < s->cw; c++) {
+                                __m256i xv = _mm256_set1_epi64x((long long)xp[c]);
+                                const uint64_t *wc = wp + (int64_t)c * s->cout;
+                                for (int v = 0; v < vec; v++) {
+                                    __m256i wv = _mm256_loadu_si256((const __m256i *)(wc + 4 * v));
+                                    a[v] = _mm256_add_epi64(a[v], popcount256(_mm256_xor_si256(xv, wv)));
+                                }
+                                for (int j = 4 * vec; j < cb; j++)
+                                    acc[j] += __builtin_popcountll(xp[c] ^ wc[j]);
+                            }
+                        }
+                    for (int v = 0; v < vec; v++) {
+                        int64_t t[4];
+                        _mm256_storeu_si256((__m256i *)t, a[v]);
+                        for (int j = 0; j < 4; j++) acc[4 * v + j] = t[j];
+                    }
+                    finish(s, acc, o0, cb, scale, shift, residual, out_f, out_bits, pixel);
+                }
+            }
+        }
+}
+
+/* 8 output channels: float = scale * (total - 2 acc) + shift (+ residual); store and/or
+ * return the sign bits (1 where negative). */
+__attribute__((target("avx512f,avx512dq,avx512vl,avx512vpopcntdq")))
+static inline unsigned finish8(__m512i acc, __m512i total, const float *scale, const float *shift,
+                               const float *res, float *out, int want_bits) {
+    __m512i dot = _mm512_sub_epi64(total, _mm512_slli_epi64(acc, 1));
+    __m256 v = _mm512_cvtepi64_ps(dot);
+    v = _mm256_add_ps(_mm256_mul_ps(v, _mm256_loadu_ps(scale)), _mm256_loadu_ps(shift));  /* no FMA: round as the reference does */
+    if (res) v = _mm256_add_ps(v, _mm256_loadu_ps(res));
+    if (out) _mm256_storeu_ps(out, v);
+    return want_bits ? (unsigned)_mm256_cmp_ps_mask(v, _mm256_setzero_ps(), _CMP_LT_OQ) : 0u;
+}
+
+#define AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx512vpopcntdq")))
+#define OB 32 /* output channels per register block: 4 zmm of 8 */
+
+/* The register block: P consecutive output pixels x 32 output channels, 4P accumulators. For
+ * each input word, 4 weight loads and P broadcasts feed 4P XOR + POPCNT + ADD. K, CW and the
+ * stride are arguments so that the common shapes can be compiled with them constant. */
+AVX512 static inline __attribute__((always_inline)) void block32_kc(
+    int P, int K, int CW, int stride, int64_t w_row, int cout, const uint64_t *x0,
+    const uint64_t *w0, __m512i acc[6][4]) {
+    for (int p = 0; p < P; p++)
+        for (int v = 0; v < 4; v++) acc[p][v] = _mm512_setzero_si512();
+    const int64_t xstep = (int64_t)stride * CW; /* next output pixel, in input words */
+    for (int ky = 0; ky < K; ky++) {
+        const uint64_t *xr = x0 + (int64_t)ky * w_row * CW;
+        const uint64_t *wr = w0 + (int64_t)ky * K * CW * cout;
+        for (int kc = 0; kc < K * CW; kc++) {
+            const uint64_t *wc = wr + (int64_t)kc * cout;
+            __m512i w0v = _mm512_loadu_si512((const void *)wc);
+            __m512i w1v = _mm512_loadu_si512((const void *)(wc + 8));
+            __m512i w2v = _mm512_loadu_si512((const void *)(wc + 16));
+            __m512i w3v = _mm512_loadu_si512((const void *)(wc + 24));
+#pragma GCC unroll 6
+            for (int p = 0; p < P; p++) {
+                __m512i xv = _mm512_set1_epi64((long long)xr[p * xstep + kc]);
+                acc[p][0] = _mm512_add_epi64(acc[p][0], _mm512_popcnt_epi64(_mm512_xor_si512(xv, w0v)));
+                acc[p][1] = _mm512_add_epi64(acc[p][1], _mm512_popcnt_epi64(_mm512_xor_si512(xv, w1v)));
+                acc[p][2] = _mm512_add_epi64(acc[p][2], _mm512_popcnt_epi64(_mm512_xor_si512(xv, w2v)));
+                acc[p][3] = _mm512_add_epi64(acc[p][3], _mm512_popcnt_epi64(_mm512_xor_si512(xv, w3v)));
+            }
+        }
+    }
+}
+
+AVX512 static inline __attribute__((always_inline)) void block32(
+    const shape_t *s, int P, const uint64_t *x0, const uint64_t *w0, __m512i acc[6][4]) {
+    if (s->k == 3 && s->cw == 1 && s->stride == 1) /* 3x3 on 64 channels: fully unrolled */
+        block32_kc(P, 3, 1, 1, s->w, s->cout, x0, w0, acc);
+    else if (s->k == 3 && s->stride == 1)
+        block32_kc(P, 3, s->cw, 1, s->w, s->cout, x0, w0, acc);
+    else
+        block32_kc(P, s->k, s->cw, s->stride, s->w, s->cout, x0, w0, acc);
+}
+
+AVX512 static inline __attribute__((always_inline)) void run_block32(
+    const shape_t *s, int P, const uint64_t *x, const uint64_t *w, int b, int y, int xo, int o0,
+    const float *scale, const float *shift, const float *residual, float *out_f,
+    uint64_t *out_bits) {
+    const int64_t words = (s->cout + 63) / 64;
+    const __m512i total = _mm512_set1_epi64(s->total);
+    __m512i acc[6][4];
+    const uint64_t *x0 = x + (((int64_t)b * s->h + y * s->stride) * s->w + xo * s->stride) * s->cw;
+    block32(s, P, x0, w + o0, acc);
+    for (int p = 0; p < P; p++) {
+        int64_t pixel = ((int64_t)b * s->oh + y) * s->ow + xo + p;
+        const float *res = residual ? residual + pixel * s->cout + o0 : NULL;
+        float *out = out_f ? out_f + pixel * s->cout + o0 : NULL;
+        uint64_t bits = 0;
+        for (int v = 0; v < 4; v++)
+            bits |= (uint64_t)finish8(acc[p][v], total, scale + o0 + 8 * v, shift + o0 + 8 * v,
+                                      res ? res + 8 * v : NULL, out ? out + 8 * v : NULL,
+                                      out_bits != NULL) << (8 * v);
+        if (out_bits) out_bits[pixel * words + o0 / 64] |= bits << (o0 % 64);
+    }
+}
+
+AVX512 static void conv_avx512(const shape_t *s, const uint64_t *x, const uint64_t *w,
+                               const float *scale, const float *shift, const float *residual,
+                               float *out_f, uint64_t *out_bits) {
+    const int full = s->cout / OB * OB; /* channels done in 32-channel blocks */
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < s->n; b++)
+        for (int y = 0; y < s->oh; y++) {
+            for (int o0 = 0; o0 < full; o0 += OB) {
+                int xo = 0;
+                for (; xo + 6 <= s->ow; xo += 6)
+                    run_block32(s, 6, x, w, b, y, xo, o0, scale, shift, residual, out_f, out_bits);
+                for (; xo < s->ow; xo++)
+                    run_block32(s, 1, x, w, b, y, xo, o0, scale, shift, residual, out_f, out_bits);
+            }
+            if (full == s->cout) continue;
+            /* the last cout % 32 channels: 8 at a time, then one by one */
+            int64_t acc[OB];
+            for (int xo = 0; xo < s->ow; xo++) {
+                int64_t pixel = ((int64_t)b * s->oh + y) * s->ow + xo;
+                memset(acc, 0, sizeof(acc));
+                int cb = s->cout - full;
+                for (int ky = 0; ky < s->k; ky++) {
+                    const uint64_t *xr = x + (((int64_t)b * s->h + y * s->stride + ky) * s->w
+                                              + xo * s->stride) * s->cw;
+                    const uint64_t *wr = w + (int64_t)ky * s->k * s->cw * s->cout + full;
+                    for (int kc = 0; kc < s->k * s->cw; kc++)
+                        for (int j = 0; j < cb; j++)
+                            acc[j] += __builtin_popcountll(xr[kc] ^ wr[(int64_t)kc * s->cout + j]);
+                }
+                finish(s, acc, full, cb, scale, shift, residual, out_f, out_bits, pixel);
+            }
+        }
+}
+#endif
+
+/* The paths this CPU can run, as a bit set (1 << PATH_*). */
+int bconv_paths(void) {
+    int paths = 1 << PATH_PORTABLE;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2")) paths |= 1 << PATH_AVX2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq"))
+        paths |= 1 << PATH_AVX512;
+#endif
+    return paths;
+}
+
+void bconv_set_threads(int threads) {
+#ifdef _OPENMP
+    if (threads > 0) omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+}
+
+/* One binary convolution; out_f or out_bits (or both) may be NULL. out_bits must be zeroed.
+ * Returns 0, or -1 for a path this CPU cannot run. */
+int bconv_forward(int path, const uint64_t *x, int n, int h, int w, int cw,
+                  const uint64_t *weights, int k, int stride, int cout, int channels,
+                  const float *scale, const float *shift, const float *residual,
+                  float *out_f, uint64_t *out_bits) {
+    shape_t s = {n, h, w, cw, k, stride, cout, (h - k) / stride + 1, (w - k) / stride + 1,
+                 k * k * channels};
+    if (!(bconv_paths() & (1 << path))) return -1;
+#if defined(__x86_64__)
+    if (path == PATH_AVX512) { conv_avx512(&s, x, weights, scale, shift, residual, out_f, out_bits); return 0; }
+    if (path == PATH_AVX2) { conv_avx2(&s, x, weights, scale, shift, residual, out_f, out_bits); return 0; }
+#endif
+    conv_portable(&s, x, weights, scale, shift, residual, out_f, out_bits);
+    return 0;
+}
+
+#if defined(__x86_64__)
+/* 64 channels of one pixel: four 16-float compares, one word. */
+AVX512 static void pack_avx512(const float *v, int n, int h, int w, int c, int pad, uint64_t *out) {
+    int cw = c / 64, ph = h + 2 * pad, pw = w + 2 * pad;
+    const __m512 zero = _mm512_setzero_ps();
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < n; b++)
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) {
+                const float *p = v + (((int64_t)b * h + y) * w + x) * c;
+                uint64_t *o = out + (((int64_t)b * ph + y + pad) * pw + x + pad) * cw;
+                for (int j = 0; j < cw; j++, p += 64) {
+                    uint64_t m0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p), zero, _CMP_LT_OQ);
+                    uint64_t m1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 16), zero, _CMP_LT_OQ);
+                    uint64_t m2 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 32), zero, _CMP_LT_OQ);
+                    uint64_t m3 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 48), zero, _CMP_LT_OQ);
+                    o[j] = m0 | m1 << 16 | m2 << 32 | m3 << 48;
+                }
+            }
+}
+#endif
+
+/* Pack float NHWC values into sign bits (bit 1 where v < 0: sign(0) = +1), padded (+1: zero
+ * bits) by `pad` pixels on each side. out: uint64 [N][H + 2 pad][W + 2 pad][CW], zeroed by the
+ * caller. */
+void bconv_pack(const float *v, int n, int h, int w, int c, int pad, uint64_t *out) {
+#if defined(__x86_64__)
+    if (c % 64 == 0 && (bconv_paths() & (1 << PATH_AVX512))) {
+        pack_avx512(v, n, h, w, c, pad, out);
+        return;
+    }
+#endif
+    int cw = (c + 63) / 64, ph = h + 2 * pad, pw = w + 2 * pad;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < n; b++)
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) {
+                const float *p = v + (((int64_t)b * h + y) * w + x) * c;
+                uint64_t *o = out + (((int64_t)b * ph + y + pad) * pw + x + pad) * cw;
+                for (int j = 0; j < c; j++)
+                    if (p[j] < 0.0f) o[j / 64] |= (uint64_t)1 << (j % 64);
+            }
+}

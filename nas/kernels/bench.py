@@ -1,0 +1,182 @@
+"""``python -m nas.kernels.bench [--json] [--threads 1|2] [--batch 1|16]``: the packed binary conv
+against PyTorch on the Bi-Real18 3x3 layers, then a whole ``bireal_resnet18``.
+
+Per layer (56x56x64, 28x28x128, 14x14x256, 7x7x512; 3x3, stride 1, +1 padding): milliseconds of
+the packed kernel (packed input, float output: the Bi-Real case), of PyTorch's fp32 and bf16
+convolutions in channels_last on the same +/-1 values, and of OpenVINO's BinaryConvolution when
+``openvino`` is installed. Then ``bireal_resnet18`` at 224 px per image: the packed model against
+the PyTorch module in fp32 and in bf16 autocast (eval mode). Medians of repeated runs, threads
+pinned (``OMP_PROC_BIND=close OMP_PLACES=cores``; the command restarts itself with them).
+DESIGN.md section 8 has the anchors measured on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+LAYERS = ((56, 64), (28, 128), (14, 256), (7, 512))
+ANCHORS_MS = {  # DESIGN.md section 8, one core, batch 1
+    "torch_fp32": (1.17, 1.20, 1.35, 2.00),
+    "openvino": (0.103, 0.105, 0.108, 0.107),
+}
+PIN = {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}
+
+
+def _median_ms(fn: Callable[[], object], seconds: float, repeats: int = 7) -> float:
+    fn()
+    fn()
+    runs = []
+    for _ in range(repeats):
+        n, start = 0, time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds / repeats:
+                break
+        runs.append(elapsed / n * 1e3)
+    return statistics.median(runs)
+
+
+def _openvino_layer(batch: int, size: int, channels: int, threads: int):
+    """A compiled OpenVINO BinaryConvolution (xnor-popcount, pad value +1) on +/-1 data, as a
+    callable; None where ``openvino`` is not installed (``pip install .[openvino]``)."""
+    try:
+        import numpy as np
+        import openvino as ov
+        import openvino.opset8 as ops
+    except ImportError:
+        return None
+    x = ops.parameter([batch, channels, size, size], ov.Type.f32)
+    bits = np.random.default_rng(0).integers(0, 2, size=(channels, channels, 3, 3), dtype=np.uint8)
+    weights = ov.op.Constant(ov.Type.u1, ov.Shape(list(bits.shape)), bits.flatten().tolist())
+    conv = ops.binary_convolution(x, weights, [1, 1], [1, 1], [1, 1], [1, 1], "xnor-popcount", 1.0)
+    compiled = ov.Core().compile_model(
+        ov.Model([conv], [x]), "CPU", {"INFERENCE_NUM_THREADS": threads}
+    )
+    request = compiled.create_infer_request()
+    data = np.where(np.random.default_rng(1).random((batch, channels, size, size)) < 0.5, -1, 1)
+    data = data.astype(np.float32)
+    return lambda: request.infer({0: data})
+
+
+def _layer(batch: int, size: int, channels: int, threads: int, seconds: float) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from nas.kernels import binary_conv2d, pack_activations, pack_weights
+
+    x = torch.randn(batch, channels, size, size)
+    w = torch.randn(channels, channels, 3, 3)
+    packed_x, packed_w = pack_activations(x, pad=1), pack_weights(w)
+    signs = torch.where(x >= 0, 1.0, -1.0)
+    padded = F.pad(signs, (1, 1, 1, 1), value=1.0).contiguous(memory_format=torch.channels_last)
+    ws = torch.where(w >= 0, 1.0, -1.0).contiguous(memory_format=torch.channels_last)
+    padded16, ws16 = padded.bfloat16(), ws.bfloat16()
+    openvino = _openvino_layer(batch, size, channels, threads)
+    with torch.no_grad():
+        row = {
+            "shape": f"{size}x{size}x{channels}",
+            "batch": batch,
+            "threads": threads,
+            "packed_ms": _median_ms(lambda: binary_conv2d(packed_x, packed_w), seconds),
+            "torch_fp32_ms": _median_ms(lambda: F.conv2d(padded, ws), seconds),
+            "torch_bf16_ms": _median_ms(lambda: F.conv2d(padded16, ws16), seconds),
+            "openvino_ms": None if openvino is None else _median_ms(openvino, seconds),
+        }
+    macs = batch * size * size * channels * channels * 9
+    row["binary_macs_per_s"] = macs / (row["packed_ms"] / 1e3)
+    return row
+
+
+def layers(batch: int, threads: int, seconds: float) -> list[dict]:
+    return [_layer(batch, size, channels, threads, seconds) for size, channels in LAYERS]
+
+
+def models(batch: int, threads: int, seconds: float) -> list[dict]:
+    import torch
+
+    from nas import build_model, model_spec
+    from nas.kernels.packed import pack_model
+
+    spec = model_spec("bireal_resnet18").replace(padding="one")
+    model = build_model(spec).eval().to(memory_format=torch.channels_last)
+    packed = pack_model(model)
+    x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+
+    def bf16():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(x)
+
+    with torch.no_grad():
+        row = {
+            "model": "bireal_resnet18",
+            "batch": batch,
+            "threads": threads,
+            "packed_ms": _median_ms(lambda: packed(x), seconds) / batch,
+            "torch_fp32_ms": _median_ms(lambda: model(x), seconds) / batch,
+            "torch_bf16_ms": _median_ms(bf16, seconds) / batch,
+        }
+    return [row]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nas.kernels.bench", description=__doc__)
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument("--threads", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--batch", type=int, choices=(1, 16), default=1)
+    parser.add_argument("--seconds", type=float, default=1.5, help="time per measurement")
+    args = parser.parse_args(argv)
+    if any(os.environ.get(k) != v for k, v in PIN.items()):  # pin before OpenMP starts
+        env = {**os.environ, **PIN, "OMP_NUM_THREADS": str(args.threads)}
+        command = [sys.executable, "-m", "nas.kernels.bench", *(argv or sys.argv[1:])]
+        os.execve(sys.executable, command, env)
+    if hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, set(cores[: args.threads]))
+    import torch
+
+    from nas.kernels import available_paths, set_threads
+
+    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
+    result = {
+        "layers": layers(args.batch, args.threads, args.seconds),
+        "models": models(args.batch, args.threads, args.seconds),
+        "kernel_paths": available_paths(),
+    }
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(
+        f"binary 3x3 conv, Bi-Real18 shapes, batch {args.batch}, {args.threads} thread(s), "
+        f"ms per layer (median); kernel path {(available_paths() or ['reference'])[-1]}"
+    )
+    print(
+        f"  {'shape':11s} {'packed':>8s} {'fp32':>8s} {'bf16':>8s} {'openvino':>9s}  "
+        f"{'vs fp32':>8s} {'vs bf16':>8s}  binary MAC/s"
+    )
+    for r in result["layers"]:
+        ov = "-" if r["openvino_ms"] is None else f"{r['openvino_ms']:.3f}"
+        print(
+            f"  {r['shape']:11s} {r['packed_ms']:8.3f} {r['torch_fp32_ms']:8.3f} "
+            f"{r['torch_bf16_ms']:8.3f} {ov:>9s}  {r['torch_fp32_ms'] / r['packed_ms']:7.1f}x "
+            f"{r['torch_bf16_ms'] / r['packed_ms']:7.1f}x  {r['binary_macs_per_s'] / 1e12:.2f} T"
+        )
+    for r in result["models"]:
+        print(
+            f"whole {r['model']} at 224 px, ms per image: packed {r['packed_ms']:.2f}, "
+            f"PyTorch fp32 {r['torch_fp32_ms']:.2f}, bf16 {r['torch_bf16_ms']:.2f} "
+            f"(anchors: Larq Compute Engine 22.4, PyTorch bf16 ResNet18 17.5)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

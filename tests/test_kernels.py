@@ -1,0 +1,174 @@
+"""The bit-packed binary convolution against float convolutions of +/-1 tensors, on every
+dispatch path this CPU can run, and the packed inference model against the training module."""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nas import build_model, model_spec
+from nas.kernels import (
+    available_paths,
+    binary_conv2d,
+    pack_activations,
+    pack_weights,
+    unpack,
+)
+from nas.kernels.packed import load_packed, pack_model, save_packed
+
+PATHS = [*available_paths(), "reference"]
+
+
+def test_the_compiled_kernels_are_built():
+    """./setup.sh builds them with gcc; every CPU runs at least the portable path."""
+    assert "portable" in available_paths()
+
+
+def _signs(t: torch.Tensor) -> torch.Tensor:
+    return torch.where(t >= 0, 1.0, -1.0)
+
+
+def _float_conv(x, w, stride, pad):
+    """The oracle: F.conv2d in float64 on the signs, the input padded with +1."""
+    padded = F.pad(_signs(x).double(), (pad,) * 4, value=1.0)
+    return F.conv2d(padded, _signs(w).double(), stride=stride).float().permute(0, 2, 3, 1)
+
+
+@st.composite
+def conv_cases(draw):
+    k = draw(st.sampled_from([1, 3]))
+    stride = draw(st.sampled_from([1, 2]))
+    cin = draw(st.integers(1, 200))
+    cout = draw(st.integers(1, 140))
+    h = draw(st.integers(k, 12))
+    w = draw(st.integers(k, 12))
+    n = draw(st.integers(1, 2))
+    seed = draw(st.integers(0, 2**31 - 1))
+    return n, cin, h, w, cout, k, stride, seed
+
+
+@pytest.mark.parametrize("path", PATHS)
+@settings(max_examples=60, deadline=None)
+@given(case=conv_cases())
+def test_packed_conv_equals_float_conv_bit_for_bit(path, case):
+    n, cin, h, w, cout, k, stride, seed = case
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, cin, h, w, generator=g)
+    weight = torch.randn(cout, cin, k, k, generator=g)
+    expected = _float_conv(x, weight, stride, k // 2)
+    got = binary_conv2d(pack_activations(x, pad=k // 2), pack_weights(weight), stride, path=path)
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@settings(max_examples=30, deadline=None)
+@given(case=conv_cases())
+def test_epilogue_scale_shift_residual_and_packed_output(path, case):
+    """scale * dot + shift + residual, rounded as PyTorch rounds it; the packed output is the
+    sign of exactly that value, padded with +1 for the next conv."""
+    n, cin, h, w, cout, k, stride, seed = case
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, cin, h, w, generator=g)
+    weight = torch.randn(cout, cin, k, k, generator=g)
+    scale, shift = torch.randn(cout, generator=g), torch.randn(cout, generator=g) * 5
+    dot = _float_conv(x, weight, stride, k // 2)
+    residual = torch.randn(dot.shape, generator=g)
+    expected = dot * scale + shift + residual
+    args = (pack_activations(x, pad=k // 2), pack_weights(weight), stride, scale, shift, residual)
+    assert torch.equal(binary_conv2d(*args, path=path), expected)
+    packed = binary_conv2d(*args, packed_output=True, out_pad=1, path=path)
+    signs = F.pad(_signs(expected.permute(0, 3, 1, 2)), (1,) * 4, value=1.0)
+    assert torch.equal(unpack(packed), signs)
+
+
+def test_pack_and_unpack_round_trip_with_plus_one_padding():
+    x = torch.randn(2, 130, 5, 6)
+    x[0, 0, 0, 0] = 0.0  # sign(0) = +1
+    packed = pack_activations(x, pad=2)
+    assert packed.bits.shape == (2, 9, 10, 3) and packed.shape == (2, 130, 5, 6)
+    assert torch.equal(unpack(packed), F.pad(_signs(x), (2,) * 4, value=1.0))
+
+
+def _trained_like(spec):
+    """A model whose BN statistics and affine parameters are not the identity."""
+    torch.manual_seed(0)
+    model = build_model(spec)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(1 + 0.2 * torch.randn(m.num_features, generator=g))
+                m.bias.copy_(0.2 * torch.randn(m.num_features, generator=g))
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "name, size",
+    [("bireal_resnet18", 224), ("binary_densenet28", 64), ("igp_resnet37", 64)],
+)
+def test_packed_model_matches_the_training_module(name, size, tmp_path):
+    """Residual (Bi-Real), dense and fractal (mean join) blocks, +1 padding. The convs are exact;
+    the float epilogues round differently from PyTorch's conv + BN, so a pre-activation within
+    rounding of zero may take the other sign (a few of the ~10^6 per image at 224 px): the logits
+    agree to a small fraction of their range, and the predicted classes are the same."""
+    model = _trained_like(model_spec(name, input_size=size).replace(padding="one"))
+    x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(x)
+    packed = pack_model(model)
+    got = packed(x)
+    assert torch.equal(got.argmax(1), expected.argmax(1))
+    scale = expected.abs().max().item()
+    per_image = (got - expected).abs().amax(dim=1) / scale
+    assert (per_image < 1e-5).sum() >= 2  # no sign flipped: float rounding only
+    assert (per_image < 0.15).all()  # a flipped sign moves the logits a little
+    save_packed(packed, tmp_path / "m.pt")
+    assert torch.equal(load_packed(tmp_path / "m.pt")(x), got)
+
+
+def test_packed_bireal18_file_is_its_storage():
+    """Within 10% of the paper's 33.2 Mbit (binary weights 1 bit, FP weights 32)."""
+    import io
+
+    model = build_model(model_spec("bireal_resnet18").replace(padding="one")).eval()
+    buffer = io.BytesIO()
+    torch.save({"state": pack_model(model).state_dict()}, buffer)
+    mbit = len(buffer.getvalue()) * 8 / 1e6
+    assert abs(mbit - 33.2) / 33.2 < 0.10, mbit
+
+
+def test_pack_model_wants_eval_mode():
+    with pytest.raises(ValueError, match="eval mode"):
+        pack_model(build_model(model_spec("bireal_resnet18", input_size=64)))
+
+
+def test_fallback_without_the_library_warns_once_and_stays_exact(monkeypatch):
+    import nas.kernels as kernels
+    from nas.kernels import _native
+
+    monkeypatch.setattr(_native, "LIBRARY", _native.HERE / "missing.so")
+    monkeypatch.setattr(
+        _native,
+        "build",
+        lambda quiet=False: (_ for _ in ()).throw(
+            RuntimeError("no C compiler (gcc or cc) on PATH")
+        ),
+    )
+    _native.library.cache_clear()
+    monkeypatch.setattr(kernels, "library", _native.library)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            x, w = torch.randn(1, 70, 6, 6), torch.randn(9, 70, 3, 3)
+            got = kernels.binary_conv2d(kernels.pack_activations(x, pad=1), kernels.pack_weights(w))
+            kernels.binary_conv2d(kernels.pack_activations(x, pad=1), kernels.pack_weights(w))
+        assert torch.equal(got, _float_conv(x, w, 1, 1))
+        messages = [str(c.message) for c in caught if c.category is RuntimeWarning]
+        assert len(messages) == 1 and "reference path" in messages[0]
+    finally:
+        _native.library.cache_clear()
