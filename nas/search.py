@@ -645,7 +645,7 @@ def train_top(settings: Settings, run_dir: Path, table) -> None:
     top = table[table["reference"] == ""].head(options.top)
     specs = {p.stem.rsplit("-", 1)[1]: p for p in (run_dir / "specs").glob("*.json")}
     candidates = [(aid, specs[aid]) for aid in top["arch_id"]]
-    baseline = table[table["reference"] == options.baseline]
+    baseline = table[(table["reference"] == options.baseline) & (table["reference"] != "")]
     if len(baseline):
         candidates.append((baseline["arch_id"].iloc[0], specs[baseline["arch_id"].iloc[0]]))
     print(

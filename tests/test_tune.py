@@ -112,6 +112,7 @@ def test_sigkill_during_training_then_resume_retrains_nothing_finished(tmp_path)
         "--budget", "0.16GFLOPs", "--space", "resnet", "--trials", "12", "--train-top", "2",
         "--epochs", "2", "--train-subset", "400", "--width-mult", "0.125",
         "--cpus-per-trial", "2", "--dashboard-port", "8282", "--out", str(run_dir),
+        "--baseline", "none",
     ]  # fmt: skip
     proc = _search(*args)
     tune_dir = run_dir / "tune" / "train"
@@ -234,6 +235,7 @@ def test_two_node_cluster_on_loopback_trains_through_ray_address(tmp_path):
             "--dashboard-port", "8285", "--keep", str(tmp_path), "--",
             "--budget", "0.16GFLOPs", "--space", "resnet", "--trials", "12", "--train-top", "2",
             "--epochs", "1", "--train-subset", "200", "--width-mult", "0.125", "--no-progress",
+            "--baseline", "none",
         ],  # fmt: skip
         cwd=ROOT,
         capture_output=True,
