@@ -161,8 +161,7 @@ def binary_conv2d(
     n, h, w, cw = x.bits.shape
     k, cout = weights.kernel, weights.cout
     oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
-    ones = torch.ones(cout)
-    scale = ones if scale is None else scale.detach().float().contiguous()
+    scale = torch.ones(cout) if scale is None else scale.detach().float().contiguous()
     shift = torch.zeros(cout) if shift is None else shift.detach().float().contiguous()
     lib = library()
     if path is None:

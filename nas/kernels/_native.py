@@ -77,8 +77,13 @@ def library() -> ctypes.CDLL | None:
 
 def available_paths() -> list[str]:
     """The compiled paths this CPU can run (empty without the library)."""
+    return list(_paths())
+
+
+@cache
+def _paths() -> tuple[str, ...]:  # asked once: binary_conv2d consults it on every call
     lib = library()
     if lib is None:
-        return []
+        return ()
     mask = lib.bconv_paths()
-    return [name for name, bit in PATHS.items() if mask & (1 << bit)]
+    return tuple(name for name, bit in PATHS.items() if mask & (1 << bit))
