@@ -206,6 +206,8 @@ def binary_conv2d(
         None if out_f is None else out_f.data_ptr(),
         None if inner is None else inner.data_ptr(),
     )
+    if status == -2:
+        raise MemoryError("binary_conv2d: out of memory for the row buffers")
     if status != 0:
         raise ValueError(f"this CPU cannot run the {path!r} path; it can: {available_paths()}")
     if out_f is not None:

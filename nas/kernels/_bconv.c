@@ -16,6 +16,7 @@
  * (4 channels, popcount by nibble lookup) and portable C. OpenMP over output rows.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -132,28 +133,17 @@ static void conv_avx2(const shape_t *s, const uint64_t *x, const uint64_t *w,
         }
 }
 
-/* 8 output channels: float = scale * (total - 2 acc) + shift (+ residual); store and/or
- * return the sign bits (1 where negative). */
-__attribute__((target("avx512f,avx512dq,avx512vl,avx512vpopcntdq")))
-static inline unsigned finish8(__m512i acc, __m512i total, const float *scale, const float *shift,
-                               const float *res, float *out, int want_bits) {
-    __m512i dot = _mm512_sub_epi64(total, _mm512_slli_epi64(acc, 1));
-    __m256 v = _mm512_cvtepi64_ps(dot);
-    v = _mm256_add_ps(_mm256_mul_ps(v, _mm256_loadu_ps(scale)), _mm256_loadu_ps(shift));  /* no FMA: round as the reference does */
-    if (res) v = _mm256_add_ps(v, _mm256_loadu_ps(res));
-    if (out) _mm256_storeu_ps(out, v);
-    return want_bits ? (unsigned)_mm256_cmp_ps_mask(v, _mm256_setzero_ps(), _CMP_LT_OQ) : 0u;
-}
-
 #define AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx512vpopcntdq")))
 #define OB 32 /* output channels per register block: 4 zmm of 8 */
 
-/* The register block: P consecutive output pixels x 32 output channels, 4P accumulators. For
- * each input word, 4 weight loads and P broadcasts feed 4P XOR + POPCNT + ADD. K, CW and the
+#define PB 4 /* output pixels per register block (4 measured faster than 3, 5 or 6) */
+
+/* The register block: P <= PB consecutive output pixels x 32 output channels, 4P accumulators.
+ * For each input word, 4 weight loads and P broadcasts feed 4P XOR + POPCNT + ADD. K, CW and the
  * stride are arguments so that the common shapes can be compiled with them constant. */
 AVX512 static inline __attribute__((always_inline)) void block32_kc(
     int P, int K, int CW, int stride, int64_t w_row, int cout, const uint64_t *x0,
-    const uint64_t *w0, __m512i acc[6][4]) {
+    const uint64_t *w0, __m512i acc[PB][4]) {
     for (int p = 0; p < P; p++)
         for (int v = 0; v < 4; v++) acc[p][v] = _mm512_setzero_si512();
     const int64_t xstep = (int64_t)stride * CW; /* next output pixel, in input words */
@@ -166,7 +156,7 @@ AVX512 static inline __attribute__((always_inline)) void block32_kc(
             __m512i w1v = _mm512_loadu_si512((const void *)(wc + 8));
             __m512i w2v = _mm512_loadu_si512((const void *)(wc + 16));
             __m512i w3v = _mm512_loadu_si512((const void *)(wc + 24));
-#pragma GCC unroll 6
+#pragma GCC unroll 4
             for (int p = 0; p < P; p++) {
                 __m512i xv = _mm512_set1_epi64((long long)xr[p * xstep + kc]);
                 acc[p][0] = _mm512_add_epi64(acc[p][0], _mm512_popcnt_epi64(_mm512_xor_si512(xv, w0v)));
@@ -174,12 +164,15 @@ AVX512 static inline __attribute__((always_inline)) void block32_kc(
                 acc[p][2] = _mm512_add_epi64(acc[p][2], _mm512_popcnt_epi64(_mm512_xor_si512(xv, w2v)));
                 acc[p][3] = _mm512_add_epi64(acc[p][3], _mm512_popcnt_epi64(_mm512_xor_si512(xv, w3v)));
             }
+            /* keep each sum in order: GCC re-associates the unrolled sums and spills registers */
+            for (int p = 0; p < P; p++)
+                for (int v = 0; v < 4; v++) __asm__("" : "+v"(acc[p][v]));
         }
     }
 }
 
 AVX512 static inline __attribute__((always_inline)) void block32(
-    const shape_t *s, int P, const uint64_t *x0, const uint64_t *w0, __m512i acc[6][4]) {
+    const shape_t *s, int P, const uint64_t *x0, const uint64_t *w0, __m512i acc[PB][4]) {
     if (s->k == 3 && s->cw == 1 && s->stride == 1) /* 3x3 on 64 channels: fully unrolled */
         block32_kc(P, 3, 1, 1, s->w, s->cout, x0, w0, acc);
     else if (s->k == 3 && s->stride == 1)
@@ -188,60 +181,138 @@ AVX512 static inline __attribute__((always_inline)) void block32(
         block32_kc(P, s->k, s->cw, s->stride, s->w, s->cout, x0, w0, acc);
 }
 
-AVX512 static inline __attribute__((always_inline)) void run_block32(
-    const shape_t *s, int P, const uint64_t *x, const uint64_t *w, int b, int y, int xo, int o0,
-    const float *scale, const float *shift, const float *residual, float *out_f,
-    uint64_t *out_bits) {
-    const int64_t words = (s->cout + 63) / 64;
-    const __m512i total = _mm512_set1_epi64(s->total);
-    __m512i acc[6][4];
-    const uint64_t *x0 = x + (((int64_t)b * s->h + y * s->stride) * s->w + xo * s->stride) * s->cw;
-    block32(s, P, x0, w + o0, acc);
+/* P pixels x 32 channels of XOR popcounts into the row buffer (int32 [pixel][cout]). */
+AVX512 static inline __attribute__((always_inline)) void count_block32(
+    const shape_t *s, int P, const uint64_t *xrow, const uint64_t *w, int xo, int o0, int32_t *row) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    __m512i acc[PB][4];
+    block32(s, P, xrow + (int64_t)xo * s->stride * s->cw, w + o0, acc);
     for (int p = 0; p < P; p++) {
-        int64_t pixel = ((int64_t)b * s->oh + y) * s->ow + xo + p;
-        const float *res = residual ? residual + pixel * s->cout + o0 : NULL;
-        float *out = out_f ? out_f + pixel * s->cout + o0 : NULL;
-        uint64_t bits = 0;
-        for (int v = 0; v < 4; v++)
-            bits |= (uint64_t)finish8(acc[p][v], total, scale + o0 + 8 * v, shift + o0 + 8 * v,
-                                      res ? res + 8 * v : NULL, out ? out + 8 * v : NULL,
-                                      out_bits != NULL) << (8 * v);
-        if (out_bits) out_bits[pixel * words + o0 / 64] |= bits << (o0 % 64);
+        int32_t *r = row + (int64_t)(xo + p) * s->cout + o0;
+        _mm512_storeu_si512((void *)r, _mm512_permutex2var_epi32(acc[p][0], even, acc[p][1]));
+        _mm512_storeu_si512((void *)(r + 16), _mm512_permutex2var_epi32(acc[p][2], even, acc[p][3]));
     }
 }
 
-AVX512 static void conv_avx512(const shape_t *s, const uint64_t *x, const uint64_t *w,
-                               const float *scale, const float *shift, const float *residual,
-                               float *out_f, uint64_t *out_bits) {
+/* v = scale * (total - 2 count) + shift (+ residual) for 16 channels, those in M if MASKED (a
+ * constant where inlined: masked stores are slow on some CPUs). The dot is formed by one FMA,
+ * exact since every operand and result is an integer below 2^24; scale and shift are applied by
+ * a separate multiply and add, rounded as the reference rounds them. */
+AVX512 static inline __attribute__((always_inline)) unsigned finish16(
+    int masked, __mmask16 m, const int32_t *count, const float *scale, const float *shift,
+    const float *res, float *out, __m512 total) {
+#define LOAD(p) (masked ? _mm512_maskz_loadu_ps(m, p) : _mm512_loadu_ps(p))
+    __m512i c = masked ? _mm512_maskz_loadu_epi32(m, count) : _mm512_loadu_si512((const void *)count);
+    __m512 dot = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), _mm512_set1_ps(-2.0f), total);
+    __m512 v = _mm512_add_ps(_mm512_mul_ps(dot, LOAD(scale)), LOAD(shift));
+    if (res) v = _mm512_add_ps(v, LOAD(res));
+#undef LOAD
+    if (out) {
+        if (masked) _mm512_mask_storeu_ps(out, m, v);
+        else _mm512_storeu_ps(out, v);
+    }
+    return (unsigned)_mm512_mask_cmp_ps_mask(m, v, _mm512_setzero_ps(), _CMP_LT_OQ);
+}
+
+/* The epilogue of output pixels [x0, x1) of one row from their counts: floats stored and/or sign
+ * bits (1 where negative) packed. The flags are constants where this is inlined. Whole 64-channel
+ * words first, four unmasked vectors each, then the last cout % 64 channels. */
+AVX512 static inline __attribute__((always_inline)) void finish_pixels(
+    const shape_t *s, const int32_t *row, int64_t pixel0, int x0, int x1, const float *scale,
+    const float *shift, const float *residual, float *out_f, uint64_t *out_bits) {
+    const __m512 total = _mm512_set1_ps((float)s->total);
+    const int64_t words = (s->cout + 63) / 64;
+    const int whole = s->cout / 64 * 64;
+    for (int xo = x0; xo < x1; xo++) {
+        const int64_t pixel = pixel0 + xo;
+        const int32_t *r = row + (int64_t)xo * s->cout;
+        const float *res = residual ? residual + pixel * s->cout : NULL;
+        float *out = out_f ? out_f + pixel * s->cout : NULL;
+        uint64_t *bits = out_bits ? out_bits + pixel * words : NULL;
+#define AT(p, o) ((p) ? (p) + (o) : NULL)
+        for (int o = 0; o < whole; o += 64) {
+            uint64_t word = 0;
+            for (int q = 0; q < 64; q += 16)
+                word |= (uint64_t)finish16(0, 0xffff, r + o + q, scale + o + q, shift + o + q,
+                                           AT(res, o + q), AT(out, o + q), total) << q;
+            if (bits) bits[o / 64] = word;
+        }
+        uint64_t word = 0;
+        for (int o = whole; o < s->cout; o += 16) {
+            __mmask16 m = s->cout - o >= 16 ? 0xffff : (__mmask16)((1u << (s->cout - o)) - 1);
+            word |= (uint64_t)finish16(1, m, r + o, scale + o, shift + o, AT(res, o), AT(out, o),
+                                       total) << (o - whole);
+        }
+        if (bits && whole < s->cout) bits[whole / 64] = word;
+#undef AT
+    }
+}
+
+/* finish_pixels with its three optional operands made compile-time (present or not). */
+AVX512 static void finish_row(const shape_t *s, const int32_t *row, int64_t pixel0, int x0, int x1,
+                              const float *scale, const float *shift, const float *residual,
+                              float *out_f, uint64_t *out_bits) {
+#define FINISH(R, F, B) finish_pixels(s, row, pixel0, x0, x1, scale, shift, R, F, B)
+    switch ((residual != NULL) << 2 | (out_f != NULL) << 1 | (out_bits != NULL)) {
+    case 1: FINISH(NULL, NULL, out_bits); break;
+    case 2: FINISH(NULL, out_f, NULL); break;
+    case 3: FINISH(NULL, out_f, out_bits); break;
+    case 5: FINISH(residual, NULL, out_bits); break;
+    case 6: FINISH(residual, out_f, NULL); break;
+    case 7: FINISH(residual, out_f, out_bits); break;
+    }
+#undef FINISH
+}
+
+/* Row by row: the counts of a row in 4-pixel x 32-channel register blocks (the last cout % 32
+ * channels one by one), kept in a per-thread buffer, then the row's epilogue. Returns -2 where
+ * the buffers cannot be allocated. */
+AVX512 static int conv_avx512(const shape_t *s, const uint64_t *x, const uint64_t *w,
+                              const float *scale, const float *shift, const float *residual,
+                              float *out_f, uint64_t *out_bits) {
     const int full = s->cout / OB * OB; /* channels done in 32-channel blocks */
+#ifdef _OPENMP
+    const int threads = omp_get_max_threads();
+#else
+    const int threads = 1;
+#endif
+    const size_t per_thread = (size_t)s->ow * s->cout;
+    int32_t *rows = malloc(sizeof(int32_t) * per_thread * threads);
+    if (rows == NULL) return -2;
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < s->n; b++)
         for (int y = 0; y < s->oh; y++) {
+#ifdef _OPENMP
+            int32_t *row = rows + per_thread * omp_get_thread_num();
+#else
+            int32_t *row = rows;
+#endif
+            const uint64_t *xrow = x + ((int64_t)b * s->h + (int64_t)y * s->stride) * s->w * s->cw;
             for (int o0 = 0; o0 < full; o0 += OB) {
                 int xo = 0;
-                for (; xo + 6 <= s->ow; xo += 6)
-                    run_block32(s, 6, x, w, b, y, xo, o0, scale, shift, residual, out_f, out_bits);
-                for (; xo < s->ow; xo++)
-                    run_block32(s, 1, x, w, b, y, xo, o0, scale, shift, residual, out_f, out_bits);
-            }
-            if (full == s->cout) continue;
-            /* the last cout % 32 channels: 8 at a time, then one by one */
-            int64_t acc[OB];
-            for (int xo = 0; xo < s->ow; xo++) {
-                int64_t pixel = ((int64_t)b * s->oh + y) * s->ow + xo;
-                memset(acc, 0, sizeof(acc));
-                int cb = s->cout - full;
-                for (int ky = 0; ky < s->k; ky++) {
-                    const uint64_t *xr = x + (((int64_t)b * s->h + y * s->stride + ky) * s->w
-                                              + xo * s->stride) * s->cw;
-                    const uint64_t *wr = w + (int64_t)ky * s->k * s->cw * s->cout + full;
-                    for (int kc = 0; kc < s->k * s->cw; kc++)
-                        for (int j = 0; j < cb; j++)
-                            acc[j] += __builtin_popcountll(xr[kc] ^ wr[(int64_t)kc * s->cout + j]);
+                for (; xo + PB <= s->ow; xo += PB) count_block32(s, PB, xrow, w, xo, o0, row);
+                switch (s->ow - xo) { /* the last 1 to 3 pixels in one block */
+                case 3: count_block32(s, 3, xrow, w, xo, o0, row); break;
+                case 2: count_block32(s, 2, xrow, w, xo, o0, row); break;
+                case 1: count_block32(s, 1, xrow, w, xo, o0, row); break;
                 }
-                finish(s, acc, full, cb, scale, shift, residual, out_f, out_bits, pixel);
             }
+            for (int xo = 0; xo < s->ow; xo++)
+                for (int o = full; o < s->cout; o++) {
+                    int64_t count = 0;
+                    for (int ky = 0; ky < s->k; ky++) {
+                        const uint64_t *xr = xrow + ((int64_t)ky * s->w + (int64_t)xo * s->stride) * s->cw;
+                        const uint64_t *wr = w + (int64_t)ky * s->k * s->cw * s->cout + o;
+                        for (int kc = 0; kc < s->k * s->cw; kc++)
+                            count += __builtin_popcountll(xr[kc] ^ wr[(int64_t)kc * s->cout]);
+                    }
+                    row[(int64_t)xo * s->cout + o] = (int32_t)count;
+                }
+            finish_row(s, row, ((int64_t)b * s->oh + y) * s->ow, 0, s->ow, scale, shift, residual,
+                       out_f, out_bits);
         }
+    free(rows);
+    return 0;
 }
 #endif
 
@@ -266,7 +337,7 @@ void bconv_set_threads(int threads) {
 }
 
 /* One binary convolution; out_f or out_bits (or both) may be NULL. out_bits must be zeroed.
- * Returns 0, or -1 for a path this CPU cannot run. */
+ * Returns 0, -1 for a path this CPU cannot run, -2 when out of memory. */
 int bconv_forward(int path, const uint64_t *x, int n, int h, int w, int cw,
                   const uint64_t *weights, int k, int stride, int cout, int channels,
                   const float *scale, const float *shift, const float *residual,
@@ -275,7 +346,7 @@ int bconv_forward(int path, const uint64_t *x, int n, int h, int w, int cw,
                  k * k * channels};
     if (!(bconv_paths() & (1 << path))) return -1;
 #if defined(__x86_64__)
-    if (path == PATH_AVX512) { conv_avx512(&s, x, weights, scale, shift, residual, out_f, out_bits); return 0; }
+    if (path == PATH_AVX512) return conv_avx512(&s, x, weights, scale, shift, residual, out_f, out_bits);
     if (path == PATH_AVX2) { conv_avx2(&s, x, weights, scale, shift, residual, out_f, out_bits); return 0; }
 #endif
     conv_portable(&s, x, weights, scale, shift, residual, out_f, out_bits);
