@@ -79,9 +79,12 @@ def test_epilogue_scale_shift_residual_and_packed_output(path, case):
     expected = dot * scale + shift + residual
     args = (pack_activations(x, pad=k // 2), pack_weights(weight), stride, scale, shift, residual)
     assert torch.equal(binary_conv2d(*args, path=path), expected)
-    packed = binary_conv2d(*args, packed_output=True, out_pad=1, path=path)
+    packed = binary_conv2d(*args, output="packed", out_pad=1, path=path)
     signs = F.pad(_signs(expected.permute(0, 3, 1, 2)), (1,) * 4, value=1.0)
     assert torch.equal(unpack(packed), signs)
+    both, packed = binary_conv2d(*args, output="both", out_pad=2, path=path)
+    assert torch.equal(both, expected)
+    assert torch.equal(unpack(packed), F.pad(signs, (1,) * 4, value=1.0))
 
 
 def test_pack_and_unpack_round_trip_with_plus_one_padding():

@@ -7,8 +7,9 @@ Values are +/-1, stored one bit each (1 for -1), channels packed into 64-bit wor
     y = binary_conv2d(x, w, stride=1)                            # float NHWC, exact integers
 
 ``binary_conv2d`` computes ``scale * dot + shift (+ residual)`` per output channel, where dot is
-the exact +/-1 convolution of the signs (sign(0) = +1), and returns floats (NHWC) or, with
-``packed_output=True``, the signs of those values already packed for the next binary conv. It
+the exact +/-1 convolution of the signs (sign(0) = +1), and returns floats (NHWC) and/or
+(``output="packed"`` or ``"both"``) the signs of those values already packed for the next binary
+conv. It
 runs the compiled kernel (AVX-512 VPOPCNTDQ, AVX2 or portable C, chosen at run time;
 :func:`available_paths`) and falls back to :func:`reference_conv2d`, plain PyTorch, which is also
 the oracle of the tests. DESIGN.md section 8.
@@ -28,6 +29,7 @@ __all__ = [
     "PackedWeights",
     "available_paths",
     "binary_conv2d",
+    "max_pool2d",
     "pack_activations",
     "pack_weights",
     "reference_conv2d",
@@ -134,6 +136,23 @@ def reference_conv2d(
     return out
 
 
+def max_pool2d(x: torch.Tensor, kernel: int, stride: int, pad: int) -> torch.Tensor:
+    """``F.max_pool2d(x, kernel, stride, pad)`` of a float NCHW tensor, returned channels_last:
+    the compiled NHWC kernel where built (PyTorch's single-thread channels_last pool is ~10x
+    slower on the stem's 112x112x64), else PyTorch."""
+    if not 0 <= pad <= kernel // 2:
+        raise ValueError(f"pad must be between 0 and kernel // 2 = {kernel // 2}, got {pad}")
+    lib = library()
+    if lib is None:
+        return F.max_pool2d(x, kernel, stride, pad).contiguous(memory_format=torch.channels_last)
+    n, c, h, w = x.shape
+    nhwc = x.detach().float().permute(0, 2, 3, 1).contiguous()
+    oh, ow = (h + 2 * pad - kernel) // stride + 1, (w + 2 * pad - kernel) // stride + 1
+    out = torch.empty(n, oh, ow, c)
+    lib.nhwc_maxpool(nhwc.data_ptr(), n, h, w, c, kernel, stride, pad, out.data_ptr())
+    return out.permute(0, 3, 1, 2)
+
+
 def set_threads(threads: int) -> None:
     """Threads the compiled kernels use (OpenMP)."""
     lib = library()
@@ -148,14 +167,17 @@ def binary_conv2d(
     scale: torch.Tensor | None = None,
     shift: torch.Tensor | None = None,
     residual: torch.Tensor | None = None,
-    packed_output: bool = False,
+    output: str = "float",
     out_pad: int = 0,
     path: str | None = None,
-) -> torch.Tensor | Packed:
+) -> torch.Tensor | Packed | tuple[torch.Tensor, Packed]:
     """The binary convolution of packed ``x`` (already padded) with packed ``weights``, then
     ``scale * dot + shift + residual`` per output channel (NHWC float; ``residual`` NHWC too).
-    With ``packed_output`` the signs of the result, packed with ``out_pad`` pixels of +1 padding
-    for the next conv. ``path`` forces one of :func:`available_paths` or ``"reference"``."""
+    ``output``: ``"float"`` those values; ``"packed"`` their signs, packed with ``out_pad`` pixels
+    of +1 padding for the next conv; ``"both"`` the pair, from one pass. ``path`` forces one of
+    :func:`available_paths` or ``"reference"``."""
+    if output not in ("float", "packed", "both"):
+        raise ValueError(f"output must be 'float', 'packed' or 'both', got {output!r}")
     if x.channels != weights.channels:
         raise ValueError(f"input has {x.channels} channels, weights expect {weights.channels}")
     n, h, w, cw = x.bits.shape
@@ -168,26 +190,21 @@ def binary_conv2d(
         path = available_paths()[-1] if lib is not None else "reference"
     if path == "reference":
         out = reference_conv2d(x, weights, stride, scale, shift, residual)
-        if not packed_output:
+        if output == "float":
             return out
-        return pack_activations(out.permute(0, 3, 1, 2), out_pad)
+        packed = pack_activations(out.permute(0, 3, 1, 2), out_pad)
+        return packed if output == "packed" else (out, packed)
     if residual is not None:
         residual = residual.detach().float().contiguous()
         if residual.shape != (n, oh, ow, cout):
             raise ValueError(
                 f"residual must be NHWC {(n, oh, ow, cout)}, got {tuple(residual.shape)}"
             )
-    if packed_output:
-        bits = torch.zeros(
-            n, oh + 2 * out_pad, ow + 2 * out_pad, (cout + 63) // 64, dtype=torch.int64
-        )
-        inner = (
-            bits if out_pad == 0 else torch.zeros(n, oh, ow, (cout + 63) // 64, dtype=torch.int64)
-        )
-        out_f = None
-    else:
-        out_f = torch.empty(n, oh, ow, cout)
-        inner = None
+    out_f = None if output == "packed" else torch.empty(n, oh, ow, cout)
+    bits = None
+    if output != "float":
+        size = (n, oh + 2 * out_pad, ow + 2 * out_pad, (cout + 63) // 64)
+        bits = torch.zeros(size, dtype=torch.int64)
     status = lib.bconv_forward(
         PATHS[path],
         x.bits.data_ptr(),
@@ -204,14 +221,14 @@ def binary_conv2d(
         shift.data_ptr(),
         None if residual is None else residual.data_ptr(),
         None if out_f is None else out_f.data_ptr(),
-        None if inner is None else inner.data_ptr(),
+        None if bits is None else bits.data_ptr(),
+        out_pad,
     )
     if status == -2:
         raise MemoryError("binary_conv2d: out of memory for the row buffers")
     if status != 0:
         raise ValueError(f"this CPU cannot run the {path!r} path; it can: {available_paths()}")
-    if out_f is not None:
+    if output == "float":
         return out_f
-    if out_pad:
-        bits[:, out_pad : out_pad + oh, out_pad : out_pad + ow] = inner
-    return Packed(bits, cout, out_pad)
+    packed = Packed(bits, cout, out_pad)
+    return packed if output == "packed" else (out_f, packed)

@@ -34,21 +34,26 @@ typedef struct {
     int k, stride, cout;    /* kernel size, stride, output channels */
     int oh, ow;             /* output size */
     int total;              /* K*K*C: the number of products in one dot */
+    int out_pad;            /* +1 padding around the packed output */
 } shape_t;
 
-/* Finish CB output channels [o0, o0 + CB) of one pixel from their XOR popcounts. */
+/* The first word of output pixel (b, y, xo) in the packed output, padded by out_pad. */
+static inline int64_t bits_at(const shape_t *s, int b, int y, int xo) {
+    const int64_t words = (s->cout + 63) / 64, p = s->out_pad;
+    return (((int64_t)b * (s->oh + 2 * p) + y + p) * (s->ow + 2 * p) + xo + p) * words;
+}
+
+/* Finish CB output channels [o0, o0 + CB) of one pixel from their XOR popcounts; `pixel` indexes
+ * the float output, `bits` the pixel's first word of the packed output. */
 static inline void finish(const shape_t *s, const int64_t *acc, int o0, int cb,
                           const float *scale, const float *shift, const float *residual,
-                          float *out_f, uint64_t *out_bits, int64_t pixel) {
+                          float *out_f, uint64_t *out_bits, int64_t pixel, int64_t bits) {
     for (int j = 0; j < cb; j++) {
         int o = o0 + j;
         float v = scale[o] * (float)(s->total - 2 * acc[j]) + shift[o];
         if (residual) v += residual[pixel * s->cout + o];
         if (out_f) out_f[pixel * s->cout + o] = v;
-        if (out_bits && v < 0.0f) {
-            int64_t words = (s->cout + 63) / 64;
-            out_bits[pixel * words + o / 64] |= (uint64_t)1 << (o % 64);
-        }
+        if (out_bits && v < 0.0f) out_bits[bits + o / 64] |= (uint64_t)1 << (o % 64);
     }
 }
 
@@ -73,7 +78,8 @@ static void conv_portable(const shape_t *s, const uint64_t *x, const uint64_t *w
                                 for (int j = 0; j < cb; j++)
                                     acc[j] += __builtin_popcountll(xp[c] ^ wp[(int64_t)c * s->cout + o0 + j]);
                         }
-                    finish(s, acc, o0, cb, scale, shift, residual, out_f, out_bits, pixel);
+                    finish(s, acc, o0, cb, scale, shift, residual, out_f, out_bits, pixel,
+                           bits_at(s, b, y, xo));
                 }
             }
         }
@@ -127,7 +133,8 @@ static void conv_avx2(const shape_t *s, const uint64_t *x, const uint64_t *w,
                         _mm256_storeu_si256((__m256i *)t, a[v]);
                         for (int j = 0; j < 4; j++) acc[4 * v + j] = t[j];
                     }
-                    finish(s, acc, o0, cb, scale, shift, residual, out_f, out_bits, pixel);
+                    finish(s, acc, o0, cb, scale, shift, residual, out_f, out_bits, pixel,
+                           bits_at(s, b, y, xo));
                 }
             }
         }
@@ -215,8 +222,9 @@ AVX512 static inline __attribute__((always_inline)) unsigned finish16(
 }
 
 /* The epilogue of output pixels [x0, x1) of one row from their counts: floats stored and/or sign
- * bits (1 where negative) packed. The flags are constants where this is inlined. Whole 64-channel
- * words first, four unmasked vectors each, then the last cout % 64 channels. */
+ * bits (1 where negative) packed; pixel0 indexes the row's first pixel in the float output,
+ * out_bits points at its first word in the packed output. The flags are constants where this is
+ * inlined. Whole 64-channel words first, four unmasked vectors each, then the last cout % 64. */
 AVX512 static inline __attribute__((always_inline)) void finish_pixels(
     const shape_t *s, const int32_t *row, int64_t pixel0, int x0, int x1, const float *scale,
     const float *shift, const float *residual, float *out_f, uint64_t *out_bits) {
@@ -228,7 +236,7 @@ AVX512 static inline __attribute__((always_inline)) void finish_pixels(
         const int32_t *r = row + (int64_t)xo * s->cout;
         const float *res = residual ? residual + pixel * s->cout : NULL;
         float *out = out_f ? out_f + pixel * s->cout : NULL;
-        uint64_t *bits = out_bits ? out_bits + pixel * words : NULL;
+        uint64_t *bits = out_bits ? out_bits + xo * words : NULL;
 #define AT(p, o) ((p) ? (p) + (o) : NULL)
         for (int o = 0; o < whole; o += 64) {
             uint64_t word = 0;
@@ -309,7 +317,7 @@ AVX512 static int conv_avx512(const shape_t *s, const uint64_t *x, const uint64_
                     row[(int64_t)xo * s->cout + o] = (int32_t)count;
                 }
             finish_row(s, row, ((int64_t)b * s->oh + y) * s->ow, 0, s->ow, scale, shift, residual,
-                       out_f, out_bits);
+                       out_f, out_bits ? out_bits + bits_at(s, b, y, 0) : NULL);
         }
     free(rows);
     return 0;
@@ -336,14 +344,15 @@ void bconv_set_threads(int threads) {
 #endif
 }
 
-/* One binary convolution; out_f or out_bits (or both) may be NULL. out_bits must be zeroed.
- * Returns 0, -1 for a path this CPU cannot run, -2 when out of memory. */
+/* One binary convolution; out_f or out_bits (or both) may be NULL. out_bits, padded by out_pad
+ * pixels on each side, must be zeroed. Returns 0, -1 for a path this CPU cannot run, -2 when out
+ * of memory. */
 int bconv_forward(int path, const uint64_t *x, int n, int h, int w, int cw,
                   const uint64_t *weights, int k, int stride, int cout, int channels,
                   const float *scale, const float *shift, const float *residual,
-                  float *out_f, uint64_t *out_bits) {
+                  float *out_f, uint64_t *out_bits, int out_pad) {
     shape_t s = {n, h, w, cw, k, stride, cout, (h - k) / stride + 1, (w - k) / stride + 1,
-                 k * k * channels};
+                 k * k * channels, out_pad};
     if (!(bconv_paths() & (1 << path))) return -1;
 #if defined(__x86_64__)
     if (path == PATH_AVX512) return conv_avx512(&s, x, weights, scale, shift, residual, out_f, out_bits);
@@ -394,5 +403,34 @@ void bconv_pack(const float *v, int n, int h, int w, int c, int pad, uint64_t *o
                 uint64_t *o = out + (((int64_t)b * ph + y + pad) * pw + x + pad) * cw;
                 for (int j = 0; j < c; j++)
                     if (p[j] < 0.0f) o[j / 64] |= (uint64_t)1 << (j % 64);
+            }
+}
+
+/* Max pooling of float NHWC values (the stem's 3x3/2 pool of a packed network): K x K windows,
+ * `stride`, `pad` pixels that never win on each side (PyTorch's floor mode). out: float
+ * [N][OH][OW][C]. Compiled for AVX-512, AVX2 and plain x86-64, chosen at run time. */
+#if defined(__x86_64__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void nhwc_maxpool(const float *v, int n, int h, int w, int c, int k, int stride, int pad,
+                  float *out) {
+    const int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < n; b++)
+        for (int y = 0; y < oh; y++)
+            for (int xo = 0; xo < ow; xo++) {
+                float *o = out + (((int64_t)b * oh + y) * ow + xo) * c;
+                int first = 1;
+                for (int iy = y * stride - pad; iy < y * stride - pad + k; iy++) {
+                    if (iy < 0 || iy >= h) continue;
+                    for (int ix = xo * stride - pad; ix < xo * stride - pad + k; ix++) {
+                        if (ix < 0 || ix >= w) continue;
+                        const float *p = v + (((int64_t)b * h + iy) * w + ix) * c;
+                        if (first) memcpy(o, p, sizeof(float) * c);
+                        else
+                            for (int j = 0; j < c; j++) o[j] = p[j] > o[j] ? p[j] : o[j];
+                        first = 0;
+                    }
+                }
             }
 }

@@ -70,8 +70,9 @@ def library() -> ctypes.CDLL | None:
     lib.bconv_paths.restype = i
     lib.bconv_set_threads.argtypes = [i]
     lib.bconv_forward.restype = i
-    lib.bconv_forward.argtypes = [i, p, i, i, i, i, p, i, i, i, i, f, f, f, f, p]
+    lib.bconv_forward.argtypes = [i, p, i, i, i, i, p, i, i, i, i, f, f, f, f, p, i]
     lib.bconv_pack.argtypes = [f, i, i, i, i, i, p]
+    lib.nhwc_maxpool.argtypes = [f, i, i, i, i, i, i, i, f]
     return lib
 
 

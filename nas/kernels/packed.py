@@ -21,7 +21,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nas.kernels import Packed, PackedWeights, binary_conv2d, pack_activations, pack_weights
+from nas.kernels import (
+    Packed,
+    PackedWeights,
+    binary_conv2d,
+    max_pool2d,
+    pack_activations,
+    pack_weights,
+)
 from nas.model import BlockLayer, ConvEdge, Network, build_model
 from nas.spec import ArchSpec
 
@@ -33,11 +40,34 @@ def _fused(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fuse_conv_bn_eval(conv, bn).to(memory_format=torch.channels_last)
 
 
+class Pointwise(nn.Module):
+    """A 1x1 stride-1 conv (a BatchNorm folded in) as one matrix product on the NHWC view:
+    PyTorch's channels_last 1x1 conv takes a slower path at batch 1."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.register_buffer("weight", conv.weight.detach()[:, :, 0, 0].t().contiguous())
+        self.register_buffer("bias", conv.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
+        out = torch.addmm(self.bias, rows, self.weight)
+        return out.view(n, h, w, -1).permute(0, 3, 1, 2)
+
+
+def _fused_1x1(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Module:
+    fused = _fused(conv, bn)
+    if fused.kernel_size == (1, 1) and fused.stride == (1, 1) and fused.groups == 1:
+        return Pointwise(fused)
+    return fused
+
+
 def _fused_transition(transition: nn.Module | None) -> nn.Module | None:
     """AvgPool -> conv -> BN transitions with the BN folded in; others unchanged."""
     if transition is None or not isinstance(transition.post, nn.BatchNorm2d):
         return transition
-    return nn.Sequential(transition.pool, _fused(transition.conv, transition.post))
+    return nn.Sequential(transition.pool, _fused_1x1(transition.conv, transition.post))
 
 
 class PackedConv(nn.Module):
@@ -60,13 +90,17 @@ class PackedConv(nn.Module):
         self.register_buffer("shift", shift.float().contiguous())
         self.channels = packed.channels
         self.stride = conv.stride[0]
+        self.pad = self.bits.shape[0] // 2  # the +1 padding of its input
         self.pre = edge.pre  # BN of a dense edge, else Identity
 
     def pack_input(self, x: torch.Tensor) -> Packed:
-        return pack_activations(self.pre(x), pad=self.bits.shape[0] // 2)
+        return pack_activations(self.pre(x), pad=self.pad)
 
-    def forward(self, x: Packed, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """NCHW (channels_last) float output; ``residual`` NCHW channels_last, added in."""
+    def forward(
+        self, x: Packed, residual: torch.Tensor | None = None, out_pad: int | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, Packed]:
+        """NCHW (channels_last) float output; ``residual`` NCHW channels_last, added in. With
+        ``out_pad`` also the output's signs, packed with that padding for the next conv."""
         res = None if residual is None else residual.permute(0, 2, 3, 1)
         out = binary_conv2d(
             x,
@@ -74,13 +108,20 @@ class PackedConv(nn.Module):
             self.stride,
             self.scale,
             self.shift,
-            None if res is None else res.contiguous(),
+            res,
+            output="float" if out_pad is None else "both",
+            out_pad=out_pad or 0,
         )
-        return out.permute(0, 3, 1, 2)
+        if out_pad is None:
+            return out.permute(0, 3, 1, 2)
+        return out[0].permute(0, 3, 1, 2), out[1]
 
 
 class PackedBlock(nn.Module):
-    """A block's DAG (:class:`nas.model.BlockLayer`) with packed convs."""
+    """A block's DAG (:class:`nas.model.BlockLayer`) with packed convs. Where a node is one conv
+    plus shortcuts (the Bi-Real case) the kernel adds the shortcuts and, if binary convs read
+    the node, packs its signs in the same pass; ``out_pad`` (set by :class:`PackedNetwork`) asks
+    for the block output packed too, for the next block."""
 
     def __init__(self, layer: BlockLayer):
         super().__init__()
@@ -89,25 +130,42 @@ class PackedBlock(nn.Module):
         self.convs = nn.ModuleDict({k: PackedConv(e) for k, e in layer.convs.items()})
         projection = layer.projection
         if projection is not None:  # (AvgPool ->) 1x1 conv -> BN, the BN folded in
-            fused = _fused(projection.conv, projection.bn)
+            fused = _fused_1x1(projection.conv, projection.bn)
             projection = fused if projection.pool is None else nn.Sequential(projection.pool, fused)
         self.projection = projection
+        pads = {conv.pad for conv in self.convs.values()}
+        # the padding its convs want on packed nodes (None: dense blocks pack per edge)
+        self.pad = None if self.dense or len(pads) != 1 else pads.pop()
+        self.read_by_convs = {int(key.split("_")[0]) for key in self.convs}
+        self.out_pad: int | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, x_packed: Packed | None = None
+    ) -> tuple[torch.Tensor, Packed | None]:
+        """The block output and, where ``out_pad`` is set and the kernel could pack it, its
+        packed signs. ``x_packed``: the input already packed with ``self.pad``, or None."""
         x = x.contiguous(memory_format=torch.channels_last)
         node = [x]
         shortcut_x = self.projection(x) if self.projection is not None else x
         reads: dict[int, torch.Tensor] = {}
-        packed: dict[int, Packed] = {}
+        packed: dict[int, Packed] = {} if x_packed is None else {0: x_packed}
         for j in range(1, self.depth + 1):
             conv_srcs, short_srcs = self.inputs[j]
             shorts = [shortcut_x if i == 0 else node[i] for i in short_srcs]
+            n_terms = len(conv_srcs) + len(short_srcs)
             residual = None
             if len(conv_srcs) == 1 and shorts:  # the Bi-Real case: fuse the shortcut sum
                 residual = shorts[0]
                 for t in shorts[1:]:
                     residual = residual + t
                 shorts = []
+            # one conv whose output is the node: it can pack the node for its readers
+            whole = len(conv_srcs) == 1 and not (self.join == "mean" and n_terms > 1)
+            pad = None  # the padding of the node's packed signs, if the kernel makes them
+            if whole and j in self.read_by_convs:
+                pad = self.pad
+            elif whole and j == self.depth:
+                pad = self.out_pad
             terms = []
             for i in conv_srcs:
                 conv = self.convs[f"{i}_{j}"]
@@ -119,19 +177,22 @@ class PackedBlock(nn.Module):
                     if i not in packed:
                         packed[i] = conv.pack_input(node[i])
                     source = packed[i]
-                terms.append(conv(source, residual))
+                if pad is None:
+                    terms.append(conv(source, residual))
+                else:
+                    out, packed[j] = conv(source, residual, out_pad=pad)
+                    terms.append(out)
                 residual = None
             terms += shorts
             out = terms[0]
             for t in terms[1:]:
                 out = out + t
-            n_terms = len(conv_srcs) + len(short_srcs)
             if self.join == "mean" and n_terms > 1:
                 out = out / n_terms
             node.append(out.contiguous(memory_format=torch.channels_last))
         if self.dense:
-            return torch.cat([x, node[-1]], dim=1)
-        return node[-1]
+            return torch.cat([x, node[-1]], dim=1), None
+        return node[-1], packed.get(self.depth) if self.out_pad is not None else None
 
 
 class PackedNetwork(nn.Module):
@@ -142,26 +203,38 @@ class PackedNetwork(nn.Module):
         if model.training:
             raise ValueError("pack a model in eval mode (model.eval()): BN uses running stats")
         self.spec = model.spec
-        self.stem = nn.Sequential(
-            _fused(model.stem.conv, model.stem.bn), model.stem.relu, model.stem.pool
-        )
+        self.stem = nn.Sequential(_fused(model.stem.conv, model.stem.bn), model.stem.relu)
+        self.pool = model.stem.pool
         self.head = model.head
         self.stages = nn.ModuleList()
+        previous = None  # the block before, if it feeds the next block directly
         for stage in model.stages:
             packed = nn.Module()
             packed.transition = _fused_transition(stage.transition)
             packed.blocks = nn.ModuleList(PackedBlock(b) for b in stage.blocks)
+            if packed.transition is not None:
+                previous = None
+            for block in packed.blocks:  # a block packs its output as the next one reads it
+                if previous is not None:
+                    previous.out_pad = block.pad
+                previous = block
             self.stages.append(packed)
         self.eval()
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x.contiguous(memory_format=torch.channels_last))
+        pool = self.pool
+        if isinstance(pool, nn.MaxPool2d) and not pool.ceil_mode and pool.dilation == 1:
+            x = max_pool2d(x, pool.kernel_size, pool.stride, pool.padding)
+        else:
+            x = pool(x)
+        x_packed = None
         for stage in self.stages:
             if stage.transition is not None:
-                x = stage.transition(x)
+                x, x_packed = stage.transition(x), None
             for block in stage.blocks:
-                x = block(x)
+                x, x_packed = block(x, x_packed)
         return self.head(x)
 
 
