@@ -13,6 +13,7 @@ from nas import build_model, model_spec
 from nas.kernels import (
     available_paths,
     binary_conv2d,
+    max_pool2d,
     pack_activations,
     pack_weights,
     unpack,
@@ -87,6 +88,37 @@ def test_epilogue_scale_shift_residual_and_packed_output(path, case):
     assert torch.equal(unpack(packed), F.pad(signs, (1,) * 4, value=1.0))
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_packed_output_at_exact_ties_and_any_sign_of_scale(path):
+    """Packed output alone folds BN and sign into thresholds on the popcount (AVX-512 path): the
+    bits must be the signs of the float values exactly, also where a value is exactly 0 (sign +1)
+    and for negative, zero and NaN scales."""
+    g = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(2, 100, 7, 9, generator=g), torch.randn(48, 100, 3, 3, generator=g)
+    cases = torch.tensor([1.0, -1.0, 0.0, 0.5, -0.25, 3.0, float("nan"), 1e-30] * 6)
+    scale = cases[:48]
+    dot = _float_conv(x, weight, 1, 1)
+    # shift = -scale * (a dot that occurs), so that some values are exactly zero
+    shift = -scale.nan_to_num() * dot[0, 3, 4] + torch.tensor([0.0, 1e-3, -1e-3] * 16)
+    shift[2::8] = torch.tensor([1.0, -1.0, 0.0, -0.0, 2.0, -3.0])  # scale 0: shift alone
+    expected = dot * scale + shift
+    assert (expected == 0).any()
+    args = (pack_activations(x, pad=1), pack_weights(weight), 1, scale, shift)
+    packed = binary_conv2d(*args, output="packed", out_pad=1, path=path)
+    signs = torch.where(expected < 0, -1.0, 1.0).permute(0, 3, 1, 2)  # NaN: bit 0, +1
+    assert torch.equal(unpack(packed), F.pad(signs, (1,) * 4, value=1.0))
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, stride, pad",
+    [((1, 64, 112, 112), 3, 2, 1), ((2, 5, 9, 7), 3, 2, 1), ((1, 70, 8, 8), 2, 2, 0)],
+)
+def test_max_pool_equals_pytorch(shape, kernel, stride, pad):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    x = x.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(max_pool2d(x, kernel, stride, pad), F.max_pool2d(x, kernel, stride, pad))
+
+
 def test_pack_and_unpack_round_trip_with_plus_one_padding():
     x = torch.randn(2, 130, 5, 6)
     x[0, 0, 0, 0] = 0.0  # sign(0) = +1
@@ -132,6 +164,25 @@ def test_packed_model_matches_the_training_module(name, size, tmp_path):
     assert (per_image < 0.15).all()  # a flipped sign moves the logits a little
     save_packed(packed, tmp_path / "m.pt")
     assert torch.equal(load_packed(tmp_path / "m.pt")(x), got)
+
+
+def test_packed_bireal18_packs_activations_once(monkeypatch):
+    """Each conv of a Bi-Real block packs the signs of the node it computes for the next conv,
+    so only the stem's output is packed on its own."""
+    import nas.kernels.packed as packed_module
+
+    calls = []
+    pack = packed_module.pack_activations
+    monkeypatch.setattr(
+        packed_module, "pack_activations", lambda *a, **k: calls.append(1) or pack(*a, **k)
+    )
+    model = _trained_like(model_spec("bireal_resnet18", input_size=64).replace(padding="one"))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+    got = pack_model(model)(x)
+    assert len(calls) == 1
+    assert torch.equal(got.argmax(1), expected.argmax(1))
 
 
 def test_packed_bireal18_file_is_its_storage():

@@ -272,6 +272,69 @@ AVX512 static void finish_row(const shape_t *s, const int32_t *row, int64_t pixe
 #undef FINISH
 }
 
+/* Packed output alone (no float output, no residual): BN and sign folded into thresholds on the
+ * count. Per channel the sign bit is g(c) = [scale * (total - 2c) + shift < 0], rounded as in
+ * finish16; g is monotone in c (non-decreasing where scale >= 0, else non-increasing), so
+ *   g(c) = 1  <=>  from[o] <= c < from[o] + span[o]  <=>  (unsigned)(c - from[o]) < span[o]
+ * where the bounds come from a binary search over c in [0, total] run on 16 channels at once with
+ * the epilogue's own float operations: the bits are those the float path would give. */
+AVX512 static void sign_thresholds(const shape_t *s, const float *scale, const float *shift,
+                                   int32_t *from, int32_t *span) {
+    const __m512 total = _mm512_set1_ps((float)s->total), zero = _mm512_setzero_ps();
+    const __m512i none = _mm512_set1_epi32(s->total + 1);
+    for (int o = 0; o < s->cout; o += 16) {
+        __mmask16 m = s->cout - o >= 16 ? 0xffff : (__mmask16)((1u << (s->cout - o)) - 1);
+        __m512 sc = _mm512_maskz_loadu_ps(m, scale + o), sh = _mm512_maskz_loadu_ps(m, shift + o);
+        __mmask16 rising = _mm512_cmp_ps_mask(sc, zero, _CMP_GE_OQ); /* NaN: constant 0, any */
+        /* the first c in [0, total + 1] where g(c) becomes 1 (rising) or 0 (falling) */
+        __m512i lo = _mm512_setzero_si512(), hi = none;
+        for (__mmask16 open = 0xffff; open; open = _mm512_cmplt_epi32_mask(lo, hi)) {
+            __m512i mid = _mm512_srli_epi32(_mm512_add_epi32(lo, hi), 1);
+            __m512 dot = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mid), _mm512_set1_ps(-2.0f), total);
+            __m512 v = _mm512_add_ps(_mm512_mul_ps(dot, sc), sh);
+            __mmask16 g = _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ);
+            __mmask16 found = open & ~(g ^ rising); /* g(mid) is the value searched for */
+            hi = _mm512_mask_mov_epi32(hi, found, mid);
+            lo = _mm512_mask_mov_epi32(lo, open & ~found, _mm512_add_epi32(mid, _mm512_set1_epi32(1)));
+        }
+        __m512i first = _mm512_mask_mov_epi32(_mm512_setzero_si512(), rising, lo);
+        __m512i end = _mm512_mask_mov_epi32(lo, rising, none);
+        _mm512_mask_storeu_epi32(from + o, m, first);
+        _mm512_mask_storeu_epi32(span + o, m, _mm512_sub_epi32(end, first));
+    }
+}
+
+/* The packed output of one row's pixels from their counts and the sign thresholds: whole
+ * 64-channel words from four unmasked compares, then the last cout % 64 channels. */
+AVX512 static void finish_row_thresholds(const shape_t *s, const int32_t *row, const int32_t *from,
+                                         const int32_t *span, uint64_t *out_bits) {
+    const int64_t words = (s->cout + 63) / 64;
+    const int whole = s->cout / 64 * 64;
+    for (int xo = 0; xo < s->ow; xo++) {
+        const int32_t *r = row + (int64_t)xo * s->cout;
+        uint64_t *bits = out_bits + xo * words;
+        for (int o = 0; o < whole; o += 64) {
+            uint64_t word = 0;
+            for (int q = 0; q < 64; q += 16) {
+                __m512i c = _mm512_sub_epi32(_mm512_loadu_si512((const void *)(r + o + q)),
+                                             _mm512_loadu_si512((const void *)(from + o + q)));
+                word |= (uint64_t)_mm512_cmplt_epu32_mask(
+                            c, _mm512_loadu_si512((const void *)(span + o + q))) << q;
+            }
+            bits[o / 64] = word;
+        }
+        uint64_t word = 0;
+        for (int o = whole; o < s->cout; o += 16) {
+            __mmask16 m = s->cout - o >= 16 ? 0xffff : (__mmask16)((1u << (s->cout - o)) - 1);
+            __m512i c = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, r + o),
+                                         _mm512_maskz_loadu_epi32(m, from + o));
+            word |= (uint64_t)_mm512_mask_cmplt_epu32_mask(m, c, _mm512_maskz_loadu_epi32(m, span + o))
+                    << (o - whole);
+        }
+        if (whole < s->cout) bits[whole / 64] = word;
+    }
+}
+
 /* Row by row: the counts of a row in 4-pixel x 32-channel register blocks (the last cout % 32
  * channels one by one), kept in a per-thread buffer, then the row's epilogue. Returns -2 where
  * the buffers cannot be allocated. */
@@ -284,9 +347,15 @@ AVX512 static int conv_avx512(const shape_t *s, const uint64_t *x, const uint64_
 #else
     const int threads = 1;
 #endif
-    const size_t per_thread = (size_t)s->ow * s->cout;
-    int32_t *rows = malloc(sizeof(int32_t) * per_thread * threads);
+    /* the row buffers, then the sign thresholds where only the packed output is wanted; each
+     * 64-byte aligned: vectors split across cache lines cost twice */
+    const size_t per_thread = ((size_t)s->ow * s->cout + 15) / 16 * 16;
+    const size_t bytes = sizeof(int32_t) * (per_thread * threads + 2 * ((size_t)s->cout + 15) / 16 * 16);
+    int32_t *rows = aligned_alloc(64, bytes);
     if (rows == NULL) return -2;
+    int32_t *from = rows + per_thread * threads, *span = from + (s->cout + 15) / 16 * 16;
+    const int thresholds = out_bits != NULL && out_f == NULL && residual == NULL;
+    if (thresholds) sign_thresholds(s, scale, shift, from, span);
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < s->n; b++)
         for (int y = 0; y < s->oh; y++) {
@@ -316,8 +385,11 @@ AVX512 static int conv_avx512(const shape_t *s, const uint64_t *x, const uint64_
                     }
                     row[(int64_t)xo * s->cout + o] = (int32_t)count;
                 }
-            finish_row(s, row, ((int64_t)b * s->oh + y) * s->ow, 0, s->ow, scale, shift, residual,
-                       out_f, out_bits ? out_bits + bits_at(s, b, y, 0) : NULL);
+            if (thresholds)
+                finish_row_thresholds(s, row, from, span, out_bits + bits_at(s, b, y, 0));
+            else
+                finish_row(s, row, ((int64_t)b * s->oh + y) * s->ow, 0, s->ow, scale, shift,
+                           residual, out_f, out_bits ? out_bits + bits_at(s, b, y, 0) : NULL);
         }
     free(rows);
     return 0;
