@@ -1,6 +1,7 @@
 """The bit-packed binary convolution against float convolutions of +/-1 tensors, on every
 dispatch path this CPU can run, and the packed inference model against the training module."""
 
+import os
 import warnings
 
 import pytest
@@ -107,6 +108,39 @@ def test_packed_output_at_exact_ties_and_any_sign_of_scale(path):
     packed = binary_conv2d(*args, output="packed", out_pad=1, path=path)
     signs = torch.where(expected < 0, -1.0, 1.0).permute(0, 3, 1, 2)  # NaN: bit 0, +1
     assert torch.equal(unpack(packed), F.pad(signs, (1,) * 4, value=1.0))
+
+
+def test_two_threads_split_few_rows_by_channels():
+    """With fewer than four output rows per thread the AVX-512 path splits the channels between
+    threads too; run in a process with two OpenMP threads, every output must still be exact."""
+    import subprocess
+    import sys
+
+    script = """
+import torch, torch.nn.functional as F
+from nas.kernels import available_paths, binary_conv2d, pack_activations, pack_weights, unpack
+g = torch.Generator().manual_seed(0)
+for n, h, cin, cout, stride in [(1, 3, 70, 200, 1), (1, 7, 512, 512, 1), (2, 4, 64, 130, 2)]:
+    x, w = torch.randn(n, cin, h, h, generator=g), torch.randn(cout, cin, 3, 3, generator=g)
+    scale, shift = torch.randn(cout, generator=g), torch.randn(cout, generator=g)
+    signs = lambda t: torch.where(t >= 0, 1.0, -1.0).double()
+    dot = F.conv2d(F.pad(signs(x), (1,) * 4, value=1.0), signs(w), stride=stride)
+    dot = dot.float().permute(0, 2, 3, 1)
+    residual = torch.randn(dot.shape, generator=g)
+    expected = dot * scale + shift + residual
+    args = (pack_activations(x, pad=1), pack_weights(w), stride, scale, shift)
+    for path in available_paths():
+        out, packed = binary_conv2d(*args, residual, "both", 1, path=path)
+        assert torch.equal(out, expected), path
+        inner = unpack(packed)[:, :, 1:-1, 1:-1]
+        assert torch.equal(inner, signs(expected.permute(0, 3, 1, 2)).float())
+        bits = binary_conv2d(*args, output="packed", path=path)
+        assert torch.equal(unpack(bits), signs((dot * scale + shift).permute(0, 3, 1, 2)).float())
+print("ok")
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
 @pytest.mark.parametrize(

@@ -160,6 +160,13 @@ def set_threads(threads: int) -> None:
         lib.bconv_set_threads(threads)
 
 
+def _f32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a contiguous float32 tensor without autograd history (no copy if it is one)."""
+    if t.dtype == torch.float32 and t.is_contiguous() and not t.requires_grad:
+        return t
+    return t.detach().float().contiguous()
+
+
 def binary_conv2d(
     x: Packed,
     weights: PackedWeights,
@@ -183,8 +190,8 @@ def binary_conv2d(
     n, h, w, cw = x.bits.shape
     k, cout = weights.kernel, weights.cout
     oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
-    scale = torch.ones(cout) if scale is None else scale.detach().float().contiguous()
-    shift = torch.zeros(cout) if shift is None else shift.detach().float().contiguous()
+    scale = torch.ones(cout) if scale is None else _f32(scale)
+    shift = torch.zeros(cout) if shift is None else _f32(shift)
     lib = library()
     if path is None:
         path = available_paths()[-1] if lib is not None else "reference"
@@ -195,7 +202,7 @@ def binary_conv2d(
         packed = pack_activations(out.permute(0, 3, 1, 2), out_pad)
         return packed if output == "packed" else (out, packed)
     if residual is not None:
-        residual = residual.detach().float().contiguous()
+        residual = _f32(residual)
         if residual.shape != (n, oh, ow, cout):
             raise ValueError(
                 f"residual must be NHWC {(n, oh, ow, cout)}, got {tuple(residual.shape)}"

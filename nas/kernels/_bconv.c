@@ -221,24 +221,25 @@ AVX512 static inline __attribute__((always_inline)) unsigned finish16(
     return (unsigned)_mm512_mask_cmp_ps_mask(m, v, _mm512_setzero_ps(), _CMP_LT_OQ);
 }
 
-/* The epilogue of output pixels [x0, x1) of one row from their counts: floats stored and/or sign
- * bits (1 where negative) packed; pixel0 indexes the row's first pixel in the float output,
- * out_bits points at its first word in the packed output. The flags are constants where this is
- * inlined. Whole 64-channel words first, four unmasked vectors each, then the last cout % 64. */
+/* The epilogue of channels [c0, c1) (c0 a multiple of 64) of one row from their counts: floats
+ * stored and/or sign bits (1 where negative) packed; pixel0 indexes the row's first pixel in the
+ * float output, out_bits points at its first word in the packed output. The flags are constants
+ * where this is inlined. Whole 64-channel words first, four unmasked vectors each, then the
+ * rest. */
 AVX512 static inline __attribute__((always_inline)) void finish_pixels(
-    const shape_t *s, const int32_t *row, int64_t pixel0, int x0, int x1, const float *scale,
+    const shape_t *s, const int32_t *row, int64_t pixel0, int c0, int c1, const float *scale,
     const float *shift, const float *residual, float *out_f, uint64_t *out_bits) {
     const __m512 total = _mm512_set1_ps((float)s->total);
     const int64_t words = (s->cout + 63) / 64;
-    const int whole = s->cout / 64 * 64;
-    for (int xo = x0; xo < x1; xo++) {
+    const int whole = c0 + (c1 - c0) / 64 * 64;
+    for (int xo = 0; xo < s->ow; xo++) {
         const int64_t pixel = pixel0 + xo;
         const int32_t *r = row + (int64_t)xo * s->cout;
         const float *res = residual ? residual + pixel * s->cout : NULL;
         float *out = out_f ? out_f + pixel * s->cout : NULL;
         uint64_t *bits = out_bits ? out_bits + xo * words : NULL;
 #define AT(p, o) ((p) ? (p) + (o) : NULL)
-        for (int o = 0; o < whole; o += 64) {
+        for (int o = c0; o < whole; o += 64) {
             uint64_t word = 0;
             for (int q = 0; q < 64; q += 16)
                 word |= (uint64_t)finish16(0, 0xffff, r + o + q, scale + o + q, shift + o + q,
@@ -246,21 +247,21 @@ AVX512 static inline __attribute__((always_inline)) void finish_pixels(
             if (bits) bits[o / 64] = word;
         }
         uint64_t word = 0;
-        for (int o = whole; o < s->cout; o += 16) {
-            __mmask16 m = s->cout - o >= 16 ? 0xffff : (__mmask16)((1u << (s->cout - o)) - 1);
+        for (int o = whole; o < c1; o += 16) {
+            __mmask16 m = c1 - o >= 16 ? 0xffff : (__mmask16)((1u << (c1 - o)) - 1);
             word |= (uint64_t)finish16(1, m, r + o, scale + o, shift + o, AT(res, o), AT(out, o),
                                        total) << (o - whole);
         }
-        if (bits && whole < s->cout) bits[whole / 64] = word;
+        if (bits && whole < c1) bits[whole / 64] = word;
 #undef AT
     }
 }
 
 /* finish_pixels with its three optional operands made compile-time (present or not). */
-AVX512 static void finish_row(const shape_t *s, const int32_t *row, int64_t pixel0, int x0, int x1,
+AVX512 static void finish_row(const shape_t *s, const int32_t *row, int64_t pixel0, int c0, int c1,
                               const float *scale, const float *shift, const float *residual,
                               float *out_f, uint64_t *out_bits) {
-#define FINISH(R, F, B) finish_pixels(s, row, pixel0, x0, x1, scale, shift, R, F, B)
+#define FINISH(R, F, B) finish_pixels(s, row, pixel0, c0, c1, scale, shift, R, F, B)
     switch ((residual != NULL) << 2 | (out_f != NULL) << 1 | (out_bits != NULL)) {
     case 1: FINISH(NULL, NULL, out_bits); break;
     case 2: FINISH(NULL, out_f, NULL); break;
@@ -304,16 +305,17 @@ AVX512 static void sign_thresholds(const shape_t *s, const float *scale, const f
     }
 }
 
-/* The packed output of one row's pixels from their counts and the sign thresholds: whole
- * 64-channel words from four unmasked compares, then the last cout % 64 channels. */
-AVX512 static void finish_row_thresholds(const shape_t *s, const int32_t *row, const int32_t *from,
-                                         const int32_t *span, uint64_t *out_bits) {
+/* The packed output of channels [c0, c1) (c0 a multiple of 64) of one row from their counts and
+ * the sign thresholds: whole 64-channel words from four unmasked compares, then the rest. */
+AVX512 static void finish_row_thresholds(const shape_t *s, const int32_t *row, int c0, int c1,
+                                         const int32_t *from, const int32_t *span,
+                                         uint64_t *out_bits) {
     const int64_t words = (s->cout + 63) / 64;
-    const int whole = s->cout / 64 * 64;
+    const int whole = c0 + (c1 - c0) / 64 * 64;
     for (int xo = 0; xo < s->ow; xo++) {
         const int32_t *r = row + (int64_t)xo * s->cout;
         uint64_t *bits = out_bits + xo * words;
-        for (int o = 0; o < whole; o += 64) {
+        for (int o = c0; o < whole; o += 64) {
             uint64_t word = 0;
             for (int q = 0; q < 64; q += 16) {
                 __m512i c = _mm512_sub_epi32(_mm512_loadu_si512((const void *)(r + o + q)),
@@ -324,20 +326,22 @@ AVX512 static void finish_row_thresholds(const shape_t *s, const int32_t *row, c
             bits[o / 64] = word;
         }
         uint64_t word = 0;
-        for (int o = whole; o < s->cout; o += 16) {
-            __mmask16 m = s->cout - o >= 16 ? 0xffff : (__mmask16)((1u << (s->cout - o)) - 1);
+        for (int o = whole; o < c1; o += 16) {
+            __mmask16 m = c1 - o >= 16 ? 0xffff : (__mmask16)((1u << (c1 - o)) - 1);
             __m512i c = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, r + o),
                                          _mm512_maskz_loadu_epi32(m, from + o));
             word |= (uint64_t)_mm512_mask_cmplt_epu32_mask(m, c, _mm512_maskz_loadu_epi32(m, span + o))
                     << (o - whole);
         }
-        if (whole < s->cout) bits[whole / 64] = word;
+        if (whole < c1) bits[whole / 64] = word;
     }
 }
 
 /* Row by row: the counts of a row in 4-pixel x 32-channel register blocks (the last cout % 32
- * channels one by one), kept in a per-thread buffer, then the row's epilogue. Returns -2 where
- * the buffers cannot be allocated. */
+ * channels one by one), kept in a per-thread buffer, then the row's epilogue. Where there are
+ * fewer rows than four per thread (7x7 layers at batch 1), the channels are split too, in groups
+ * of whole 64-channel words, so that every thread has work. Returns -2 where the buffers cannot
+ * be allocated. */
 AVX512 static int conv_avx512(const shape_t *s, const uint64_t *x, const uint64_t *w,
                               const float *scale, const float *shift, const float *residual,
                               float *out_f, uint64_t *out_bits) {
@@ -347,50 +351,59 @@ AVX512 static int conv_avx512(const shape_t *s, const uint64_t *x, const uint64_
 #else
     const int threads = 1;
 #endif
+    const int rows_total = s->n * s->oh, words = (s->cout + 63) / 64;
+    int groups = 1;
+    while (groups < words && rows_total * groups < 4 * threads && threads > 1) groups++;
+    const int group_words = (words + groups - 1) / groups;
+    groups = (words + group_words - 1) / group_words;
     /* the row buffers, then the sign thresholds where only the packed output is wanted; each
      * 64-byte aligned: vectors split across cache lines cost twice */
     const size_t per_thread = ((size_t)s->ow * s->cout + 15) / 16 * 16;
-    const size_t bytes = sizeof(int32_t) * (per_thread * threads + 2 * ((size_t)s->cout + 15) / 16 * 16);
-    int32_t *rows = aligned_alloc(64, bytes);
+    const size_t cout16 = ((size_t)s->cout + 15) / 16 * 16;
+    int32_t *rows = aligned_alloc(64, sizeof(int32_t) * (per_thread * threads + 2 * cout16));
     if (rows == NULL) return -2;
-    int32_t *from = rows + per_thread * threads, *span = from + (s->cout + 15) / 16 * 16;
+    int32_t *from = rows + per_thread * threads, *span = from + cout16;
     const int thresholds = out_bits != NULL && out_f == NULL && residual == NULL;
     if (thresholds) sign_thresholds(s, scale, shift, from, span);
-    #pragma omp parallel for collapse(2) schedule(static)
+    #pragma omp parallel for collapse(3) schedule(static)
     for (int b = 0; b < s->n; b++)
-        for (int y = 0; y < s->oh; y++) {
+        for (int y = 0; y < s->oh; y++)
+            for (int g = 0; g < groups; g++) {
 #ifdef _OPENMP
-            int32_t *row = rows + per_thread * omp_get_thread_num();
+                int32_t *row = rows + per_thread * omp_get_thread_num();
 #else
-            int32_t *row = rows;
+                int32_t *row = rows;
 #endif
-            const uint64_t *xrow = x + ((int64_t)b * s->h + (int64_t)y * s->stride) * s->w * s->cw;
-            for (int o0 = 0; o0 < full; o0 += OB) {
-                int xo = 0;
-                for (; xo + PB <= s->ow; xo += PB) count_block32(s, PB, xrow, w, xo, o0, row);
-                switch (s->ow - xo) { /* the last 1 to 3 pixels in one block */
-                case 3: count_block32(s, 3, xrow, w, xo, o0, row); break;
-                case 2: count_block32(s, 2, xrow, w, xo, o0, row); break;
-                case 1: count_block32(s, 1, xrow, w, xo, o0, row); break;
-                }
-            }
-            for (int xo = 0; xo < s->ow; xo++)
-                for (int o = full; o < s->cout; o++) {
-                    int64_t count = 0;
-                    for (int ky = 0; ky < s->k; ky++) {
-                        const uint64_t *xr = xrow + ((int64_t)ky * s->w + (int64_t)xo * s->stride) * s->cw;
-                        const uint64_t *wr = w + (int64_t)ky * s->k * s->cw * s->cout + o;
-                        for (int kc = 0; kc < s->k * s->cw; kc++)
-                            count += __builtin_popcountll(xr[kc] ^ wr[(int64_t)kc * s->cout]);
+                const int c0 = g * group_words * 64;
+                const int c1 = g == groups - 1 ? s->cout : c0 + group_words * 64;
+                const uint64_t *xrow = x + ((int64_t)b * s->h + (int64_t)y * s->stride) * s->w * s->cw;
+                for (int o0 = c0; o0 < (c1 < full ? c1 : full); o0 += OB) {
+                    int xo = 0;
+                    for (; xo + PB <= s->ow; xo += PB) count_block32(s, PB, xrow, w, xo, o0, row);
+                    switch (s->ow - xo) { /* the last 1 to 3 pixels in one block */
+                    case 3: count_block32(s, 3, xrow, w, xo, o0, row); break;
+                    case 2: count_block32(s, 2, xrow, w, xo, o0, row); break;
+                    case 1: count_block32(s, 1, xrow, w, xo, o0, row); break;
                     }
-                    row[(int64_t)xo * s->cout + o] = (int32_t)count;
                 }
-            if (thresholds)
-                finish_row_thresholds(s, row, from, span, out_bits + bits_at(s, b, y, 0));
-            else
-                finish_row(s, row, ((int64_t)b * s->oh + y) * s->ow, 0, s->ow, scale, shift,
-                           residual, out_f, out_bits ? out_bits + bits_at(s, b, y, 0) : NULL);
-        }
+                for (int xo = 0; xo < s->ow; xo++)
+                    for (int o = full > c0 ? full : c0; o < c1; o++) {
+                        int64_t count = 0;
+                        for (int ky = 0; ky < s->k; ky++) {
+                            const uint64_t *xr = xrow + ((int64_t)ky * s->w + (int64_t)xo * s->stride) * s->cw;
+                            const uint64_t *wr = w + (int64_t)ky * s->k * s->cw * s->cout + o;
+                            for (int kc = 0; kc < s->k * s->cw; kc++)
+                                count += __builtin_popcountll(xr[kc] ^ wr[(int64_t)kc * s->cout]);
+                        }
+                        row[(int64_t)xo * s->cout + o] = (int32_t)count;
+                    }
+                uint64_t *bits = out_bits ? out_bits + bits_at(s, b, y, 0) : NULL;
+                if (thresholds)
+                    finish_row_thresholds(s, row, c0, c1, from, span, bits);
+                else
+                    finish_row(s, row, ((int64_t)b * s->oh + y) * s->ow, c0, c1, scale, shift,
+                               residual, out_f, bits);
+            }
     free(rows);
     return 0;
 }
@@ -505,4 +518,46 @@ void nhwc_maxpool(const float *v, int n, int h, int w, int c, int k, int stride,
                     }
                 }
             }
+}
+
+/* Benchmark probes (nas.kernels.bench times them): `iters` rounds of 4 dependent scalar adds,
+ * one per cycle, so 4 * iters / seconds is the clock; and `iters` rounds of 8 independent
+ * 512-bit XOR + POPCNT + ADD (4096 binary MACs), the ceiling of any XNOR-popcount kernel on this
+ * core. The second returns -1 where the CPU has no AVX-512 VPOPCNTDQ. */
+int64_t bconv_clock_probe(int64_t iters) {
+    int64_t x = 0;
+    for (int64_t i = 0; i < iters; i++) {
+#if defined(__x86_64__)
+        __asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0" : "+r"(x));
+#else
+        x += 4;
+#endif
+    }
+    return x;
+}
+
+#if defined(__x86_64__)
+AVX512 static int64_t popcount_peak(int64_t iters) {
+    __m512i acc[8], w[8], x = _mm512_set1_epi64(0x123456789abcdefLL);
+    for (int i = 0; i < 8; i++) {
+        acc[i] = _mm512_setzero_si512();
+        w[i] = _mm512_set1_epi64(0x0f0f0f0f0f0f0f0fLL * (i + 1));
+    }
+    for (int64_t it = 0; it < iters; it++) {
+        for (int i = 0; i < 8; i++)
+            acc[i] = _mm512_add_epi64(acc[i], _mm512_popcnt_epi64(_mm512_xor_si512(x, w[i])));
+        __asm__ volatile("" : "+v"(x));
+    }
+    int64_t sum = 0;
+    for (int i = 0; i < 8; i++) sum += _mm512_reduce_add_epi64(acc[i]);
+    return sum;
+}
+#endif
+
+int64_t bconv_popcount_peak(int64_t iters) {
+#if defined(__x86_64__)
+    if (bconv_paths() & (1 << PATH_AVX512)) return popcount_peak(iters);
+#endif
+    (void)iters;
+    return -1;
 }

@@ -2,12 +2,16 @@
 against PyTorch on the Bi-Real18 3x3 layers, then a whole ``bireal_resnet18``.
 
 Per layer (56x56x64, 28x28x128, 14x14x256, 7x7x512; 3x3, stride 1, +1 padding): milliseconds of
-the packed kernel (packed input, float output: the Bi-Real case), of PyTorch's fp32 and bf16
-convolutions in channels_last on the same +/-1 values, and of OpenVINO's BinaryConvolution when
-``openvino`` is installed. Then ``bireal_resnet18`` at 224 px per image: the packed model against
-the PyTorch module in fp32 and in bf16 autocast (eval mode). Medians of repeated runs, threads
-pinned (``OMP_PROC_BIND=close OMP_PLACES=cores``; the command restarts itself with them).
-DESIGN.md section 8 has the anchors measured on this machine.
+the packed kernel with packed input and float output (``packed_ms``), packed output
+(``packed_bits_ms``: BN and sign folded into count thresholds, the conv-to-conv case) and the
+Bi-Real case (``packed_bireal_ms``: shortcut added, float and packed output), of PyTorch's fp32
+and bf16 convolutions in channels_last on the same +/-1 values, and of OpenVINO's
+BinaryConvolution when ``openvino`` is installed. The core's clock and its XOR + POPCNT + ADD
+ceiling are probed before and after (they drift with the host's boost). Then
+``bireal_resnet18`` at 224 px per image: the packed model against the PyTorch module in fp32 and
+in bf16 autocast (eval mode). Medians of repeated runs, threads pinned (``OMP_PROC_BIND=close
+OMP_PLACES=cores``; the command restarts itself with them). DESIGN.md section 8 has the anchors
+measured on another machine.
 """
 
 from __future__ import annotations
@@ -80,19 +84,50 @@ def _layer(batch: int, size: int, channels: int, threads: int, seconds: float) -
     ws = torch.where(w >= 0, 1.0, -1.0).contiguous(memory_format=torch.channels_last)
     padded16, ws16 = padded.bfloat16(), ws.bfloat16()
     openvino = _openvino_layer(batch, size, channels, threads)
+    scale, shift = torch.rand(channels) + 0.5, torch.randn(channels)
+    residual = torch.randn(batch, size, size, channels)
+
+    def bireal():  # what a Bi-Real block runs: shortcut added, float and packed signs out
+        return binary_conv2d(packed_x, packed_w, 1, scale, shift, residual, "both", 1)
+
     with torch.no_grad():
         row = {
             "shape": f"{size}x{size}x{channels}",
             "batch": batch,
             "threads": threads,
             "packed_ms": _median_ms(lambda: binary_conv2d(packed_x, packed_w), seconds),
+            "packed_bits_ms": _median_ms(
+                lambda: binary_conv2d(packed_x, packed_w, 1, scale, shift, output="packed"),
+                seconds,
+            ),
+            "packed_bireal_ms": _median_ms(bireal, seconds),
             "torch_fp32_ms": _median_ms(lambda: F.conv2d(padded, ws), seconds),
             "torch_bf16_ms": _median_ms(lambda: F.conv2d(padded16, ws16), seconds),
             "openvino_ms": None if openvino is None else _median_ms(openvino, seconds),
         }
     macs = batch * size * size * channels * channels * 9
     row["binary_macs_per_s"] = macs / (row["packed_ms"] / 1e3)
+    row["binary_macs_per_s_bits"] = macs / (row["packed_bits_ms"] / 1e3)
     return row
+
+
+def machine() -> dict:
+    """The core's clock and XNOR-popcount ceiling now (both drift with the host's boost): GHz from
+    a chain of dependent adds, the ceiling from independent 512-bit XOR + POPCNT + ADD (null
+    without AVX-512 VPOPCNTDQ or the compiled kernels)."""
+    from nas.kernels._native import library
+
+    lib = library()
+    if lib is None:
+        return {"clock_ghz": None, "popcount_ceiling_macs_per_s": None}
+    iters = 50_000_000
+    clock = _median_ms(lambda: lib.bconv_clock_probe(iters), 0.5, repeats=3)
+    peak = _median_ms(lambda: lib.bconv_popcount_peak(iters // 10), 0.5, repeats=3)
+    has_peak = lib.bconv_popcount_peak(1) >= 0
+    return {
+        "clock_ghz": 4 * iters / (clock / 1e3) / 1e9,
+        "popcount_ceiling_macs_per_s": iters // 10 * 4096 / (peak / 1e3) if has_peak else None,
+    }
 
 
 def layers(batch: int, threads: int, seconds: float) -> list[dict]:
@@ -146,10 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     set_threads(args.threads)
+    before = machine()
     result = {
         "layers": layers(args.batch, args.threads, args.seconds),
         "models": models(args.batch, args.threads, args.seconds),
         "kernel_paths": available_paths(),
+        "machine": {"before": before, "after": machine()},
     }
     if args.json:
         print(json.dumps(result, indent=1))
@@ -159,16 +196,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"ms per layer (median); kernel path {(available_paths() or ['reference'])[-1]}"
     )
     print(
-        f"  {'shape':11s} {'packed':>8s} {'fp32':>8s} {'bf16':>8s} {'openvino':>9s}  "
-        f"{'vs fp32':>8s} {'vs bf16':>8s}  binary MAC/s"
+        "  packed: packed input, float output | bits: packed output (BN and sign as count\n"
+        "  thresholds) | bireal: + shortcut, float and packed output (what a Bi-Real block runs)"
+    )
+    print(
+        f"  {'shape':11s} {'packed':>7s} {'bits':>7s} {'bireal':>7s} {'fp32':>7s} {'bf16':>7s} "
+        f"{'openvino':>8s} {'vs fp32':>8s} {'vs ov':>6s}  binary MAC/s packed, bits"
     )
     for r in result["layers"]:
         ov = "-" if r["openvino_ms"] is None else f"{r['openvino_ms']:.3f}"
+        vs_ov = "-" if r["openvino_ms"] is None else f"{r['openvino_ms'] / r['packed_ms']:.1f}x"
         print(
-            f"  {r['shape']:11s} {r['packed_ms']:8.3f} {r['torch_fp32_ms']:8.3f} "
-            f"{r['torch_bf16_ms']:8.3f} {ov:>9s}  {r['torch_fp32_ms'] / r['packed_ms']:7.1f}x "
-            f"{r['torch_bf16_ms'] / r['packed_ms']:7.1f}x  {r['binary_macs_per_s'] / 1e12:.2f} T"
+            f"  {r['shape']:11s} {r['packed_ms']:7.3f} {r['packed_bits_ms']:7.3f} "
+            f"{r['packed_bireal_ms']:7.3f} {r['torch_fp32_ms']:7.3f} {r['torch_bf16_ms']:7.3f} "
+            f"{ov:>8s} {r['torch_fp32_ms'] / r['packed_ms']:7.1f}x {vs_ov:>6s}  "
+            f"{r['binary_macs_per_s'] / 1e12:.2f} T, {r['binary_macs_per_s_bits'] / 1e12:.2f} T"
         )
+    for when, m in result["machine"].items():
+        if m["clock_ghz"] is not None:
+            ceiling = m["popcount_ceiling_macs_per_s"]
+            ceiling = "-" if ceiling is None else f"{ceiling / 1e12:.2f} T binary MAC/s"
+            print(f"core {when}: {m['clock_ghz']:.2f} GHz, XOR+POPCNT+ADD ceiling {ceiling}")
     for r in result["models"]:
         print(
             f"whole {r['model']} at 224 px, ms per image: packed {r['packed_ms']:.2f}, "
