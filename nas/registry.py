@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from collections.abc import Callable
 
 from torch import nn
 
+from nas._names import unknown_name
 from nas.spec import ArchSpec
 
 ModelBuilder = Callable[..., ArchSpec]
@@ -19,10 +19,8 @@ class UnknownModelError(KeyError):
     """A model name that is not registered; the message lists the closest names."""
 
     def __init__(self, name: str):
-        close = difflib.get_close_matches(name, _MODELS, n=3, cutoff=0.4)
-        hint = f"did you mean {', '.join(close)}?" if close else "see --list for the names"
-        super().__init__(f"unknown model {name!r}; {hint}")
-        self.message = f"unknown model {name!r}; {hint}"
+        self.message = unknown_name("model", name, _MODELS, "see --list for the names")
+        super().__init__(self.message)
 
     def __str__(self) -> str:
         return self.message

@@ -8,10 +8,10 @@ it with ``@register_scorer`` and can be compared against training results.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable
 
+from nas._names import unknown_name
 from nas.metrics import PathReport, PathStats, missing_last
 
 Key = tuple[float, ...]
@@ -34,9 +34,7 @@ def list_scorers() -> list[str]:
 
 def get_scorer(name: str = DEFAULT_SCORER) -> Scorer:
     if name not in _SCORERS:
-        close = difflib.get_close_matches(name, _SCORERS, n=3, cutoff=0.4)
-        hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(_SCORERS)}"
-        raise KeyError(f"unknown scorer {name!r}; {hint}")
+        raise KeyError(unknown_name("scorer", name, _SCORERS, f"known: {', '.join(_SCORERS)}"))
     return _SCORERS[name]
 
 

@@ -7,8 +7,7 @@ has (nearly) the budget's FLOPs; the paper's zoo models are points of these spac
 
 from __future__ import annotations
 
-import difflib
-
+from nas._names import unknown_name
 from search_spaces._base import Param, SearchSpace, Solved, Structure
 from search_spaces.densenet import DenseNetSpace
 from search_spaces.resnet import ResNetSpace
@@ -29,11 +28,8 @@ def list_spaces() -> list[str]:
 
 def get_space(name: str) -> SearchSpace:
     if name not in _SPACES:
-        close = difflib.get_close_matches(name, _SPACES, n=2, cutoff=0.4)
-        hint = f"did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(
-            f"unknown search space {name!r}; known: {', '.join(list_spaces())}, all. {hint}".strip()
-        )
+        known = f"known: {', '.join(list_spaces())}, all"
+        raise KeyError(unknown_name("search space", name, _SPACES, known))
     return _SPACES[name]
 
 
