@@ -3,17 +3,21 @@
  * Layouts (DESIGN.md section 8):
  *   activations  uint64 [N][H][W][CW]     bit c%64 of word c/64 is 1 where the value is -1
  *   weights      uint64 [K][K][CW][COUT]  the same bits, output channels innermost (vectors)
- *   output       float [N][OH][OW][COUT]  or uint64 [N][OH][OW][COUT/64 rounded up]
+ *   output       float [N][OH][OW][COUT]  and/or uint64 [N][OH+2p][OW+2p][COUT/64 rounded up]
+ *                (the packed output +1-padded by p pixels for the next conv)
  * The input is already padded (with +1: zero bits) by the caller, so every tap is valid and
  *   dot(x, w) = K*K*C - 2 * popcount(x XOR w)
  * counts exactly the +/-1 products (channel-padding bits are zero in both operands).
  *
  * Per output channel o the float output is  scale[o] * dot + shift[o]  (+ residual), which
  * folds the weight scale and the following BatchNorm; the packed output is the sign of the same
- * value, computed in float exactly as the float output is, so both agree bit for bit.
+ * value, computed in float exactly as the float output is, so both agree bit for bit (where
+ * only the packed output is wanted, through count thresholds that reproduce it exactly).
  *
  * Three paths, chosen at run time: AVX-512 with VPOPCNTDQ (8 channels per instruction), AVX2
- * (4 channels, popcount by nibble lookup) and portable C. OpenMP over output rows.
+ * (4 channels, popcount by nibble lookup) and portable C. OpenMP over output rows (and channel
+ * groups where rows are few). The file also holds the stem's NHWC max-pool of a packed network and
+ * the probes nas.kernels.bench times.
  */
 #include <stdint.h>
 #include <stdlib.h>
