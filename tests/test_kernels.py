@@ -260,3 +260,32 @@ def test_fallback_without_the_library_warns_once_and_stays_exact(monkeypatch):
         assert len(messages) == 1 and "reference path" in messages[0]
     finally:
         _native.library.cache_clear()
+
+
+def test_bench_json_has_the_fields_the_issue_names():
+    """``python -m nas.kernels.bench --json``: layers and models with their timings (the figures
+    themselves belong to the README, not to a test)."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "nas.kernels.bench", "--json", "--seconds", "0.01"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    shapes = [layer["shape"] for layer in result["layers"]]
+    assert shapes == ["56x56x64", "28x28x128", "14x14x256", "7x7x512"]
+    for layer in result["layers"]:
+        assert layer["batch"] == 1 and layer["threads"] == 1
+        for key in ("packed_ms", "packed_bits_ms", "packed_bireal_ms", "torch_fp32_ms"):
+            assert layer[key] > 0
+        assert layer["torch_bf16_ms"] > 0
+        assert layer["openvino_ms"] is None or layer["openvino_ms"] > 0
+    (model,) = result["models"]
+    assert model["model"] == "bireal_resnet18"
+    assert all(model[key] > 0 for key in ("packed_ms", "torch_fp32_ms", "torch_bf16_ms"))
+    assert result["machine"]["before"]["clock_ghz"] > 0

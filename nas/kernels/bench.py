@@ -30,22 +30,41 @@ ANCHORS_MS = {  # DESIGN.md section 8, one core, batch 1
     "openvino": (0.103, 0.105, 0.108, 0.107),
 }
 PIN = {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}
+TIMED = (  # per layer, in JSON order
+    "packed_ms",
+    "packed_bits_ms",
+    "packed_bireal_ms",
+    "torch_fp32_ms",
+    "torch_bf16_ms",
+    "openvino_ms",
+)
 
 
 def _median_ms(fn: Callable[[], object], seconds: float, repeats: int = 7) -> float:
-    fn()
-    fn()
-    runs = []
-    for _ in range(repeats):
-        n, start = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds / repeats:
-                break
-        runs.append(elapsed / n * 1e3)
-    return statistics.median(runs)
+    return _medians_ms({"fn": fn}, seconds, repeats)["fn"]
+
+
+def _medians_ms(
+    fns: dict[str, Callable[[], object]], seconds: float, rounds: int = 7
+) -> dict[str, float]:
+    """Median milliseconds per call of each function, measured in interleaved rounds (each
+    function runs for seconds / rounds per round), so that the host's drift over minutes falls
+    on all of them alike rather than on whichever ran during a slow spell."""
+    for fn in fns.values():
+        fn()
+        fn()
+    runs: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            n, start = 0, time.perf_counter()
+            while True:
+                fn()
+                n += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= seconds / rounds:
+                    break
+            runs[name].append(elapsed / n * 1e3)
+    return {name: statistics.median(times) for name, times in runs.items()}
 
 
 def _openvino_layer(batch: int, size: int, channels: int, threads: int):
@@ -70,7 +89,8 @@ def _openvino_layer(batch: int, size: int, channels: int, threads: int):
     return lambda: request.infer({0: data})
 
 
-def _layer(batch: int, size: int, channels: int, threads: int, seconds: float) -> dict:
+def _layer(batch: int, size: int, channels: int, threads: int) -> tuple[dict, dict]:
+    """A layer's row (shape, batch, threads) and the functions to time for it."""
     import torch
     import torch.nn.functional as F
 
@@ -90,25 +110,18 @@ def _layer(batch: int, size: int, channels: int, threads: int, seconds: float) -
     def bireal():  # what a Bi-Real block runs: shortcut added, float and packed signs out
         return binary_conv2d(packed_x, packed_w, 1, scale, shift, residual, "both", 1)
 
-    with torch.no_grad():
-        row = {
-            "shape": f"{size}x{size}x{channels}",
-            "batch": batch,
-            "threads": threads,
-            "packed_ms": _median_ms(lambda: binary_conv2d(packed_x, packed_w), seconds),
-            "packed_bits_ms": _median_ms(
-                lambda: binary_conv2d(packed_x, packed_w, 1, scale, shift, output="packed"),
-                seconds,
-            ),
-            "packed_bireal_ms": _median_ms(bireal, seconds),
-            "torch_fp32_ms": _median_ms(lambda: F.conv2d(padded, ws), seconds),
-            "torch_bf16_ms": _median_ms(lambda: F.conv2d(padded16, ws16), seconds),
-            "openvino_ms": None if openvino is None else _median_ms(openvino, seconds),
-        }
-    macs = batch * size * size * channels * channels * 9
-    row["binary_macs_per_s"] = macs / (row["packed_ms"] / 1e3)
-    row["binary_macs_per_s_bits"] = macs / (row["packed_bits_ms"] / 1e3)
-    return row
+    fns = {
+        "packed_ms": lambda: binary_conv2d(packed_x, packed_w),
+        "packed_bits_ms": lambda: binary_conv2d(
+            packed_x, packed_w, 1, scale, shift, output="packed"
+        ),
+        "packed_bireal_ms": bireal,
+        "torch_fp32_ms": lambda: F.conv2d(padded, ws),
+        "torch_bf16_ms": lambda: F.conv2d(padded16, ws16),
+    }
+    if openvino is not None:
+        fns["openvino_ms"] = openvino
+    return {"shape": f"{size}x{size}x{channels}", "batch": batch, "threads": threads}, fns
 
 
 def machine() -> dict:
@@ -131,7 +144,22 @@ def machine() -> dict:
 
 
 def layers(batch: int, threads: int, seconds: float) -> list[dict]:
-    return [_layer(batch, size, channels, threads, seconds) for size, channels in LAYERS]
+    """Every layer's functions timed in the same interleaved rounds."""
+    import torch
+
+    rows, fns = [], {}
+    for size, channels in LAYERS:
+        row, layer_fns = _layer(batch, size, channels, threads)
+        rows.append(row)
+        fns.update({(row["shape"], key): fn for key, fn in layer_fns.items()})
+    with torch.no_grad():
+        times = _medians_ms(fns, seconds * len(fns))
+    for row, (size, channels) in zip(rows, LAYERS, strict=True):
+        row.update({key: times.get((row["shape"], key)) for key in TIMED})  # openvino: None
+        macs = batch * size * size * channels * channels * 9
+        row["binary_macs_per_s"] = macs / (row["packed_ms"] / 1e3)
+        row["binary_macs_per_s_bits"] = macs / (row["packed_bits_ms"] / 1e3)
+    return rows
 
 
 def models(batch: int, threads: int, seconds: float) -> list[dict]:
@@ -149,16 +177,11 @@ def models(batch: int, threads: int, seconds: float) -> list[dict]:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return model(x)
 
+    fns = {"packed_ms": lambda: packed(x), "torch_fp32_ms": lambda: model(x), "torch_bf16_ms": bf16}
     with torch.no_grad():
-        row = {
-            "model": "bireal_resnet18",
-            "batch": batch,
-            "threads": threads,
-            "packed_ms": _median_ms(lambda: packed(x), seconds) / batch,
-            "torch_fp32_ms": _median_ms(lambda: model(x), seconds) / batch,
-            "torch_bf16_ms": _median_ms(bf16, seconds) / batch,
-        }
-    return [row]
+        times = _medians_ms(fns, seconds * len(fns))
+    row = {"model": "bireal_resnet18", "batch": batch, "threads": threads}
+    return [row | {key: ms / batch for key, ms in times.items()}]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
