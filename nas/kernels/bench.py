@@ -47,9 +47,9 @@ def _median_ms(fn: Callable[[], object], seconds: float, repeats: int = 7) -> fl
 def _medians_ms(
     fns: dict[str, Callable[[], object]], seconds: float, rounds: int = 7
 ) -> dict[str, float]:
-    """Median milliseconds per call of each function, measured in interleaved rounds (each
-    function runs for seconds / rounds per round), so that the host's drift over minutes falls
-    on all of them alike rather than on whichever ran during a slow spell."""
+    """Median milliseconds per call of each function, each timed for ``seconds`` in all, in
+    interleaved rounds (seconds / rounds per function per round), so that the host's drift over
+    minutes falls on all of them alike rather than on whichever ran during a slow spell."""
     for fn in fns.values():
         fn()
         fn()
@@ -153,7 +153,7 @@ def layers(batch: int, threads: int, seconds: float) -> list[dict]:
         rows.append(row)
         fns.update({(row["shape"], key): fn for key, fn in layer_fns.items()})
     with torch.no_grad():
-        times = _medians_ms(fns, seconds * len(fns))
+        times = _medians_ms(fns, seconds)
     for row, (size, channels) in zip(rows, LAYERS, strict=True):
         row.update({key: times.get((row["shape"], key)) for key in TIMED})  # openvino: None
         macs = batch * size * size * channels * channels * 9
@@ -179,7 +179,7 @@ def models(batch: int, threads: int, seconds: float) -> list[dict]:
 
     fns = {"packed_ms": lambda: packed(x), "torch_fp32_ms": lambda: model(x), "torch_bf16_ms": bf16}
     with torch.no_grad():
-        times = _medians_ms(fns, seconds * len(fns))
+        times = _medians_ms(fns, seconds)
     row = {"model": "bireal_resnet18", "batch": batch, "threads": threads}
     return [row | {key: ms / batch for key, ms in times.items()}]
 
