@@ -9,8 +9,7 @@ Values are +/-1, stored one bit each (1 for -1), channels packed into 64-bit wor
 ``binary_conv2d`` computes ``scale * dot + shift (+ residual)`` per output channel, where dot is
 the exact +/-1 convolution of the signs (sign(0) = +1), and returns floats (NHWC) and/or
 (``output="packed"`` or ``"both"``) the signs of those values already packed for the next binary
-conv. It
-runs the compiled kernel (AVX-512 VPOPCNTDQ, AVX2 or portable C, chosen at run time;
+conv. It runs the compiled kernel (AVX-512 VPOPCNTDQ, AVX2 or portable C, chosen at run time;
 :func:`available_paths`) and falls back to :func:`reference_conv2d`, plain PyTorch, which is also
 the oracle of the tests. DESIGN.md section 8.
 """

@@ -9,9 +9,9 @@ and bf16 convolutions in channels_last on the same +/-1 values, and of OpenVINO'
 BinaryConvolution when ``openvino`` is installed. The core's clock and its XOR + POPCNT + ADD
 ceiling are probed before and after (they drift with the host's boost). Then
 ``bireal_resnet18`` at 224 px per image: the packed model against the PyTorch module in fp32 and
-in bf16 autocast (eval mode). Medians of repeated runs, threads pinned (``OMP_PROC_BIND=close
-OMP_PLACES=cores``; the command restarts itself with them). DESIGN.md section 8 has the anchors
-measured on another machine.
+in bf16 autocast (eval mode). Medians over interleaved rounds, threads pinned
+(``OMP_PROC_BIND=close OMP_PLACES=cores``; the command restarts itself with them). DESIGN.md
+section 8 has the anchors measured on another machine.
 """
 
 from __future__ import annotations
@@ -135,12 +135,11 @@ def machine() -> dict:
         return {"clock_ghz": None, "popcount_ceiling_macs_per_s": None}
     iters = 50_000_000
     clock = _median_ms(lambda: lib.bconv_clock_probe(iters), 0.5, repeats=3)
-    peak = _median_ms(lambda: lib.bconv_popcount_peak(iters // 10), 0.5, repeats=3)
-    has_peak = lib.bconv_popcount_peak(1) >= 0
-    return {
-        "clock_ghz": 4 * iters / (clock / 1e3) / 1e9,
-        "popcount_ceiling_macs_per_s": iters // 10 * 4096 / (peak / 1e3) if has_peak else None,
-    }
+    ceiling = None
+    if lib.bconv_popcount_peak(1) >= 0:
+        peak = _median_ms(lambda: lib.bconv_popcount_peak(iters // 10), 0.5, repeats=3)
+        ceiling = iters // 10 * 4096 / (peak / 1e3)
+    return {"clock_ghz": 4 * iters / (clock / 1e3) / 1e9, "popcount_ceiling_macs_per_s": ceiling}
 
 
 def layers(batch: int, threads: int, seconds: float) -> list[dict]:
