@@ -41,8 +41,9 @@ def _fused(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 
 
 class Pointwise(nn.Module):
-    """A 1x1 stride-1 conv (a BatchNorm folded in) as one matrix product on the NHWC view:
-    PyTorch's channels_last 1x1 conv takes a slower path at batch 1."""
+    """A 1x1 stride-1 conv (a BatchNorm folded in) as one matrix product on the NHWC view: in the
+    packed model PyTorch ran these convs through its slow reference path (about 0.25 ms each on
+    one thread against 0.14-0.19 for the product)."""
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
