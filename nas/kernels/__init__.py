@@ -17,11 +17,12 @@ the oracle of the tests. DESIGN.md section 8.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 import torch.nn.functional as F
 
-from nas.kernels._native import PATHS, available_paths, library
+from nas.kernels._native import PATHS, _paths, available_paths, library
 
 __all__ = [
     "Packed",
@@ -166,6 +167,13 @@ def _f32(t: torch.Tensor) -> torch.Tensor:
     return t.detach().float().contiguous()
 
 
+@cache
+def _filled(value: float, channels: int) -> torch.Tensor:
+    """The default scale (1) or shift (0), made once per channel count: the kernel only reads
+    it."""
+    return torch.full((channels,), value)
+
+
 def binary_conv2d(
     x: Packed,
     weights: PackedWeights,
@@ -189,11 +197,11 @@ def binary_conv2d(
     n, h, w, cw = x.bits.shape
     k, cout = weights.kernel, weights.cout
     oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
-    scale = torch.ones(cout) if scale is None else _f32(scale)
-    shift = torch.zeros(cout) if shift is None else _f32(shift)
+    scale = _filled(1.0, cout) if scale is None else _f32(scale)
+    shift = _filled(0.0, cout) if shift is None else _f32(shift)
     lib = library()
     if path is None:
-        path = available_paths()[-1] if lib is not None else "reference"
+        path = _paths()[-1] if lib is not None else "reference"
     if path == "reference":
         out = reference_conv2d(x, weights, stride, scale, shift, residual)
         if output == "float":
@@ -210,7 +218,7 @@ def binary_conv2d(
     bits = None
     if output != "float":
         size = (n, oh + 2 * out_pad, ow + 2 * out_pad, (cout + 63) // 64)
-        bits = torch.zeros(size, dtype=torch.int64)
+        bits = torch.empty(size, dtype=torch.int64)  # zeroed by the kernel
     status = lib.bconv_forward(
         PATHS[path],
         x.bits.data_ptr(),

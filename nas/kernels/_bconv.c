@@ -433,9 +433,9 @@ void bconv_set_threads(int threads) {
 #endif
 }
 
-/* One binary convolution; out_f or out_bits (or both) may be NULL. out_bits, padded by out_pad
- * pixels on each side, must be zeroed. Returns 0, -1 for a path this CPU cannot run, -2 when out
- * of memory. */
+/* One binary convolution; out_f or out_bits (or both) may be NULL. out_bits is padded by out_pad
+ * pixels (+1: zero bits) on each side; this zeroes it first. Returns 0, -1 for a path this CPU
+ * cannot run, -2 when out of memory. */
 int bconv_forward(int path, const uint64_t *x, int n, int h, int w, int cw,
                   const uint64_t *weights, int k, int stride, int cout, int channels,
                   const float *scale, const float *shift, const float *residual,
@@ -443,6 +443,9 @@ int bconv_forward(int path, const uint64_t *x, int n, int h, int w, int cw,
     shape_t s = {n, h, w, cw, k, stride, cout, (h - k) / stride + 1, (w - k) / stride + 1,
                  k * k * channels, out_pad};
     if (!(bconv_paths() & (1 << path))) return -1;
+    if (out_bits)
+        memset(out_bits, 0, sizeof(uint64_t) * n * (s.oh + 2 * out_pad) * (s.ow + 2 * out_pad)
+                                * ((cout + 63) / 64));
 #if defined(__x86_64__)
     if (path == PATH_AVX512) return conv_avx512(&s, x, weights, scale, shift, residual, out_f, out_bits);
     if (path == PATH_AVX2) { conv_avx2(&s, x, weights, scale, shift, residual, out_f, out_bits); return 0; }
