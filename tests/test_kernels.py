@@ -284,6 +284,7 @@ def test_bench_json_has_the_fields_the_issue_names():
         for key in ("packed_ms", "packed_bits_ms", "packed_bireal_ms", "torch_fp32_ms"):
             assert layer[key] > 0
         assert layer["torch_bf16_ms"] > 0
+        assert layer["torch_int8_ms"] is None or layer["torch_int8_ms"] > 0
         assert layer["openvino_ms"] is None or layer["openvino_ms"] > 0
     (model,) = result["models"]
     assert model["model"] == "bireal_resnet18"

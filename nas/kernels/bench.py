@@ -5,7 +5,8 @@ Per layer (56x56x64, 28x28x128, 14x14x256, 7x7x512; 3x3, stride 1, +1 padding): 
 the packed kernel with packed input and float output (``packed_ms``), packed output
 (``packed_bits_ms``: BN and sign folded into count thresholds, the conv-to-conv case) and the
 Bi-Real case (``packed_bireal_ms``: shortcut added, float and packed output), of PyTorch's fp32
-and bf16 convolutions in channels_last on the same +/-1 values, and of OpenVINO's
+and bf16 convolutions in channels_last on the same +/-1 values, of PyTorch's quantized int8 conv
+(``torch_int8_ms``: its x86 backend, VNNI where the CPU has it), and of OpenVINO's
 BinaryConvolution when ``openvino`` is installed. The core's clock and its XOR + POPCNT + ADD
 ceiling are probed before and after (they drift with the host's boost). Then
 ``bireal_resnet18`` at 224 px per image: the packed model against the PyTorch module in fp32 and
@@ -36,6 +37,7 @@ TIMED = (  # per layer, in JSON order
     "packed_bireal_ms",
     "torch_fp32_ms",
     "torch_bf16_ms",
+    "torch_int8_ms",
     "openvino_ms",
 )
 
@@ -89,6 +91,28 @@ def _openvino_layer(batch: int, size: int, channels: int, threads: int):
     return lambda: request.infer({0: data})
 
 
+def _int8_layer(padded, signs):
+    """PyTorch's quantized int8 conv of the same +/-1 values (uint8 activations, int8 weights), as
+    a callable; None where this PyTorch has no quantized engine for the CPU."""
+    import warnings
+
+    import torch
+    import torch.ao.nn.quantized as nnq
+
+    channels = signs.shape[0]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a deprecation notice from set_weight_bias
+            conv = nnq.Conv2d(channels, channels, 3)
+            conv.set_weight_bias(torch.quantize_per_tensor(signs, 1.0, 0, torch.qint8), None)
+        conv.scale, conv.zero_point = 9 * channels / 127, 128  # the dot's range
+        x = torch.quantize_per_tensor(padded, 1.0, 128, torch.quint8)
+        conv(x)
+    except RuntimeError:
+        return None
+    return lambda: conv(x)
+
+
 def _layer(batch: int, size: int, channels: int, threads: int) -> tuple[dict, dict]:
     """A layer's row (shape, batch, threads) and the functions to time for it."""
     import torch
@@ -104,6 +128,7 @@ def _layer(batch: int, size: int, channels: int, threads: int) -> tuple[dict, di
     ws = torch.where(w >= 0, 1.0, -1.0).contiguous(memory_format=torch.channels_last)
     padded16, ws16 = padded.bfloat16(), ws.bfloat16()
     openvino = _openvino_layer(batch, size, channels, threads)
+    int8 = _int8_layer(padded, torch.where(w >= 0, 1.0, -1.0))
     scale, shift = torch.rand(channels) + 0.5, torch.randn(channels)
     residual = torch.randn(batch, size, size, channels)
 
@@ -119,6 +144,8 @@ def _layer(batch: int, size: int, channels: int, threads: int) -> tuple[dict, di
         "torch_fp32_ms": lambda: F.conv2d(padded, ws),
         "torch_bf16_ms": lambda: F.conv2d(padded16, ws16),
     }
+    if int8 is not None:
+        fns["torch_int8_ms"] = int8
     if openvino is not None:
         fns["openvino_ms"] = openvino
     return {"shape": f"{size}x{size}x{channels}", "batch": batch, "threads": threads}, fns
@@ -154,7 +181,7 @@ def layers(batch: int, threads: int, seconds: float) -> list[dict]:
     with torch.no_grad():
         times = _medians_ms(fns, seconds)
     for row, (size, channels) in zip(rows, LAYERS, strict=True):
-        row.update({key: times.get((row["shape"], key)) for key in TIMED})  # openvino: None
+        row.update({key: times.get((row["shape"], key)) for key in TIMED})  # absent: None
         macs = batch * size * size * channels * channels * 9
         row["binary_macs_per_s"] = macs / (row["packed_ms"] / 1e3)
         row["binary_macs_per_s_bits"] = macs / (row["packed_bits_ms"] / 1e3)
@@ -223,15 +250,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(
         f"  {'shape':11s} {'packed':>7s} {'bits':>7s} {'bireal':>7s} {'fp32':>7s} {'bf16':>7s} "
-        f"{'openvino':>8s} {'vs fp32':>8s} {'vs ov':>6s}  binary MAC/s packed, bits"
+        f"{'int8':>7s} {'openvino':>8s} {'vs fp32':>8s} {'vs ov':>6s}  binary MAC/s packed, bits"
     )
     for r in result["layers"]:
         ov = "-" if r["openvino_ms"] is None else f"{r['openvino_ms']:.3f}"
+        int8 = "-" if r["torch_int8_ms"] is None else f"{r['torch_int8_ms']:.3f}"
         vs_ov = "-" if r["openvino_ms"] is None else f"{r['openvino_ms'] / r['packed_ms']:.1f}x"
         print(
             f"  {r['shape']:11s} {r['packed_ms']:7.3f} {r['packed_bits_ms']:7.3f} "
             f"{r['packed_bireal_ms']:7.3f} {r['torch_fp32_ms']:7.3f} {r['torch_bf16_ms']:7.3f} "
-            f"{ov:>8s} {r['torch_fp32_ms'] / r['packed_ms']:7.1f}x {vs_ov:>6s}  "
+            f"{int8:>7s} {ov:>8s} {r['torch_fp32_ms'] / r['packed_ms']:7.1f}x {vs_ov:>6s}  "
             f"{r['binary_macs_per_s'] / 1e12:.2f} T, {r['binary_macs_per_s_bits'] / 1e12:.2f} T"
         )
     for when, m in result["machine"].items():
