@@ -1,0 +1,186 @@
+"""The GPU path of the binary convolution (DESIGN.md section 8): a Triton kernel that computes the
++/-1 conv straight from the packed bits on int8 tensor cores, exact against
+:func:`nas.kernels.reference_conv2d`.
+
+Layout, as the CPU kernels take it (:mod:`nas.kernels`): activations ``Packed.bits`` int64
+(N, H, W, CW) NHWC with the spatial padding included (+1, zero bits), weights
+``PackedWeights.bits`` int64 (K, K, CW, COUT); bit ``i`` of word ``j`` is channel ``64 j + i``,
+bit 1 for -1, and the lanes past ``channels`` in the last word are zero bits in both operands.
+
+The kernel is an implicit GEMM: M = N * OH * OW output pixels by COUT output channels, reduced
+over the K * K taps x CW words x 64 lanes. Each step loads one word of each operand per row and
+column, unpacks its bits to int8 +/-1 tiles in registers, (BLOCK_M, 32) and (32, BLOCK_N), and
+accumulates their ``tl.dot`` in int32; the padding lanes add +1 each (+1 * +1), K * K * (64 CW - C)
+in all, which is subtracted. Then the float epilogue ``scale * dot + shift (+ residual)`` per
+output channel, compiled without FMA contraction so that it rounds as the reference does.
+
+Importing this module needs no Triton (the CPU build and tests never need it); running the
+kernel needs ``pip install triton`` and a CUDA GPU, or ``TRITON_INTERPRET=1``, which runs it on
+CPU tensors through numpy (the tests do). ``python -m nas.kernels.bench_gpu`` checks and times it
+against cuDNN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from nas.kernels import Packed, PackedWeights, _pack_last, pack_weights, reference_conv2d
+
+__all__ = ["EXACTNESS_CASES", "mismatches", "random_case", "triton_binary_conv2d"]
+
+NEEDS_TRITON = (
+    "the Triton path needs `pip install triton` and a CUDA GPU "
+    "(or TRITON_INTERPRET=1 for the CPU interpreter)"
+)
+
+
+def _kernels():
+    try:
+        from nas.kernels import _triton_kernel
+    except ImportError as e:
+        raise ImportError(f"{NEEDS_TRITON}: {e}") from e
+    return _triton_kernel
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def triton_binary_conv2d(
+    x: Packed,
+    weights: PackedWeights,
+    stride: int = 1,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
+    *,
+    config: dict | None = None,
+) -> torch.Tensor:
+    """``reference_conv2d`` on the GPU (or the Triton interpreter): the +/-1 conv of packed ``x``
+    (already padded) with packed ``weights``, then ``scale * dot + shift (+ residual)`` per output
+    channel; float32 NHWC on the device of ``x.bits``. ``config`` (``BLOCK_M``, ``BLOCK_N``,
+    ``num_warps``, ``num_stages``) fixes the launch instead of autotuning it."""
+    tk = _kernels()
+    if x.channels != weights.channels:
+        raise ValueError(f"input has {x.channels} channels, weights expect {weights.channels}")
+    n, hp, wp, cw = x.bits.shape
+    kernel, cout = weights.kernel, weights.cout
+    if weights.bits.shape[2] != cw:
+        raise ValueError(f"weights have {weights.bits.shape[2]} channel words, input has {cw}")
+    oh, ow = (hp - kernel) // stride + 1, (wp - kernel) // stride + 1
+    device = x.bits.device
+    out = torch.empty(n, oh, ow, cout, dtype=torch.float32, device=device)
+    m = n * oh * ow
+    if m == 0 or cout == 0:
+        return out
+
+    def f32(t: torch.Tensor | None) -> torch.Tensor:
+        return out if t is None else t.detach().to(device, torch.float32).contiguous()
+
+    if residual is not None and residual.shape != out.shape:
+        raise ValueError(f"residual must be NHWC {tuple(out.shape)}, got {tuple(residual.shape)}")
+    args = (
+        x.bits.contiguous().view(torch.int32),  # little-endian: two int32 halves per word
+        weights.bits.to(device).contiguous().view(torch.int32),
+        f32(scale),
+        f32(shift),
+        f32(residual),
+        out,
+        m,
+        oh * ow,
+        ow,
+        hp,
+        wp,
+        cout,
+        kernel * kernel * (64 * cw - x.channels),
+    )
+    flags = {
+        "CW": cw,
+        "K": kernel,
+        "STRIDE": stride,
+        "HAS_SCALE": scale is not None,
+        "HAS_SHIFT": shift is not None,
+        "HAS_RESIDUAL": residual is not None,
+        "enable_fp_fusion": False,  # mul and add rounded apart, as in reference_conv2d
+    }
+
+    def grid(meta: dict) -> tuple[int]:  # one program per (BLOCK_M, BLOCK_N) output tile
+        return (_cdiv(m, meta["BLOCK_M"]) * _cdiv(cout, meta["BLOCK_N"]),)
+
+    if config is None and tk.INTERPRET:
+        config = tk.INTERPRET_BLOCKS
+    if config is None:
+        tk.tuned_kernel[grid](*args, **flags)
+    else:
+        tk.binary_conv_kernel[grid](*args, **flags, **config)
+    return out
+
+
+# (batch, channels, height, width, cout, kernel, stride, epilogue): channel counts that are and
+# are not multiples of 64, pixel and channel counts that do not fill the blocks, strides 1 and 2
+EXACTNESS_CASES = [
+    (1, 3, 5, 6, 20, 3, 1, True),
+    (2, 64, 6, 5, 40, 3, 2, True),
+    (1, 70, 7, 7, 33, 3, 1, True),
+    (1, 128, 4, 5, 17, 1, 1, True),
+    (2, 70, 6, 7, 50, 1, 2, False),
+    (1, 130, 5, 5, 16, 3, 2, True),
+    (2, 200, 4, 3, 70, 3, 1, False),
+    (1, 1, 3, 3, 1, 3, 1, True),
+]
+
+
+MaybeTensor = torch.Tensor | None
+ConvArgs = tuple[Packed, PackedWeights, int, MaybeTensor, MaybeTensor, MaybeTensor]
+
+
+def random_case(
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
+    cout: int,
+    kernel: int = 3,
+    stride: int = 1,
+    epilogue: bool = True,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> ConvArgs:
+    """Random arguments of one conv, ``(x, weights, stride, scale, shift, residual)``, packed with
+    ``kernel // 2`` pixels of +1 padding (the epilogue's tensors None unless ``epilogue``)."""
+    g = torch.Generator().manual_seed(seed)
+    pad = kernel // 2
+    negative = torch.rand(batch, height, width, channels, generator=g) < 0.5
+    bits = F.pad(_pack_last(negative), (0, 0, pad, pad, pad, pad))  # zero bits: +1 padding
+    weights = pack_weights(torch.randn(cout, channels, kernel, kernel, generator=g))
+    x = Packed(bits.to(device), channels, pad)
+    weights = PackedWeights(weights.bits.to(device), channels)
+    if not epilogue:
+        return x, weights, stride, None, None, None
+    oh, ow = (height + 2 * pad - kernel) // stride + 1, (width + 2 * pad - kernel) // stride + 1
+    scale, shift = torch.randn(cout, generator=g), torch.randn(cout, generator=g)
+    residual = torch.randn(batch, oh, ow, cout, generator=g)
+    return x, weights, stride, scale.to(device), shift.to(device), residual.to(device)
+
+
+def mismatches(
+    x: Packed,
+    weights: PackedWeights,
+    stride: int = 1,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
+    *,
+    config: dict | None = None,
+) -> tuple[int, torch.Tensor]:
+    """How many outputs of :func:`triton_binary_conv2d` differ from :func:`reference_conv2d`
+    (computed on CPU copies: float64 ``F.conv2d``, no cuDNN), and the reference output."""
+    out = triton_binary_conv2d(x, weights, stride, scale, shift, residual, config=config).cpu()
+    cpu = [None if t is None else t.cpu() for t in (scale, shift, residual)]
+    x_cpu = Packed(x.bits.cpu(), x.channels, x.pad)
+    w_cpu = PackedWeights(weights.bits.cpu(), weights.channels)
+    expected = reference_conv2d(x_cpu, w_cpu, stride, *cpu)
+    if out.shape != expected.shape:
+        raise AssertionError(f"shape {tuple(out.shape)}, expected {tuple(expected.shape)}")
+    return int((out != expected).sum()), expected

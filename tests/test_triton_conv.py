@@ -1,0 +1,132 @@
+"""The Triton binary conv (``nas.kernels.triton_conv``) is exact against ``reference_conv2d``.
+
+No GPU here: the kernel runs in Triton's CPU interpreter. ``TRITON_INTERPRET=1`` must be set
+before the kernel is decorated (``triton.jit`` reads it then), and it would leak into every
+later test and child process of this pytest run if set in ``os.environ`` here; so the kernel
+runs in one child process with the variable set, which checks every case and prints the results
+as JSON, and the tests below read them. The same child first checks that importing the module
+does not import Triton and that a missing Triton gives the actionable ImportError.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nas.kernels.triton_conv import EXACTNESS_CASES
+
+
+def _random_cases(count: int, seed: int = 1) -> list[tuple]:
+    """Seeded random shapes (reproducible): batch 1-2, 1-200 input channels, 1-70 output
+    channels, 1-7 pixels a side, 3x3 and 1x1, strides 1 and 2, with or without the epilogue."""
+    rng = random.Random(seed)
+    cases = []
+    for _ in range(count):
+        kernel = rng.choice([1, 3])
+        stride = rng.choice([1, 2])
+        size = (rng.randint(1, 7), rng.randint(1, 7))
+        c, cout = rng.randint(1, 200), rng.randint(1, 70)
+        cases.append((rng.randint(1, 2), c, *size, cout, kernel, stride, rng.random() < 0.7))
+    return cases
+
+
+CASES = EXACTNESS_CASES + _random_cases(8)
+
+SCRIPT = """
+import json, sys
+import torch
+import nas.kernels.triton_conv as tc
+
+report = {"triton_imported_by_import": "triton" in sys.modules}
+sys.modules["triton"] = None  # as if Triton were not installed
+try:
+    tc.triton_binary_conv2d(*tc.random_case(1, 3, 3, 3, 2))
+    report["missing_triton_error"] = None
+except ImportError as e:
+    report["missing_triton_error"] = str(e)
+del sys.modules["triton"]
+
+report["cases"] = []
+for seed, case in enumerate(json.loads(sys.argv[1])):
+    args = tc.random_case(*case, seed=seed)
+    bad, expected = tc.mismatches(*args)
+    report["cases"].append({"bad": bad, "distinct": len(expected.unique())})
+
+# the launch configs the GPU autotuner tries, each on one case (blocks larger than the output)
+from nas.kernels._triton_kernel import CONFIGS
+args = tc.random_case(2, 70, 6, 7, 50, 3, 1, seed=0)
+report["configs_bad"] = [tc.mismatches(*args, config=c)[0] for c in CONFIGS]
+
+# negative control: one flipped weight bit must change the output
+x, w, stride, scale, shift, residual = args = tc.random_case(1, 70, 7, 7, 33, 3, 1, seed=0)
+_, expected = tc.mismatches(*args)
+flipped = w.bits.clone()
+flipped[1, 1, 1, 5] ^= 1 << 3  # channel 64 + 3, centre tap, output channel 5
+out = tc.triton_binary_conv2d(x, tc.PackedWeights(flipped, w.channels), stride, scale, shift,
+                              residual)
+report["flipped_bad"] = int((out != expected).sum())
+print(json.dumps(report))
+"""
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    pytest.importorskip("triton", reason="pip install -e .[dev] installs it")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, json.dumps(CASES)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[str(c) for c in CASES])
+def test_triton_conv_is_exact(report, index):
+    """Every output equals the reference bit for bit (float epilogue included); the fixed
+    cases' references are not trivial (several distinct values), so a wrong kernel shows."""
+    result = report["cases"][index]
+    assert result["bad"] == 0, f"{result['bad']} outputs differ for {CASES[index]}"
+    if index < len(EXACTNESS_CASES):
+        assert result["distinct"] > 2
+
+
+def test_a_flipped_weight_bit_is_caught(report):
+    # the flipped bit changes the dot by 2 at every output pixel of that channel
+    assert report["flipped_bad"] == 7 * 7
+
+
+def test_import_needs_no_triton_and_names_the_fix(report):
+    assert report["triton_imported_by_import"] is False
+    assert "pip install triton" in report["missing_triton_error"]
+    assert "TRITON_INTERPRET=1" in report["missing_triton_error"]
+
+
+def test_bench_gpu_without_cuda_says_so_in_one_line():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: python -m nas.kernels.bench_gpu runs there")
+    done = subprocess.run(
+        [sys.executable, "-m", "nas.kernels.bench_gpu", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == "bench_gpu needs a CUDA GPU (torch.cuda.is_available() is False)\n"
+
+
+def test_every_gpu_launch_config_is_exact(report):
+    assert len(report["configs_bad"]) >= 1 and not any(report["configs_bad"])
