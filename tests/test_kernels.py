@@ -87,6 +87,10 @@ def test_epilogue_scale_shift_residual_and_packed_output(path, case):
     both, packed = binary_conv2d(*args, output="both", out_pad=2, path=path)
     assert torch.equal(both, expected)
     assert torch.equal(unpack(packed), F.pad(signs, (1,) * 4, value=1.0))
+    # packed output alone: BN and sign as count thresholds (the AVX-512 register blocks write
+    # the signs of whole 32-channel groups, the rest goes through the row epilogue)
+    alone = binary_conv2d(*args[:5], output="packed", path=path)
+    assert torch.equal(unpack(alone), _signs((dot * scale + shift).permute(0, 3, 1, 2)))
 
 
 @pytest.mark.parametrize("path", PATHS)

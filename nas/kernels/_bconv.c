@@ -192,16 +192,36 @@ AVX512 static inline __attribute__((always_inline)) void block32(
         block32_kc(P, s->k, s->cw, s->stride, s->w, s->cout, x0, w0, acc);
 }
 
-/* P pixels x 32 channels of XOR popcounts into the row buffer (int32 [pixel][cout]). */
+/* Sign bits of 16 channels (those in M) from their counts and the sign thresholds (see
+ * sign_thresholds): 1 where from <= count < from + span. */
+AVX512 static inline __attribute__((always_inline)) unsigned signs16(
+    __mmask16 m, __m512i count, const int32_t *from, const int32_t *span) {
+    __m512i c = _mm512_sub_epi32(count, _mm512_maskz_loadu_epi32(m, from));
+    return (unsigned)_mm512_mask_cmplt_epu32_mask(m, c, _mm512_maskz_loadu_epi32(m, span));
+}
+
+/* P pixels x 32 channels of XOR popcounts: into the row buffer (int32 [pixel][cout]), or where
+ * only the packed output is wanted (`bits`, the row's first word, not NULL) straight to their
+ * sign bits, OR-ed into the zeroed words: no counts stored and read back. */
 AVX512 static inline __attribute__((always_inline)) void count_block32(
-    const shape_t *s, int P, const uint64_t *xrow, const uint64_t *w, int xo, int o0, int32_t *row) {
+    const shape_t *s, int P, const uint64_t *xrow, const uint64_t *w, int xo, int o0, int32_t *row,
+    const int32_t *from, const int32_t *span, uint64_t *bits) {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const int64_t words = (s->cout + 63) / 64;
     __m512i acc[PB][4];
     block32(s, P, xrow + (int64_t)xo * s->stride * s->cw, w + o0, acc);
     for (int p = 0; p < P; p++) {
-        int32_t *r = row + (int64_t)(xo + p) * s->cout + o0;
-        _mm512_storeu_si512((void *)r, _mm512_permutex2var_epi32(acc[p][0], even, acc[p][1]));
-        _mm512_storeu_si512((void *)(r + 16), _mm512_permutex2var_epi32(acc[p][2], even, acc[p][3]));
+        __m512i lo = _mm512_permutex2var_epi32(acc[p][0], even, acc[p][1]); /* 16 int32 */
+        __m512i hi = _mm512_permutex2var_epi32(acc[p][2], even, acc[p][3]);
+        if (bits) {
+            uint64_t word = signs16(0xffff, hi, from + o0 + 16, span + o0 + 16) << 16
+                            | signs16(0xffff, lo, from + o0, span + o0);
+            bits[(int64_t)(xo + p) * words + o0 / 64] |= word << (o0 % 64);
+        } else {
+            int32_t *r = row + (int64_t)(xo + p) * s->cout + o0;
+            _mm512_storeu_si512((void *)r, lo);
+            _mm512_storeu_si512((void *)(r + 16), hi);
+        }
     }
 }
 
@@ -309,36 +329,19 @@ AVX512 static void sign_thresholds(const shape_t *s, const float *scale, const f
     }
 }
 
-/* The packed output of channels [c0, c1) (c0 a multiple of 64) of one row from their counts and
- * the sign thresholds: whole 64-channel words from four unmasked compares, then the rest. */
+/* The packed output of channels [c0, c1) (c0 a multiple of 16) of one row from their counts and
+ * the sign thresholds, OR-ed into the zeroed words (the channels the register blocks did not
+ * finish). */
 AVX512 static void finish_row_thresholds(const shape_t *s, const int32_t *row, int c0, int c1,
                                          const int32_t *from, const int32_t *span,
                                          uint64_t *out_bits) {
     const int64_t words = (s->cout + 63) / 64;
-    const int whole = c0 + (c1 - c0) / 64 * 64;
-    for (int xo = 0; xo < s->ow; xo++) {
-        const int32_t *r = row + (int64_t)xo * s->cout;
-        uint64_t *bits = out_bits + xo * words;
-        for (int o = c0; o < whole; o += 64) {
-            uint64_t word = 0;
-            for (int q = 0; q < 64; q += 16) {
-                __m512i c = _mm512_sub_epi32(_mm512_loadu_si512((const void *)(r + o + q)),
-                                             _mm512_loadu_si512((const void *)(from + o + q)));
-                word |= (uint64_t)_mm512_cmplt_epu32_mask(
-                            c, _mm512_loadu_si512((const void *)(span + o + q))) << q;
-            }
-            bits[o / 64] = word;
-        }
-        uint64_t word = 0;
-        for (int o = whole; o < c1; o += 16) {
+    for (int xo = 0; xo < s->ow; xo++)
+        for (int o = c0; o < c1; o += 16) {
             __mmask16 m = c1 - o >= 16 ? 0xffff : (__mmask16)((1u << (c1 - o)) - 1);
-            __m512i c = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, r + o),
-                                         _mm512_maskz_loadu_epi32(m, from + o));
-            word |= (uint64_t)_mm512_mask_cmplt_epu32_mask(m, c, _mm512_maskz_loadu_epi32(m, span + o))
-                    << (o - whole);
+            __m512i count = _mm512_maskz_loadu_epi32(m, row + (int64_t)xo * s->cout + o);
+            out_bits[xo * words + o / 64] |= (uint64_t)signs16(m, count, from + o, span + o) << (o % 64);
         }
-        if (whole < c1) bits[whole / 64] = word;
-    }
 }
 
 /* Row by row: the counts of a row in 4-pixel x 32-channel register blocks (the last cout % 32
@@ -381,17 +384,22 @@ AVX512 static int conv_avx512(const shape_t *s, const uint64_t *x, const uint64_
                 const int c0 = g * group_words * 64;
                 const int c1 = g == groups - 1 ? s->cout : c0 + group_words * 64;
                 const uint64_t *xrow = x + ((int64_t)b * s->h + (int64_t)y * s->stride) * s->w * s->cw;
+                uint64_t *bits = out_bits ? out_bits + bits_at(s, b, y, 0) : NULL;
+                uint64_t *signs = thresholds ? bits : NULL; /* blocks finish their own signs */
+#define BLOCK(P) count_block32(s, P, xrow, w, xo, o0, row, from, span, signs)
                 for (int o0 = c0; o0 < (c1 < full ? c1 : full); o0 += OB) {
                     int xo = 0;
-                    for (; xo + PB <= s->ow; xo += PB) count_block32(s, PB, xrow, w, xo, o0, row);
+                    for (; xo + PB <= s->ow; xo += PB) BLOCK(PB);
                     switch (s->ow - xo) { /* the last 1 to 3 pixels in one block */
-                    case 3: count_block32(s, 3, xrow, w, xo, o0, row); break;
-                    case 2: count_block32(s, 2, xrow, w, xo, o0, row); break;
-                    case 1: count_block32(s, 1, xrow, w, xo, o0, row); break;
+                    case 3: BLOCK(3); break;
+                    case 2: BLOCK(2); break;
+                    case 1: BLOCK(1); break;
                     }
                 }
+#undef BLOCK
+                const int rest = full > c0 ? full : c0; /* channels left to count one by one */
                 for (int xo = 0; xo < s->ow; xo++)
-                    for (int o = full > c0 ? full : c0; o < c1; o++) {
+                    for (int o = rest; o < c1; o++) {
                         int64_t count = 0;
                         for (int ky = 0; ky < s->k; ky++) {
                             const uint64_t *xr = xrow + ((int64_t)ky * s->w + (int64_t)xo * s->stride) * s->cw;
@@ -401,10 +409,9 @@ AVX512 static int conv_avx512(const shape_t *s, const uint64_t *x, const uint64_
                         }
                         row[(int64_t)xo * s->cout + o] = (int32_t)count;
                     }
-                uint64_t *bits = out_bits ? out_bits + bits_at(s, b, y, 0) : NULL;
-                if (thresholds)
-                    finish_row_thresholds(s, row, c0, c1, from, span, bits);
-                else
+                if (thresholds) {
+                    if (rest < c1) finish_row_thresholds(s, row, rest, c1, from, span, bits);
+                } else
                     finish_row(s, row, ((int64_t)b * s->oh + y) * s->ow, c0, c1, scale, shift,
                                residual, out_f, bits);
             }
