@@ -345,7 +345,9 @@ AVX512 static void finish_row_thresholds(const shape_t *s, const int32_t *row, i
 }
 
 /* Row by row: the counts of a row in 4-pixel x 32-channel register blocks (the last cout % 32
- * channels one by one), kept in a per-thread buffer, then the row's epilogue. Where there are
+ * channels one by one), kept in a per-thread buffer, then the row's epilogue; where only the
+ * packed output is wanted the blocks write their sign bits themselves and the buffer holds only
+ * the last cout % 32 channels. Where there are
  * fewer rows than four per thread (7x7 layers at batch 1), the channels are split too, in groups
  * of whole 64-channel words, so that every thread has work. Returns -2 where the buffers cannot
  * be allocated. */
