@@ -19,7 +19,8 @@ class UnknownModelError(KeyError):
     """A model name that is not registered; the message lists the closest names."""
 
     def __init__(self, name: str):
-        self.message = unknown_name("model", name, _MODELS, "see --list for the names")
+        hint = "python -m nas.profile --list lists them"
+        self.message = unknown_name("model", name, _MODELS, hint)
         super().__init__(self.message)
 
     def __str__(self) -> str:

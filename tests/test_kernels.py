@@ -234,6 +234,57 @@ def test_packed_bireal18_file_is_its_storage():
     assert abs(mbit - 33.2) / 33.2 < 0.10, mbit
 
 
+def test_pack_command_packs_a_training_checkpoint(tmp_path, capsys):
+    """``python -m nas.kernels.pack SPEC --checkpoint STATE``: the file it writes loads into a
+    module that predicts what the trained float module predicts."""
+    import json
+
+    from nas import _cli
+    from nas.kernels.pack import main
+    from runners.train import save_checkpoint
+
+    spec = model_spec("bireal_resnet18", input_size=32, classes=10).replace(padding="one")
+    model = _trained_like(spec)
+    (tmp_path / "spec.json").write_text(spec.to_json())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    save_checkpoint(tmp_path / "state.pt", model, optimizer, [])
+    argv = [str(tmp_path / "spec.json"), "--checkpoint", str(tmp_path / "state.pt")]
+    out = tmp_path / "m.packed.pt"
+    assert _cli.run("pack", main, [*argv, "-o", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["file"] == str(out) and result["same_class"] == result["check_images"]
+    assert result["file_mbit"] == pytest.approx(out.stat().st_size * 8 / 1e6)
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(load_packed(out)(x).argmax(1), model(x).argmax(1))
+
+
+def test_pack_command_refuses_what_it_cannot_pack_exactly(tmp_path, capsys):
+    """Zero padding, a checkpoint of another network, a file that is no checkpoint: one line,
+    exit code 2, nothing written."""
+    from nas import _cli
+    from nas.kernels.pack import main
+
+    spec = model_spec("bireal_resnet18", input_size=32, classes=10)
+    other = build_model(model_spec("bireal_resnet34", input_size=32, classes=10))
+    torch.save(other.state_dict(), tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "zero.json").write_text(spec.to_json())
+    (tmp_path / "one.json").write_text(spec.replace(padding="one").to_json())
+    out = tmp_path / "never.pt"
+    for model, checkpoint, says in [
+        ("zero.json", "other.pt", "exact only for networks trained with"),
+        ("one.json", "other.pt", "does not fit bireal_resnet18"),
+        ("one.json", "junk.pt", "cannot read the checkpoint"),
+        ("one.json", "absent.pt", "no checkpoint at"),
+    ]:
+        argv = [str(tmp_path / model), "--checkpoint", str(tmp_path / checkpoint), "-o", str(out)]
+        assert _cli.run("pack", main, argv) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
 def test_pack_model_wants_eval_mode():
     with pytest.raises(ValueError, match="eval mode"):
         pack_model(build_model(model_spec("bireal_resnet18", input_size=64)))
