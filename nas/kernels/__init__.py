@@ -11,7 +11,9 @@ the exact +/-1 convolution of the signs (sign(0) = +1), and returns floats (NHWC
 (``output="packed"`` or ``"both"``) the signs of those values already packed for the next binary
 conv. It runs the compiled kernel (AVX-512 VPOPCNTDQ, AVX2 or portable C, chosen at run time;
 :func:`available_paths`) and falls back to :func:`reference_conv2d`, plain PyTorch, which is also
-the oracle of the tests. DESIGN.md section 8.
+the oracle of the tests. DESIGN.md section 8. The packed inference model is in
+:mod:`nas.kernels.packed`, the GPU path (Triton, int8 tensor cores) in
+:mod:`nas.kernels.triton_conv`.
 """
 
 from __future__ import annotations
