@@ -14,6 +14,7 @@ from nas import build_model, model_spec
 from nas.kernels import (
     available_paths,
     binary_conv2d,
+    fp_stem,
     max_pool2d,
     pack_activations,
     pack_weights,
@@ -140,11 +141,50 @@ for n, h, cin, cout, stride in [(1, 3, 70, 200, 1), (1, 7, 512, 512, 1), (2, 4, 
         assert torch.equal(inner, signs(expected.permute(0, 3, 1, 2)).float())
         bits = binary_conv2d(*args, output="packed", path=path)
         assert torch.equal(unpack(bits), signs((dot * scale + shift).permute(0, 3, 1, 2)).float())
+if "avx512" in available_paths():  # the compiled stem: each thread's rows, ring and packed bits
+    from nas.kernels import fp_stem
+    x, w, b = torch.randn(3, 3, 21, 19, generator=g), torch.randn(64, 3, 7, 7), torch.randn(64)
+    one = fp_stem(x, w, b, 2, True, True, 1)
+    expected = F.max_pool2d(F.relu(F.conv2d(x, w, b, 2, 3)), 3, 2, 1)
+    torch.testing.assert_close(one[0], expected, rtol=1e-5, atol=1e-4)
+    assert torch.equal(unpack(one[1])[:, :, 1:-1, 1:-1], signs(one[0]).float())
 print("ok")
 """
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+STEMS = [  # (batch, cin, height, width, cout, kernel, stride, relu, pool)
+    (1, 3, 224, 224, 64, 7, 2, False, True),  # Bi-Real's stem
+    (2, 3, 33, 29, 128, 7, 2, True, True),
+    (1, 3, 32, 32, 64, 3, 1, True, False),  # the small stem
+    (2, 1, 9, 7, 64, 5, 2, False, True),
+]
+
+
+def _stem_reference(x, weight, bias, stride, relu, pool):
+    out = F.conv2d(x, weight, bias, stride, weight.shape[-1] // 2)
+    out = F.relu(out) if relu else out
+    return F.max_pool2d(out, 3, 2, 1) if pool else out
+
+
+@pytest.mark.skipif("avx512" not in available_paths(), reason="the compiled stem is AVX-512 only")
+@pytest.mark.parametrize("case", STEMS, ids=str)
+def test_compiled_stem_equals_conv_relu_pool(case):
+    """``fp_stem``: conv (+ ReLU) (+ 3x3/2 max-pool) in one pass equals PyTorch's to float
+    rounding (the sums run in another order), and its packed output is the signs of its float
+    output, +1-padded."""
+    n, cin, h, w, cout, k, stride, relu, pool = case
+    g = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(n, cin, h, w, generator=g), torch.randn(cout, cin, k, k, generator=g)
+    bias = torch.randn(cout, generator=g)
+    expected = _stem_reference(x, weight, bias, stride, relu, pool)
+    out, packed = fp_stem(x, weight, bias, stride, relu, pool, out_pad=1)
+    assert out.shape == expected.shape
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+    assert torch.equal(unpack(packed), F.pad(_signs(out), (1,) * 4, value=1.0))
+    assert fp_stem(x, weight[:48], bias[:48], stride) is None  # COUT not a multiple of 64
 
 
 @pytest.mark.parametrize(
@@ -206,7 +246,8 @@ def test_packed_model_matches_the_training_module(name, size, tmp_path):
 
 def test_packed_bireal18_packs_activations_once(monkeypatch):
     """Each conv of a Bi-Real block packs the signs of the node it computes for the next conv,
-    so only the stem's output is packed on its own."""
+    so only the stem's output is packed on its own: by the compiled stem itself where it runs
+    (AVX-512), else once by pack_activations."""
     import nas.kernels.packed as packed_module
 
     calls = []
@@ -219,7 +260,7 @@ def test_packed_bireal18_packs_activations_once(monkeypatch):
     with torch.no_grad():
         expected = model(x)
     got = pack_model(model)(x)
-    assert len(calls) == 1
+    assert len(calls) == (0 if "avx512" in available_paths() else 1)
     assert torch.equal(got.argmax(1), expected.argmax(1))
 
 

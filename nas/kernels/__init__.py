@@ -31,6 +31,7 @@ __all__ = [
     "PackedWeights",
     "available_paths",
     "binary_conv2d",
+    "fp_stem",
     "max_pool2d",
     "pack_activations",
     "pack_weights",
@@ -153,6 +154,48 @@ def max_pool2d(x: torch.Tensor, kernel: int, stride: int, pad: int) -> torch.Ten
     out = torch.empty(n, oh, ow, c)
     lib.nhwc_maxpool(nhwc.data_ptr(), n, h, w, c, kernel, stride, pad, out.data_ptr())
     return out.permute(0, 3, 1, 2)
+
+
+def fp_stem(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    stride: int,
+    relu: bool = False,
+    pool: bool = False,
+    out_pad: int | None = None,
+) -> tuple[torch.Tensor, Packed | None] | None:
+    """The full-precision stem of a packed network in one compiled pass: the conv of ``x`` (NCHW,
+    any memory format) with ``weight`` (COUT, CIN, K, K, padding K // 2) and ``bias``, ReLU if
+    ``relu``, then if ``pool`` the 3x3/2 max-pool with padding 1; the conv's output stays in the
+    caches. Returns the float output (NCHW, channels_last in memory) and, with ``out_pad``, its
+    signs packed with that +1 padding; None where the kernel cannot run it (no AVX-512, COUT not
+    a multiple of 64), for the caller to run PyTorch."""
+    lib = library()
+    cout, cin, k, _ = weight.shape
+    if lib is None or "avx512" not in _paths() or cout % 64:
+        return None
+    n, _, h, w = x.shape
+    p = k // 2
+    padded = F.pad(x.detach().float().permute(0, 2, 3, 1), (0, 0, p, p, p, p)).contiguous()
+    w_taps = _f32(weight.permute(2, 3, 1, 0))  # (K, K, CIN, COUT)
+    oh, ow = (h + 2 * p - k) // stride + 1, (w + 2 * p - k) // stride + 1
+    if pool:
+        oh, ow = (oh - 1) // 2 + 1, (ow - 1) // 2 + 1
+    out = torch.empty(n, oh, ow, cout)
+    bits = None
+    if out_pad is not None:
+        bits = torch.empty(n, oh + 2 * out_pad, ow + 2 * out_pad, cout // 64, dtype=torch.int64)
+    status = lib.bconv_stem(
+        padded.data_ptr(), n, h + 2 * p, w + 2 * p, cin, w_taps.data_ptr(), _f32(bias).data_ptr(),
+        k, stride, cout, int(relu), int(pool), out.data_ptr(),
+        None if bits is None else bits.data_ptr(), out_pad or 0,
+    )  # fmt: skip
+    if status == -2:
+        raise MemoryError("fp_stem: out of memory for the row buffers")
+    if status != 0:
+        return None
+    return out.permute(0, 3, 1, 2), None if bits is None else Packed(bits, cout, out_pad or 0)
 
 
 def set_threads(threads: int) -> None:

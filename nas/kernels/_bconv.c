@@ -507,6 +507,141 @@ void bconv_pack(const float *v, int n, int h, int w, int c, int pad, uint64_t *o
             }
 }
 
+#if defined(__x86_64__)
+#define SP 6 /* output pixels per register block of the stem conv */
+
+/* SP pixels x 64 channels of the stem conv of output row oy, from column ox (pixels past the row
+ * clamped to its last one: computed twice, stored twice, the same value). */
+__attribute__((target("avx512f"))) static inline void stem_block(
+    const float *xp, int wp, int cin, const float *w, const float *bias, int k, int stride,
+    int cout, int ow, int oy, int ox, int o0, float *row) {
+    __m512 acc[SP][4];
+    int col[SP];
+    for (int p = 0; p < SP; p++) {
+        col[p] = ox + p < ow ? ox + p : ow - 1;
+        for (int v = 0; v < 4; v++) acc[p][v] = _mm512_loadu_ps(bias + o0 + 16 * v);
+    }
+    for (int ky = 0; ky < k; ky++) {
+        const float *xr = xp + (int64_t)(oy * stride + ky) * wp * cin;
+        for (int t = 0; t < k * cin; t++) { /* (kx, ci) */
+            const float *wt = w + ((int64_t)ky * k * cin + t) * cout + o0;
+            __m512 w0 = _mm512_loadu_ps(wt), w1 = _mm512_loadu_ps(wt + 16);
+            __m512 w2 = _mm512_loadu_ps(wt + 32), w3 = _mm512_loadu_ps(wt + 48);
+#pragma GCC unroll 6
+            for (int p = 0; p < SP; p++) {
+                __m512 xv = _mm512_set1_ps(xr[(int64_t)col[p] * stride * cin + t]);
+                acc[p][0] = _mm512_fmadd_ps(xv, w0, acc[p][0]);
+                acc[p][1] = _mm512_fmadd_ps(xv, w1, acc[p][1]);
+                acc[p][2] = _mm512_fmadd_ps(xv, w2, acc[p][2]);
+                acc[p][3] = _mm512_fmadd_ps(xv, w3, acc[p][3]);
+            }
+        }
+    }
+    for (int p = 0; p < SP; p++)
+        for (int v = 0; v < 4; v++) _mm512_storeu_ps(row + (int64_t)col[p] * cout + o0 + 16 * v, acc[p][v]);
+}
+
+/* One output row of the stem conv (bias added, ReLU if asked) into row [ow][cout]. */
+__attribute__((target("avx512f"))) static void stem_row(
+    const float *xp, int wp, int cin, const float *w, const float *bias, int k, int stride,
+    int cout, int ow, int relu, int oy, float *row) {
+    for (int o0 = 0; o0 < cout; o0 += 64)
+        for (int ox = 0; ox < ow; ox += SP) stem_block(xp, wp, cin, w, bias, k, stride, cout, ow, oy, ox, o0, row);
+    if (relu)
+        for (int64_t i = 0; i < (int64_t)ow * cout; i += 16)
+            _mm512_storeu_ps(row + i, _mm512_max_ps(_mm512_loadu_ps(row + i), _mm512_setzero_ps()));
+}
+
+/* out (float [pw][cout]): the 3x3/2 max pool (1 pixel of padding that never wins) of three conv
+ * rows r0, r1, r2 of cw pixels (r0 NULL at the top, r2 NULL at the bottom). */
+__attribute__((target("avx512f"))) static void stem_pool_row(
+    const float *r0, const float *r1, const float *r2, int cw, int cout, int pw, float *out) {
+    for (int px = 0; px < pw; px++) {
+        const int c0 = 2 * px - 1 < 0 ? 0 : 2 * px - 1, c1 = 2 * px + 1 < cw ? 2 * px + 1 : cw - 1;
+        for (int o = 0; o < cout; o += 16) {
+            __m512 m = _mm512_loadu_ps(r1 + (int64_t)c0 * cout + o);
+            for (int c = c0; c <= c1; c++) {
+                m = _mm512_max_ps(m, _mm512_loadu_ps(r1 + (int64_t)c * cout + o));
+                if (r0) m = _mm512_max_ps(m, _mm512_loadu_ps(r0 + (int64_t)c * cout + o));
+                if (r2) m = _mm512_max_ps(m, _mm512_loadu_ps(r2 + (int64_t)c * cout + o));
+            }
+            _mm512_storeu_ps(out + (int64_t)px * cout + o, m);
+        }
+    }
+}
+
+/* The signs of a row of w pixels x cout floats (cout a multiple of 64), packed into its words. */
+__attribute__((target("avx512f"))) static void pack_row(const float *v, int w, int cout,
+                                                       uint64_t *bits) {
+    for (int64_t i = 0; i < (int64_t)w * cout; i += 16)
+        bits[i / 64] |= (uint64_t)_mm512_cmp_ps_mask(_mm512_loadu_ps(v + i), _mm512_setzero_ps(),
+                                                     _CMP_LT_OQ) << (i % 64);
+}
+#endif
+
+/* The full-precision stem of a packed network in one pass: a K x K conv of a few input channels
+ * (BatchNorm folded into w [K][K][CIN][COUT] and bias), ReLU if asked, and if `pool` the 3x3/2 max
+ * pool with 1 pixel of padding that follows it, row by row (three conv rows in a per-thread ring
+ * buffer), so the conv's output never leaves the caches. xp: float NHWC, already zero-padded for
+ * the conv. out: float NHWC; out_bits (NULL for none): its signs packed (bit 1 where negative),
+ * +1-padded by out_pad, for the first binary conv. COUT a multiple of 64, AVX-512 only: returns -1
+ * otherwise (the caller runs PyTorch), -2 when out of memory. */
+int bconv_stem(const float *xp, int n, int hp, int wp, int cin, const float *w, const float *bias,
+               int k, int stride, int cout, int relu, int pool, float *out, uint64_t *out_bits,
+               int out_pad) {
+#if defined(__x86_64__)
+    if (!(bconv_paths() & (1 << PATH_AVX512)) || cout % 64) return -1;
+    const int oh = (hp - k) / stride + 1, ow = (wp - k) / stride + 1;
+    const int ph = pool ? (oh - 1) / 2 + 1 : oh, pw = pool ? (ow - 1) / 2 + 1 : ow;
+    const int64_t words = cout / 64, row_floats = (int64_t)ow * cout;
+    if (out_bits)
+        memset(out_bits, 0, sizeof(uint64_t) * n * (ph + 2 * out_pad) * (pw + 2 * out_pad) * words);
+#ifdef _OPENMP
+    const int threads = omp_get_max_threads();
+#else
+    const int threads = 1;
+#endif
+    float *rings = aligned_alloc(64, sizeof(float) * 3 * row_floats * threads);
+    if (rings == NULL) return -2;
+    #pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+        const int t = 0, team = 1;
+#endif
+        float *ring = rings + 3 * row_floats * t;
+        const int64_t total = (int64_t)n * ph; /* output rows, in contiguous chunks per thread */
+        int done = -1, image = -1;             /* the newest conv row in the ring, and its image */
+        for (int64_t i = total * t / team; i < total * (t + 1) / team; i++) {
+            const int b = (int)(i / ph), py = (int)(i % ph);
+            const float *x = xp + (int64_t)b * hp * wp * cin;
+            float *o = out + i * pw * cout;
+            if (pool) {
+                const int lo = 2 * py - 1 < 0 ? 0 : 2 * py - 1, hi = 2 * py + 1 < oh ? 2 * py + 1 : oh - 1;
+                if (image != b || done < lo - 1) done = lo - 1, image = b;
+                for (int r = done + 1; r <= hi; r++)
+                    stem_row(x, wp, cin, w, bias, k, stride, cout, ow, relu, r, ring + (r % 3) * row_floats);
+                done = hi;
+                stem_pool_row(py > 0 ? ring + ((2 * py - 1) % 3) * row_floats : NULL,
+                              ring + (2 * py % 3) * row_floats,
+                              2 * py + 1 < oh ? ring + ((2 * py + 1) % 3) * row_floats : NULL, ow,
+                              cout, pw, o);
+            } else {
+                stem_row(x, wp, cin, w, bias, k, stride, cout, ow, relu, py, o);
+            }
+            if (out_bits)
+                pack_row(o, pw, cout, out_bits + (((int64_t)b * (ph + 2 * out_pad) + py + out_pad)
+                                                  * (pw + 2 * out_pad) + out_pad) * words);
+        }
+    }
+    free(rings);
+    return 0;
+#else
+    return -1;
+#endif
+}
+
 /* Max pooling of float NHWC values (the stem's 3x3/2 pool of a packed network): K x K windows,
  * `stride`, `pad` pixels that never win on each side (PyTorch's floor mode). out: float
  * [N][OH][OW][C]. Compiled for AVX-512, AVX2 and plain x86-64, chosen at run time. */

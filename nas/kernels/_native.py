@@ -73,6 +73,8 @@ def library() -> ctypes.CDLL | None:
     lib.bconv_forward.argtypes = [i, p, i, i, i, i, p, i, i, i, i, f, f, f, f, p, i]
     lib.bconv_pack.argtypes = [f, i, i, i, i, i, p]
     lib.nhwc_maxpool.argtypes = [f, i, i, i, i, i, i, i, f]
+    lib.bconv_stem.restype = i
+    lib.bconv_stem.argtypes = [f, i, i, i, i, f, f, i, i, i, i, i, f, p, i]
     for probe in (lib.bconv_clock_probe, lib.bconv_popcount_peak):
         probe.restype, probe.argtypes = ctypes.c_int64, [ctypes.c_int64]
     return lib

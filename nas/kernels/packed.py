@@ -25,6 +25,7 @@ from nas.kernels import (
     Packed,
     PackedWeights,
     binary_conv2d,
+    fp_stem,
     max_pool2d,
     pack_activations,
     pack_weights,
@@ -220,6 +221,9 @@ class PackedNetwork(nn.Module):
                     previous.out_pad = block.pad
                 previous = block
             self.stages.append(packed)
+        first = self.stages[0]
+        # the +1 padding the first block wants on its packed input, which the stem kernel makes
+        self.stem_pad = first.blocks[0].pad if first.transition is None else None
         self.eval()
 
     @torch.no_grad()
@@ -230,14 +234,21 @@ class PackedNetwork(nn.Module):
         features = [self._trunk(image) for image in x.split(1)]
         return self.head(torch.cat(features) if len(features) > 1 else features[0])
 
-    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
+    def _stem(self, x: torch.Tensor) -> tuple[torch.Tensor, Packed | None]:
+        """The stem's output and, where the compiled stem ran, its signs packed for the first
+        block: conv, ReLU and max-pool in one pass (:func:`nas.kernels.fp_stem`; the stem's
+        max-pool is always 3x3/2 with padding 1), else PyTorch's conv and the compiled pool."""
+        conv, relu = self.stem
+        pool = isinstance(self.pool, nn.MaxPool2d)
+        relu = isinstance(relu, nn.ReLU)
+        done = fp_stem(x, conv.weight, conv.bias, conv.stride[0], relu, pool, self.stem_pad)
+        if done is not None:
+            return done
         x = self.stem(x.contiguous(memory_format=torch.channels_last))
-        pool = self.pool
-        if isinstance(pool, nn.MaxPool2d) and not pool.ceil_mode and pool.dilation == 1:
-            x = max_pool2d(x, pool.kernel_size, pool.stride, pool.padding)
-        else:
-            x = pool(x)
-        x_packed = None
+        return (max_pool2d(x, 3, 2, 1) if pool else x), None
+
+    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
+        x, x_packed = self._stem(x)
         for stage in self.stages:
             if stage.transition is not None:
                 x, x_packed = stage.transition(x), None
