@@ -585,7 +585,8 @@ __attribute__((target("avx512f"))) static void pack_row(const float *v, int w, i
  * buffer), so the conv's output never leaves the caches. xp: float NHWC, already zero-padded for
  * the conv. out: float NHWC; out_bits (NULL for none): its signs packed (bit 1 where negative),
  * +1-padded by out_pad, for the first binary conv. COUT a multiple of 64, AVX-512 only: returns -1
- * otherwise (the caller runs PyTorch), -2 when out of memory. */
+ * otherwise (the caller runs PyTorch), -2 when out of memory. A NaN is not carried through the
+ * pool as PyTorch's would carry it. */
 int bconv_stem(const float *xp, int n, int hp, int wp, int cin, const float *w, const float *bias,
                int k, int stride, int cout, int relu, int pool, float *out, uint64_t *out_bits,
                int out_pad) {
