@@ -512,7 +512,7 @@ void bconv_pack(const float *v, int n, int h, int w, int c, int pad, uint64_t *o
 
 /* SP pixels x 64 channels of the stem conv of output row oy, from column ox (pixels past the row
  * clamped to its last one: computed twice, stored twice, the same value). */
-__attribute__((target("avx512f"))) static inline void stem_block(
+__attribute__((target("avx512f"))) static inline __attribute__((always_inline)) void stem_block(
     const float *xp, int wp, int cin, const float *w, const float *bias, int k, int stride,
     int cout, int ow, int oy, int ox, int o0, float *row) {
     __m512 acc[SP][4];
@@ -545,8 +545,15 @@ __attribute__((target("avx512f"))) static inline void stem_block(
 __attribute__((target("avx512f"))) static void stem_row(
     const float *xp, int wp, int cin, const float *w, const float *bias, int k, int stride,
     int cout, int ow, int relu, int oy, float *row) {
-    for (int o0 = 0; o0 < cout; o0 += 64)
-        for (int ox = 0; ox < ow; ox += SP) stem_block(xp, wp, cin, w, bias, k, stride, cout, ow, oy, ox, o0, row);
+#define BLOCKS(K, CIN, STRIDE)                                                                   \
+    for (int o0 = 0; o0 < cout; o0 += 64)                                                        \
+        for (int ox = 0; ox < ow; ox += SP)                                                      \
+            stem_block(xp, wp, CIN, w, bias, K, STRIDE, cout, ow, oy, ox, o0, row)
+    if (k == 7 && cin == 3 && stride == 2) /* the ImageNet stem: loops unrolled */
+        BLOCKS(7, 3, 2);
+    else
+        BLOCKS(k, cin, stride);
+#undef BLOCKS
     if (relu)
         for (int64_t i = 0; i < (int64_t)ow * cout; i += 16)
             _mm512_storeu_ps(row + i, _mm512_max_ps(_mm512_loadu_ps(row + i), _mm512_setzero_ps()));
