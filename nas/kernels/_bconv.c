@@ -464,23 +464,26 @@ int bconv_forward(int path, const uint64_t *x, int n, int h, int w, int cw,
 }
 
 #if defined(__x86_64__)
-/* 64 channels of one pixel: four 16-float compares, one word. */
+/* The sign bits of 64 floats (1 where negative): four 16-float compares, one word. */
+__attribute__((target("avx512f"))) static inline __attribute__((always_inline)) uint64_t signs64(
+    const float *p) {
+    const __m512 zero = _mm512_setzero_ps();
+    uint64_t m0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p), zero, _CMP_LT_OQ);
+    uint64_t m1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 16), zero, _CMP_LT_OQ);
+    uint64_t m2 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 32), zero, _CMP_LT_OQ);
+    uint64_t m3 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 48), zero, _CMP_LT_OQ);
+    return m0 | m1 << 16 | m2 << 32 | m3 << 48;
+}
+
 AVX512 static void pack_avx512(const float *v, int n, int h, int w, int c, int pad, uint64_t *out) {
     int cw = c / 64, ph = h + 2 * pad, pw = w + 2 * pad;
-    const __m512 zero = _mm512_setzero_ps();
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < n; b++)
         for (int y = 0; y < h; y++)
             for (int x = 0; x < w; x++) {
                 const float *p = v + (((int64_t)b * h + y) * w + x) * c;
                 uint64_t *o = out + (((int64_t)b * ph + y + pad) * pw + x + pad) * cw;
-                for (int j = 0; j < cw; j++, p += 64) {
-                    uint64_t m0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p), zero, _CMP_LT_OQ);
-                    uint64_t m1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 16), zero, _CMP_LT_OQ);
-                    uint64_t m2 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 32), zero, _CMP_LT_OQ);
-                    uint64_t m3 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 48), zero, _CMP_LT_OQ);
-                    o[j] = m0 | m1 << 16 | m2 << 32 | m3 << 48;
-                }
+                for (int j = 0; j < cw; j++) o[j] = signs64(p + 64 * j);
             }
 }
 #endif
@@ -577,12 +580,10 @@ __attribute__((target("avx512f"))) static void stem_pool_row(
     }
 }
 
-/* The signs of a row of w pixels x cout floats (cout a multiple of 64), packed into its words. */
-__attribute__((target("avx512f"))) static void pack_row(const float *v, int w, int cout,
-                                                       uint64_t *bits) {
-    for (int64_t i = 0; i < (int64_t)w * cout; i += 16)
-        bits[i / 64] |= (uint64_t)_mm512_cmp_ps_mask(_mm512_loadu_ps(v + i), _mm512_setzero_ps(),
-                                                     _CMP_LT_OQ) << (i % 64);
+/* The signs of `words` x 64 consecutive floats, packed (a row of the stem's output). */
+__attribute__((target("avx512f"))) static void pack_words(const float *v, int64_t words,
+                                                         uint64_t *bits) {
+    for (int64_t j = 0; j < words; j++) bits[j] = signs64(v + 64 * j);
 }
 #endif
 
@@ -638,9 +639,9 @@ int bconv_stem(const float *xp, int n, int hp, int wp, int cin, const float *w, 
             } else {
                 stem_row(x, wp, cin, w, bias, k, stride, cout, ow, relu, py, o);
             }
-            if (out_bits)
-                pack_row(o, pw, cout, out_bits + (((int64_t)b * (ph + 2 * out_pad) + py + out_pad)
-                                                  * (pw + 2 * out_pad) + out_pad) * words);
+            if (out_bits) /* the row's words are consecutive, inside the padding */
+                pack_words(o, pw * words, out_bits + (((int64_t)b * (ph + 2 * out_pad) + py + out_pad)
+                                                      * (pw + 2 * out_pad) + out_pad) * words);
         }
     }
     free(rings);
