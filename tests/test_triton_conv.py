@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from nas.kernels.triton_conv import EXACTNESS_CASES
 
@@ -55,13 +56,25 @@ del sys.modules["triton"]
 report["cases"] = []
 for seed, case in enumerate(json.loads(sys.argv[1])):
     args = tc.random_case(*case, seed=seed)
-    bad, expected = tc.mismatches(*args)
-    report["cases"].append({"bad": bad, "distinct": len(expected.unique())})
+    bad, expected = tc.mismatches(*args)  # packed activations
+    bad_signs = tc.mismatches(*args, signs=True)[0]  # int8 signs
+    report["cases"].append({"bad": bad, "bad_signs": bad_signs, "distinct": len(expected.unique())})
 
-# the launch configs the GPU autotuner tries, each on one case (blocks larger than the output)
+# the launch configs the GPU autotuner tries, each on two cases (blocks larger than the output;
+# 70 channels: 4 words a tap, 130: 6, which a step of 4 words leaves partly filled), both inputs
 from nas.kernels._triton_kernel import CONFIGS
-args = tc.random_case(2, 70, 6, 7, 50, 3, 1, seed=0)
-report["configs_bad"] = [tc.mismatches(*args, config=c)[0] for c in CONFIGS]
+report["configs_bad"] = []
+for case in [(2, 70, 6, 7, 50, 3, 1), (1, 130, 5, 4, 20, 3, 2)]:
+    args = tc.random_case(*case, seed=0)
+    for signs in (False, True):
+        report["configs_bad"] += [tc.mismatches(*args, config=c, signs=signs)[0] for c in CONFIGS]
+
+# signs_of against unpack (float NCHW): the same +/-1 values, int8 NHWC
+from nas.kernels import unpack
+x = tc.random_case(2, 70, 3, 4, 5, 3, 1, seed=3)[0]
+signs = tc.signs_of(x)
+report["signs_of"] = [str(signs.dtype), list(signs.shape),
+                      bool(torch.equal(signs.permute(0, 3, 1, 2).float(), unpack(x)))]
 
 # negative control: one flipped weight bit must change the output
 x, w, stride, scale, shift, residual = args = tc.random_case(1, 70, 7, 7, 33, 3, 1, seed=0)
@@ -97,6 +110,7 @@ def test_triton_conv_is_exact(report, index):
     cases' references are not trivial (several distinct values), so a wrong kernel shows."""
     result = report["cases"][index]
     assert result["bad"] == 0, f"{result['bad']} outputs differ for {CASES[index]}"
+    assert result["bad_signs"] == 0, f"{result['bad_signs']} differ with int8 signs as input"
     if index < len(EXACTNESS_CASES):
         assert result["distinct"] > 2
 
@@ -129,4 +143,21 @@ def test_bench_gpu_without_cuda_says_so_in_one_line():
 
 
 def test_every_gpu_launch_config_is_exact(report):
-    assert len(report["configs_bad"]) >= 1 and not any(report["configs_bad"])
+    from nas.kernels.triton_conv import _kernels
+
+    assert len(report["configs_bad"]) == 4 * len(_kernels().CONFIGS)
+    assert not any(report["configs_bad"])
+
+
+def test_signs_of_is_the_unpacked_tensor_as_int8_nhwc(report):
+    # 3x4 pixels with one pixel of padding each side, 70 channels
+    assert report["signs_of"] == ["torch.int8", [2, 5, 6, 70], True]
+
+
+def test_signs_input_must_be_int8_nhwc():
+    from nas.kernels.triton_conv import random_case, triton_binary_conv2d
+
+    pytest.importorskip("triton", reason="pip install -e .[dev] installs it")
+    x, w, *_ = random_case(1, 8, 3, 3, 4)
+    with pytest.raises(ValueError, match="x must be Packed or int8 NHWC signs"):
+        triton_binary_conv2d(torch.ones(1, 5, 5, 8), w)

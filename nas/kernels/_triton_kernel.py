@@ -1,8 +1,14 @@
 """The Triton kernel behind :func:`nas.kernels.triton_conv.triton_binary_conv2d`.
 
-Imported only when that function runs (this module needs ``triton``). Both operands come in as
-int32 views of the packed int64 words (little-endian: word ``2j`` holds channels ``64j..64j+31``,
-word ``2j + 1`` channels ``64j+32..64j+63``), so the kernel does no 64-bit integer arithmetic.
+Imported only when that function runs (this module needs ``triton``). The weights come in as
+int32 views of the packed int64 words (little-endian: int32 word ``j`` of a tap holds channels
+``32j..32j+31``), so the kernel does no 64-bit integer arithmetic. The activations come in the
+same way (``SIGNS`` false), or as int8 +/-1 NHWC with one byte per channel (``SIGNS`` true), the
+form a GPU network keeps between its layers: the kernel then unpacks only the weights.
+
+The reduction runs over (tap, channel chunk) steps; a step covers ``32 * WORDS`` channels of one
+tap, and a tap whose channels do not fill its last step is filled up with +1 lanes in both
+operands (+1 * +1 each, subtracted with the padding lanes).
 """
 
 import triton
@@ -19,8 +25,53 @@ def _signs(words, lanes):
 
 
 @triton.jit
+def _step_loads(
+    x_ptr,
+    w_ptr,
+    corner,
+    w_cols,
+    row_ok,
+    col_ok,
+    step,
+    WP,
+    C,
+    COUT,
+    CW: tl.constexpr,
+    K: tl.constexpr,
+    WORDS: tl.constexpr,
+    SIGNS: tl.constexpr,
+):
+    """What reduction step ``step`` reads: the activations, (BLOCK_M, WORDS) int32 words or
+    (BLOCK_M, 32 * WORDS) int8 signs, and the weights, (WORDS, BLOCK_N) int32 words."""
+    chunks = (2 * CW + WORDS - 1) // WORDS  # steps per tap
+    tap = step // chunks
+    j = (step % chunks) * WORDS + tl.arange(0, WORDS)  # int32 words of this tap
+    j_ok = j < 2 * CW  # words past the tap's last are zero bits: +1 lanes
+    if SIGNS:
+        ch = (step % chunks) * (32 * WORDS) + tl.arange(0, 32 * WORDS)  # k = 32 j + lane
+        x_tap = ((tap // K) * WP + tap % K) * C
+        xs = tl.load(
+            x_ptr + (corner + x_tap)[:, None] + ch[None, :],
+            mask=row_ok[:, None] & (ch < C)[None, :],
+            other=1,
+        )
+    else:
+        x_tap = ((tap // K) * WP + tap % K) * (2 * CW)
+        xs = tl.load(
+            x_ptr + (corner + x_tap)[:, None] + j[None, :],
+            mask=row_ok[:, None] & j_ok[None, :],
+            other=0,
+        )
+    w_rows = (tap * CW + j // 2) * (2 * COUT) + j % 2  # word j // 2, half j % 2
+    ww = tl.load(
+        w_ptr + w_rows[:, None] + w_cols[None, :], mask=j_ok[:, None] & col_ok[None, :], other=0
+    )
+    return xs, ww
+
+
+@triton.jit
 def binary_conv_kernel(
-    x_ptr,  # int32 (N, HP, WP, 2 * CW): the packed activations, padding included
+    x_ptr,  # int32 (N, HP, WP, 2 * CW): the packed activations, or int8 (N, HP, WP, C) if SIGNS
     w_ptr,  # int32 (K, K, CW, COUT, 2): the packed weights
     scale_ptr,  # float32 (COUT,), read if HAS_SCALE
     shift_ptr,  # float32 (COUT,), read if HAS_SHIFT
@@ -31,16 +82,20 @@ def binary_conv_kernel(
     OW,
     HP,
     WP,
+    C,  # input channels
     COUT,
-    PAD_LANES,  # K * K * (64 * CW - C): padding lanes, zero bits in both operands (+1 * +1)
+    PAD_LANES,  # K * K * (64 * CW - C): padding lanes, +1 in both operands
     CW: tl.constexpr,  # channel words: a constant trip count (and no Python int of a tensor)
     K: tl.constexpr,
     STRIDE: tl.constexpr,
+    SIGNS: tl.constexpr,  # x is int8 +/-1, not packed bits
     HAS_SCALE: tl.constexpr,
     HAS_SHIFT: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    WORDS: tl.constexpr,  # int32 weight words per step: a dot over 32 * WORDS channels
+    PREFETCH: tl.constexpr,  # load step s + 1's operands before step s's dot
 ):
     pid = tl.program_id(0)
     tiles_n = tl.cdiv(COUT, BLOCK_N)
@@ -49,22 +104,44 @@ def binary_conv_kernel(
     row_ok = rows < M
     col_ok = cols < COUT
     img, pix = rows // OHW, rows % OHW
-    # int32 offset of each output pixel's window corner in x
-    corner = ((img * HP + (pix // OW) * STRIDE) * WP + (pix % OW) * STRIDE) * (2 * CW)
+    # offset of each output pixel's window corner in x, in x's elements
+    corner = (img * HP + (pix // OW) * STRIDE) * WP + (pix % OW) * STRIDE
+    if SIGNS:
+        corner = corner * C
+    else:
+        corner = corner * (2 * CW)
+    w_cols = 2 * cols
     lanes = tl.arange(0, 32)
+    chunks = (2 * CW + WORDS - 1) // WORDS  # steps per tap
+    steps = K * K * chunks
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
-    for step in range(K * K * CW):  # one loop over (tap, word): few live registers
-        tap, word = step // CW, step % CW
-        x_step = x_ptr + corner + ((tap // K) * WP + tap % K) * (2 * CW) + 2 * word
-        w_step = w_ptr + step * (2 * COUT) + 2 * cols
-        for half in tl.static_range(2):  # 32 channels at a time
-            xw = tl.load(x_step + half, mask=row_ok, other=0)
-            ww = tl.load(w_step + half, mask=col_ok, other=0)
-            a = _signs(xw[:, None], lanes[None, :])  # (BLOCK_M, 32) int8
-            b = _signs(ww[None, :], lanes[:, None])  # (32, BLOCK_N) int8
-            acc = tl.dot(a, b, acc, out_dtype=tl.int32)
+    if PREFETCH:
+        xs, ww = _step_loads(
+            x_ptr, w_ptr, corner, w_cols, row_ok, col_ok, 0, WP, C, COUT, CW, K, WORDS, SIGNS
+        )
+    for step in range(steps):  # one loop over (tap, chunk): few live registers
+        if PREFETCH:
+            # the last step loads step 0's operands again, unused: no bounds check in the loop
+            nxt = (step + 1) % steps
+            xn, wn = _step_loads(
+                x_ptr, w_ptr, corner, w_cols, row_ok, col_ok, nxt, WP, C, COUT, CW, K, WORDS, SIGNS
+            )
+        else:
+            xs, ww = _step_loads(
+                x_ptr, w_ptr, corner, w_cols, row_ok, col_ok, step, WP, C, COUT, CW, K, WORDS, SIGNS
+            )
+        # int8 +/-1 tiles, channel 32 j + l of the chunk at k = 32 j + l in both operands
+        if SIGNS:
+            a = xs
+        else:
+            a = tl.reshape(_signs(xs[:, :, None], lanes[None, None, :]), (BLOCK_M, 32 * WORDS))
+        b = tl.reshape(_signs(ww[:, None, :], lanes[None, :, None]), (32 * WORDS, BLOCK_N))
+        acc = tl.dot(a, b, acc, out_dtype=tl.int32)
+        if PREFETCH:
+            xs, ww = xn, wn
     # the float epilogue, rounded step by step as reference_conv2d (launched without FMA fusion)
-    out = (acc - PAD_LANES).to(tl.float32)
+    filled = K * K * (32 * WORDS * chunks - 64 * CW)  # +1 lanes that fill the taps' last steps
+    out = (acc - PAD_LANES - filled).to(tl.float32)
     if HAS_SCALE:
         out = out * tl.load(scale_ptr + cols, mask=col_ok, other=0.0)[None, :]
     if HAS_SHIFT:
@@ -78,16 +155,44 @@ def binary_conv_kernel(
 
 INTERPRET = isinstance(binary_conv_kernel, InterpretedFunction)  # TRITON_INTERPRET=1
 
-# H100-sized tiles; small tiles for the CPU interpreter, where every program is a numpy loop
-INTERPRET_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 16}
-TUNED = [(128, 128, 8), (128, 64, 4), (128, 64, 8), (64, 64, 4), (64, 32, 4)]  # M, N, warps
+# small tiles for the CPU interpreter, where every program is a numpy loop
+INTERPRET_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 16, "WORDS": 4, "PREFETCH": True}
+# The launches the autotuner tries: each was the fastest, or close to it, on some Bi-Real18 layer
+# at batch 1 or 64 in a sweep of 16 launches on an H200 (bench_gpu's JSON keeps each one's time):
+# small tiles for the few output pixels of batch 1, 64 channels a step where a tap has only 64,
+# wide tiles for batch 64.
+TUNED = [  # BLOCK_M, BLOCK_N, warps, WORDS, PREFETCH
+    (128, 64, 4, 1, False),
+    (128, 64, 4, 2, True),
+    (128, 64, 4, 4, True),
+    (128, 128, 4, 4, True),
+    (128, 128, 8, 4, False),
+    (256, 128, 8, 4, False),
+    (64, 128, 4, 4, True),
+    (64, 32, 4, 4, True),
+]
 # the autotuned launches; the GPU bench's exactness check runs each of them too
-CONFIGS = [{"BLOCK_M": m, "BLOCK_N": n, "num_warps": w, "num_stages": 3} for m, n, w in TUNED]
-KEY = ["M", "COUT", "CW", "K", "STRIDE", "HAS_RESIDUAL"]
+CONFIGS = [
+    {
+        "BLOCK_M": m,
+        "BLOCK_N": n,
+        "WORDS": words,
+        "PREFETCH": prefetch,
+        "num_warps": w,
+        "num_stages": 3,
+    }
+    for m, n, w, words, prefetch in TUNED
+]
+KEY = ["M", "C", "COUT", "CW", "K", "STRIDE", "SIGNS", "HAS_RESIDUAL"]
 if INTERPRET:
     tuned_kernel = None
 else:
     _configs = [
-        triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=3) for m, n, w in TUNED
+        triton.Config(
+            {k: c[k] for k in ("BLOCK_M", "BLOCK_N", "WORDS", "PREFETCH")},
+            num_warps=c["num_warps"],
+            num_stages=c["num_stages"],
+        )
+        for c in CONFIGS
     ]
     tuned_kernel = triton.autotune(_configs, key=KEY)(binary_conv_kernel)
