@@ -7,6 +7,7 @@ Target (issue 3): 500 or more Bi-Real18-sized candidates per second.
 ``python -m nas.benchmarks training``: training images per second of a Bi-Real18-structured proxy
 model at 28 px (small-image stem, full width, batch 64, Adam), bf16 autocast + channels_last
 against fp32, on all cores with pinned threads. Target (issue 5): bf16 1.7x fp32 or better.
+``--device cuda`` times the full ``bireal_resnet18`` at 224 px (1000 classes) on the GPU instead.
 
 ``python -m nas.benchmarks ray``: Ray's overhead: the start of a local Ray (loopback, dashboard
 on) and the wall time per trial of a Tuner running trials that do no work (each reports three
@@ -84,7 +85,9 @@ def scoring(seconds: float = 1.0, repeats: int = 5) -> list[dict]:
     return rows
 
 
-def training(steps: int = 8, repeats: int = 3, batch: int = 64) -> list[dict]:
+def training(steps: int = 8, repeats: int = 3, batch: int = 64, device: str = "cpu") -> list[dict]:
+    """On ``cpu`` the 28 px proxy; on ``cuda`` the full ``bireal_resnet18`` at 224 px, 1000
+    classes (ImageNet's shapes, random data)."""
     import torch
 
     from nas.model import build_model
@@ -92,18 +95,24 @@ def training(steps: int = 8, repeats: int = 3, batch: int = 64) -> list[dict]:
     from runners.datasets import Splits
     from runners.train import proxy_spec
 
-    splits = Splits("synthetic", None, None, 10, 1, 28, (0.5,), (0.5,), flip=False)
-    spec = proxy_spec(model_spec("bireal_resnet18"), splits)
-    x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch,))
+    if device == "cuda":
+        spec, name, shape, classes = model_spec("bireal_resnet18"), "@224px", (3, 224), 1000
+    else:
+        splits = Splits("synthetic", None, None, 10, 1, 28, (0.5,), (0.5,), flip=False)
+        spec = proxy_spec(model_spec("bireal_resnet18"), splits)
+        name, shape, classes = "@28px", (1, 28), 10
+    x = torch.randn(batch, shape[0], shape[1], shape[1], device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, classes, (batch,), device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
     rows = []
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
-        model = build_model(spec).to(memory_format=torch.channels_last)
+        model = build_model(spec).to(device, memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
         def step(model=model, optimizer=optimizer, precision=precision) -> None:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 loss = torch.nn.functional.cross_entropy(model(x).float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -113,15 +122,18 @@ def training(steps: int = 8, repeats: int = 3, batch: int = 64) -> list[dict]:
             step()
         rates = []
         for _ in range(repeats):
+            sync()
             start = time.perf_counter()
             for _ in range(steps):
                 step()
+            sync()
             rates.append(steps * batch / (time.perf_counter() - start))
         rows.append(
             {
-                "model": "bireal_resnet18 @28px",
+                "model": f"bireal_resnet18 {name}",
                 "precision": precision,
                 "images_per_s": round(statistics.median(rates), 1),
+                "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                 "threads": torch.get_num_threads(),
             }
         )
@@ -189,6 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=1.0, help="length of one timed run")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is kept")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="training only: cuda times the full bireal_resnet18 at 224 px on the GPU",
+    )
     args = parser.parse_args(argv)
     _pin(one_core=args.which == "scoring")
     if args.which == "ray":
@@ -201,7 +219,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {r['what']:64s} {r['seconds']:8.3f} s")
         return 0
     if args.which == "training":
-        rows = training(repeats=args.repeats)
+        import torch
+
+        if args.device == "cuda" and not torch.cuda.is_available():
+            print(
+                "--device cuda needs a CUDA GPU (torch.cuda.is_available() is False)",
+                file=sys.stderr,
+            )
+            return 2
+        rows = training(repeats=args.repeats, device=args.device)
         if args.json:
             print(json.dumps(rows, indent=1))
             return 0
@@ -213,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra = f"  {r['vs_fp32']:.2f}x fp32" if "vs_fp32" in r else ""
             print(
                 f"  {r['model']}  {r['precision']:5s} {r['images_per_s']:8.1f} images/s "
-                f"({r['threads']} threads){extra}"
+                f"({r['device']}, {r['threads']} threads){extra}"
             )
         return 0
     rows = scoring(args.seconds, args.repeats)
