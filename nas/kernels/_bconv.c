@@ -200,42 +200,81 @@ AVX512 static inline __attribute__((always_inline)) unsigned signs16(
     return (unsigned)_mm512_mask_cmplt_epu32_mask(m, c, _mm512_maskz_loadu_epi32(m, span));
 }
 
-/* P pixels x 32 channels of XOR popcounts: into the row buffer (int32 [pixel][cout]), or where
- * only the packed output is wanted (`bits`, the row's first word, not NULL) straight to their
- * sign bits, OR-ed into the zeroed words: no counts stored and read back. */
+/* Where a register block's results go (see count_block32): exactly one of the three. */
+typedef struct {
+    int32_t *row;                   /* the row buffer, int32 [pixel][cout], for finish_row */
+    const int32_t *from, *span;     /* packed output alone: the sign thresholds ... */
+    uint64_t *signs;                /* ... and the row's first packed word */
+    const float *scale, *shift;     /* float output: the epilogue's operands, */
+    const float *residual;          /* the row's first shortcut value or NULL, */
+    float *out;                     /* its first float output */
+    uint64_t *bits;                 /* and its first packed word, or NULL */
+} sink_t;
+
+/* v = scale * (total - 2 count) + shift (+ residual) for 16 channels: the dot by one FMA, exact
+ * since every operand and result is an integer below 2^24; scale and shift by a separate
+ * multiply and add, rounded as the reference rounds them (finish16 does the same). */
+AVX512 static inline __attribute__((always_inline)) __m512 epilogue16(
+    __m512i count, __m512 total, __m512 scale, __m512 shift, const float *res) {
+    __m512 dot = _mm512_fmadd_ps(_mm512_cvtepi32_ps(count), _mm512_set1_ps(-2.0f), total);
+    __m512 v = _mm512_add_ps(_mm512_mul_ps(dot, scale), shift);
+    return res ? _mm512_add_ps(v, _mm512_loadu_ps(res)) : v;
+}
+
+/* P pixels x 32 channels of XOR popcounts, finished in registers: to float outputs (and their
+ * sign bits), or where only the packed output is wanted to their sign bits by the thresholds;
+ * else stored as counts in the row buffer. Sign bits are OR-ed into the zeroed words. */
 AVX512 static inline __attribute__((always_inline)) void count_block32(
-    const shape_t *s, int P, const uint64_t *xrow, const uint64_t *w, int xo, int o0, int32_t *row,
-    const int32_t *from, const int32_t *span, uint64_t *bits) {
+    const shape_t *s, int P, const uint64_t *xrow, const uint64_t *w, int xo, int o0,
+    const sink_t *to) {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const int64_t words = (s->cout + 63) / 64;
     __m512i acc[PB][4];
     block32(s, P, xrow + (int64_t)xo * s->stride * s->cw, w + o0, acc);
+    if (to->out) {
+        const __m512 total = _mm512_set1_ps((float)s->total), zero = _mm512_setzero_ps();
+        const __m512 sc0 = _mm512_loadu_ps(to->scale + o0), sc1 = _mm512_loadu_ps(to->scale + o0 + 16);
+        const __m512 sh0 = _mm512_loadu_ps(to->shift + o0), sh1 = _mm512_loadu_ps(to->shift + o0 + 16);
+        for (int p = 0; p < P; p++) {
+            const int64_t at = (int64_t)(xo + p) * s->cout + o0;
+            const float *res = to->residual ? to->residual + at : NULL;
+            __m512 v0 = epilogue16(_mm512_permutex2var_epi32(acc[p][0], even, acc[p][1]), total,
+                                   sc0, sh0, res);
+            __m512 v1 = epilogue16(_mm512_permutex2var_epi32(acc[p][2], even, acc[p][3]), total,
+                                   sc1, sh1, res ? res + 16 : NULL);
+            _mm512_storeu_ps(to->out + at, v0);
+            _mm512_storeu_ps(to->out + at + 16, v1);
+            if (to->bits) {
+                uint64_t word = (uint64_t)_mm512_cmp_ps_mask(v1, zero, _CMP_LT_OQ) << 16
+                                | _mm512_cmp_ps_mask(v0, zero, _CMP_LT_OQ);
+                to->bits[(int64_t)(xo + p) * words + o0 / 64] |= word << (o0 % 64);
+            }
+        }
+        return;
+    }
     for (int p = 0; p < P; p++) {
         __m512i lo = _mm512_permutex2var_epi32(acc[p][0], even, acc[p][1]); /* 16 int32 */
         __m512i hi = _mm512_permutex2var_epi32(acc[p][2], even, acc[p][3]);
-        if (bits) {
-            uint64_t word = signs16(0xffff, hi, from + o0 + 16, span + o0 + 16) << 16
-                            | signs16(0xffff, lo, from + o0, span + o0);
-            bits[(int64_t)(xo + p) * words + o0 / 64] |= word << (o0 % 64);
+        if (to->signs) {
+            uint64_t word = signs16(0xffff, hi, to->from + o0 + 16, to->span + o0 + 16) << 16
+                            | signs16(0xffff, lo, to->from + o0, to->span + o0);
+            to->signs[(int64_t)(xo + p) * words + o0 / 64] |= word << (o0 % 64);
         } else {
-            int32_t *r = row + (int64_t)(xo + p) * s->cout + o0;
+            int32_t *r = to->row + (int64_t)(xo + p) * s->cout + o0;
             _mm512_storeu_si512((void *)r, lo);
             _mm512_storeu_si512((void *)(r + 16), hi);
         }
     }
 }
 
-/* v = scale * (total - 2 count) + shift (+ residual) for 16 channels, those in M if MASKED (a
- * constant where inlined: masked stores are slow on some CPUs). The dot is formed by one FMA,
- * exact since every operand and result is an integer below 2^24; scale and shift are applied by
- * a separate multiply and add, rounded as the reference rounds them. */
+/* epilogue16 on counts read from the row buffer, for the 16 channels in M if MASKED (a constant
+ * where inlined: masked stores are slow on some CPUs); returns the sign bits (1 where v < 0). */
 AVX512 static inline __attribute__((always_inline)) unsigned finish16(
     int masked, __mmask16 m, const int32_t *count, const float *scale, const float *shift,
     const float *res, float *out, __m512 total) {
 #define LOAD(p) (masked ? _mm512_maskz_loadu_ps(m, p) : _mm512_loadu_ps(p))
     __m512i c = masked ? _mm512_maskz_loadu_epi32(m, count) : _mm512_loadu_si512((const void *)count);
-    __m512 dot = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), _mm512_set1_ps(-2.0f), total);
-    __m512 v = _mm512_add_ps(_mm512_mul_ps(dot, LOAD(scale)), LOAD(shift));
+    __m512 v = epilogue16(c, total, LOAD(scale), LOAD(shift), NULL);
     if (res) v = _mm512_add_ps(v, LOAD(res));
 #undef LOAD
     if (out) {
@@ -345,12 +384,12 @@ AVX512 static void finish_row_thresholds(const shape_t *s, const int32_t *row, i
 }
 
 /* Row by row: the counts of a row in 4-pixel x 32-channel register blocks (the last cout % 32
- * channels one by one), kept in a per-thread buffer, then the row's epilogue; where only the
- * packed output is wanted the blocks write their sign bits themselves and the buffer holds only
- * the last cout % 32 channels. Where there are
- * fewer rows than four per thread (7x7 layers at batch 1), the channels are split too, in groups
- * of whole 64-channel words, so that every thread has work. Returns -2 where the buffers cannot
- * be allocated. */
+ * channels one by one). The blocks finish their outputs themselves where they cover every
+ * channel (float output, its sign bits too) or where only the packed output is wanted (sign
+ * bits by the thresholds); otherwise the counts go to a per-thread row buffer and the row's
+ * epilogue finishes them. Where there are fewer rows than four per thread (7x7 layers at batch
+ * 1), the channels are split too, in groups of whole 64-channel words, so that every thread has
+ * work. Returns -2 where the buffers cannot be allocated. */
 AVX512 static int conv_avx512(const shape_t *s, const uint64_t *x, const uint64_t *w,
                               const float *scale, const float *shift, const float *residual,
                               float *out_f, uint64_t *out_bits) {
@@ -374,6 +413,8 @@ AVX512 static int conv_avx512(const shape_t *s, const uint64_t *x, const uint64_
     int32_t *from = rows + per_thread * threads, *span = from + cout16;
     const int thresholds = out_bits != NULL && out_f == NULL && residual == NULL;
     if (thresholds) sign_thresholds(s, scale, shift, from, span);
+    /* float output where every channel is in a block: finished there, no counts stored */
+    const int in_blocks = out_f != NULL && full == s->cout;
     #pragma omp parallel for collapse(3) schedule(static)
     for (int b = 0; b < s->n; b++)
         for (int y = 0; y < s->oh; y++)
@@ -387,8 +428,15 @@ AVX512 static int conv_avx512(const shape_t *s, const uint64_t *x, const uint64_
                 const int c1 = g == groups - 1 ? s->cout : c0 + group_words * 64;
                 const uint64_t *xrow = x + ((int64_t)b * s->h + (int64_t)y * s->stride) * s->w * s->cw;
                 uint64_t *bits = out_bits ? out_bits + bits_at(s, b, y, 0) : NULL;
-                uint64_t *signs = thresholds ? bits : NULL; /* blocks finish their own signs */
-#define BLOCK(P) count_block32(s, P, xrow, w, xo, o0, row, from, span, signs)
+                const int64_t pixel0 = ((int64_t)b * s->oh + y) * s->ow; /* of the float output */
+                sink_t to = {row, from, span, NULL, scale, shift, NULL, NULL, NULL};
+                if (thresholds) to.signs = bits; /* blocks finish their own signs */
+                else if (in_blocks) {            /* blocks finish their floats (and signs) */
+                    to.out = out_f + pixel0 * s->cout;
+                    to.residual = residual ? residual + pixel0 * s->cout : NULL;
+                    to.bits = bits;
+                }
+#define BLOCK(P) count_block32(s, P, xrow, w, xo, o0, &to)
                 for (int o0 = c0; o0 < (c1 < full ? c1 : full); o0 += OB) {
                     int xo = 0;
                     for (; xo + PB <= s->ow; xo += PB) BLOCK(PB);
@@ -413,9 +461,8 @@ AVX512 static int conv_avx512(const shape_t *s, const uint64_t *x, const uint64_
                     }
                 if (thresholds) {
                     if (rest < c1) finish_row_thresholds(s, row, rest, c1, from, span, bits);
-                } else
-                    finish_row(s, row, ((int64_t)b * s->oh + y) * s->ow, c0, c1, scale, shift,
-                               residual, out_f, bits);
+                } else if (!in_blocks)
+                    finish_row(s, row, pixel0, c0, c1, scale, shift, residual, out_f, bits);
             }
     free(rows);
     return 0;
