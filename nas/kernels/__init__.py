@@ -107,7 +107,7 @@ def pack_weights(weight: torch.Tensor) -> PackedWeights:
 def unpack(packed: Packed) -> torch.Tensor:
     """The +/-1 float NCHW tensor of packed activations (padding included)."""
     words = packed.bits.shape[-1]
-    bits = (packed.bits.unsqueeze(-1) & _BIT) != 0  # (N, H, W, CW, 64)
+    bits = (packed.bits.unsqueeze(-1) & _BIT.to(packed.bits.device)) != 0  # (N, H, W, CW, 64)
     values = 1.0 - 2.0 * bits.reshape(*packed.bits.shape[:3], words * 64).float()
     return values[..., : packed.channels].permute(0, 3, 1, 2).contiguous()
 

@@ -28,14 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nas.kernels import (
-    _BIT,
-    Packed,
-    PackedWeights,
-    _pack_last,
-    pack_weights,
-    reference_conv2d,
-)
+from nas.kernels import Packed, PackedWeights, _pack_last, pack_weights, reference_conv2d, unpack
 
 __all__ = ["EXACTNESS_CASES", "mismatches", "random_case", "signs_of", "triton_binary_conv2d"]
 
@@ -60,10 +53,7 @@ def _cdiv(a: int, b: int) -> int:
 def signs_of(x: Packed) -> torch.Tensor:
     """The int8 +/-1 NHWC tensor (N, H, W, C) of packed activations, padding included, on their
     device: the other form of input :func:`triton_binary_conv2d` takes."""
-    n, h, w, cw = x.bits.shape
-    negative = (x.bits.unsqueeze(-1) & _BIT.to(x.bits.device)) != 0  # (N, H, W, CW, 64)
-    values = 1 - 2 * negative.reshape(n, h, w, cw * 64)[..., : x.channels].to(torch.int8)
-    return values.contiguous()
+    return unpack(x).permute(0, 2, 3, 1).to(torch.int8).contiguous()
 
 
 def triton_binary_conv2d(
