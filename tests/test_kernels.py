@@ -89,10 +89,25 @@ def test_epilogue_scale_shift_residual_and_packed_output(path, case):
     both, packed = binary_conv2d(*args, output="both", out_pad=2, path=path)
     assert torch.equal(both, expected)
     assert torch.equal(unpack(packed), F.pad(signs, (1,) * 4, value=1.0))
+    # written into the shortcut's own memory, as the packed model does where nothing reads the
+    # shortcut afterwards: each value's shortcut is read before the value is stored
+    into = residual.clone()
+    got, packed = binary_conv2d(*args[:5], into, output="both", out_pad=1, path=path, out=into)
+    assert got.data_ptr() == into.data_ptr() and torch.equal(into, expected)
+    assert torch.equal(unpack(packed), signs)
     # packed output alone: BN and sign as count thresholds (the AVX-512 register blocks write
     # the signs of whole 32-channel groups, the rest goes through the row epilogue)
     alone = binary_conv2d(*args[:5], output="packed", path=path)
     assert torch.equal(unpack(alone), _signs((dot * scale + shift).permute(0, 3, 1, 2)))
+
+
+def test_out_must_hold_the_float_output():
+    x = pack_activations(torch.randn(1, 64, 8, 8), pad=1)
+    w = pack_weights(torch.randn(32, 64, 3, 3))
+    with pytest.raises(ValueError, match=r"contiguous float32 NHWC tensor \(1, 8, 8, 32\)"):
+        binary_conv2d(x, w, out=torch.empty(1, 32, 8, 8))
+    with pytest.raises(ValueError, match="output='float' or 'both'"):
+        binary_conv2d(x, w, output="packed", out=torch.empty(1, 8, 8, 32))
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -263,6 +278,49 @@ def test_packed_bireal18_packs_activations_once(monkeypatch):
     got = pack_model(model)(x)
     assert len(calls) == (0 if "avx512" in available_paths() else 1)
     assert torch.equal(got.argmax(1), expected.argmax(1))
+
+
+def test_in_place_shortcut_adds_change_nothing():
+    """A packed conv adds into its shortcut tensor in place where nothing reads that node again:
+    not where a later node still reads it (node 0 by node 2 below), and on the trunk's own input
+    only (the block's input is the caller's). The logits are those of the same packed model
+    without in-place adds, bit for bit, and match the training module."""
+    from dataclasses import replace
+
+    import nas.kernels.packed as packed_module
+
+    spec = model_spec("bireal_resnet18", input_size=64).replace(padding="one")
+    tricky = replace(
+        spec.stages[1].blocks[0],  # stride 2: node 0's shortcuts go through the projection
+        convs=((0, 1), (1, 2), (2, 3)),
+        shortcuts=((0, 1), (0, 2), (1, 2), (1, 3)),
+    )
+    first = spec.stages[1]
+    spec = replace(
+        spec,
+        stages=(
+            spec.stages[0],
+            replace(first, blocks=(tricky, *first.blocks[1:])),
+            *spec.stages[2:],
+        ),
+    )
+    model = _trained_like(spec)
+    packed = pack_model(model)
+    blocks = [b for b in packed.modules() if isinstance(b, packed_module.PackedBlock)]
+    # node 1 of a Bi-Real block overwrites the block's input, node 2 overwrites node 1; in the
+    # tricky block node 1 may not (node 2 reads node 0's shortcut), node 2 adds into the sum of
+    # its two shortcuts, node 3 into node 1, which nothing reads after it
+    assert blocks[0].in_place == {1: True, 2: False}
+    assert blocks[2].in_place == {2: False, 3: False}
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    got = packed(x)
+    for block in blocks:
+        block.in_place = {}
+    assert torch.equal(got, packed(x))
+    with torch.no_grad():
+        expected = model(x)
+    assert torch.equal(got.argmax(1), expected.argmax(1))
+    assert ((got - expected).abs().amax(dim=1) / expected.abs().max() < 1e-5).all()
 
 
 def test_packed_bireal18_file_is_its_storage():

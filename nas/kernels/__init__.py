@@ -229,11 +229,15 @@ def binary_conv2d(
     output: str = "float",
     out_pad: int = 0,
     path: str | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor | Packed | tuple[torch.Tensor, Packed]:
     """The binary convolution of packed ``x`` (already padded) with packed ``weights``, then
     ``scale * dot + shift + residual`` per output channel (NHWC float; ``residual`` NHWC too).
     ``output``: ``"float"`` those values; ``"packed"`` their signs, packed with ``out_pad`` pixels
-    of +1 padding for the next conv; ``"both"`` the pair, from one pass. ``path`` forces one of
+    of +1 padding for the next conv; ``"both"`` the pair, from one pass. ``out``: a float32 NHWC
+    contiguous tensor to write the float output into, which may be ``residual`` itself: the
+    shortcut is then added in place, and one buffer fewer passes through the caches (what the
+    packed model does where nothing reads the shortcut afterwards). ``path`` forces one of
     :func:`available_paths` or ``"reference"``."""
     if output not in ("float", "packed", "both"):
         raise ValueError(f"output must be 'float', 'packed' or 'both', got {output!r}")
@@ -242,24 +246,36 @@ def binary_conv2d(
     n, h, w, cw = x.bits.shape
     k, cout = weights.kernel, weights.cout
     oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
+    if out is not None:
+        if output == "packed":
+            raise ValueError("out holds the float output: ask for output='float' or 'both'")
+        if out.shape != (n, oh, ow, cout) or out.dtype != torch.float32 or not out.is_contiguous():
+            raise ValueError(
+                f"out must be a contiguous float32 NHWC tensor {(n, oh, ow, cout)}, got "
+                f"{out.dtype} {tuple(out.shape)}"
+            )
     scale = _filled(1.0, cout) if scale is None else _f32(scale)
     shift = _filled(0.0, cout) if shift is None else _f32(shift)
     lib = library()
     if path is None:
         path = _paths()[-1] if lib is not None else "reference"
     if path == "reference":
-        out = reference_conv2d(x, weights, stride, scale, shift, residual)
+        values = reference_conv2d(x, weights, stride, scale, shift, residual)
+        if out is not None:
+            values = out.copy_(values)
         if output == "float":
-            return out
-        packed = pack_activations(out.permute(0, 3, 1, 2), out_pad)
-        return packed if output == "packed" else (out, packed)
+            return values
+        packed = pack_activations(values.permute(0, 3, 1, 2), out_pad)
+        return packed if output == "packed" else (values, packed)
     if residual is not None:
         residual = _f32(residual)
         if residual.shape != (n, oh, ow, cout):
             raise ValueError(
                 f"residual must be NHWC {(n, oh, ow, cout)}, got {tuple(residual.shape)}"
             )
-    out_f = None if output == "packed" else torch.empty(n, oh, ow, cout)
+    out_f = out
+    if out is None and output != "packed":
+        out_f = torch.empty(n, oh, ow, cout)
     bits = None
     if output != "float":
         size = (n, oh + 2 * out_pad, ow + 2 * out_pad, (cout + 63) // 64)
