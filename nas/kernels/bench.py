@@ -4,7 +4,8 @@ against PyTorch on the Bi-Real18 3x3 layers, then a whole ``bireal_resnet18``.
 Per layer (56x56x64, 28x28x128, 14x14x256, 7x7x512; 3x3, stride 1, +1 padding): milliseconds of
 the packed kernel with packed input and float output (``packed_ms``), packed output
 (``packed_bits_ms``: BN and sign folded into count thresholds, the conv-to-conv case) and the
-Bi-Real case (``packed_bireal_ms``: shortcut added, float and packed output), of PyTorch's fp32
+Bi-Real case (``packed_bireal_ms``: shortcut added in place, float and packed output, as the
+packed model runs it), of PyTorch's fp32
 and bf16 convolutions in channels_last on the same +/-1 values, of PyTorch's quantized int8 conv
 (``torch_int8_ms``: its x86 backend, VNNI where the CPU has it), and of OpenVINO's
 BinaryConvolution when ``openvino`` is installed. The core's clock and its XOR + POPCNT + ADD
@@ -132,8 +133,8 @@ def _layer(batch: int, size: int, channels: int, threads: int) -> tuple[dict, di
     scale, shift = torch.rand(channels) + 0.5, torch.randn(channels)
     residual = torch.randn(batch, size, size, channels)
 
-    def bireal():  # what a Bi-Real block runs: shortcut added, float and packed signs out
-        return binary_conv2d(packed_x, packed_w, 1, scale, shift, residual, "both", 1)
+    def bireal():  # what a Bi-Real block runs: shortcut added in place, float and signs out
+        return binary_conv2d(packed_x, packed_w, 1, scale, shift, residual, "both", 1, out=residual)
 
     fns = {
         "packed_ms": lambda: binary_conv2d(packed_x, packed_w),
@@ -246,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(
         "  packed: packed input, float output | bits: packed output (BN and sign as count\n"
-        "  thresholds) | bireal: + shortcut, float and packed output (what a Bi-Real block runs)"
+        "  thresholds) | bireal: + shortcut in place, float and packed output (a Bi-Real conv)"
     )
     print(
         f"  {'shape':11s} {'packed':>7s} {'bits':>7s} {'bireal':>7s} {'fp32':>7s} {'bf16':>7s} "
