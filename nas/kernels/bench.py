@@ -52,13 +52,16 @@ def _medians_ms(
 ) -> dict[str, float]:
     """Median milliseconds per call of each function, each timed for ``seconds`` in all, in
     interleaved rounds (seconds / rounds per function per round), so that the host's drift over
-    minutes falls on all of them alike rather than on whichever ran during a slow spell."""
+    minutes falls on all of them alike rather than on whichever ran during a slow spell. Each
+    round starts with one untimed call: the first call after another function's round refills
+    the caches that round emptied (2.8 ms more for the packed model after PyTorch's)."""
     for fn in fns.values():
         fn()
         fn()
     runs: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            fn()
             n, start = 0, time.perf_counter()
             while True:
                 fn()
