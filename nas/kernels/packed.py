@@ -118,7 +118,7 @@ class PackedConv(nn.Module):
             res,
             output="float" if out_pad is None else "both",
             out_pad=out_pad or 0,
-            out=res if overwrite_residual and res.is_contiguous() else None,
+            out=res if overwrite_residual and res is not None and res.is_contiguous() else None,
         )
         if out_pad is None:
             return out.permute(0, 3, 1, 2)
