@@ -1,20 +1,18 @@
 """``python -m nas.kernels.bench [--json] [--threads 1|2] [--batch 1|16]``: the packed binary conv
 against PyTorch on the Bi-Real18 3x3 layers, then a whole ``bireal_resnet18``.
 
-Per layer (56x56x64, 28x28x128, 14x14x256, 7x7x512; 3x3, stride 1, +1 padding): milliseconds of
-the packed kernel with packed input and float output (``packed_ms``), packed output
-(``packed_bits_ms``: BN and sign folded into count thresholds, the conv-to-conv case) and the
-Bi-Real case (``packed_bireal_ms``: shortcut added in place, float and packed output, as the
-packed model runs it), of PyTorch's fp32
-and bf16 convolutions in channels_last on the same +/-1 values, of PyTorch's quantized int8 conv
-(``torch_int8_ms``: its x86 backend, VNNI where the CPU has it), and of OpenVINO's
-BinaryConvolution when ``openvino`` is installed. The core's clock and its XOR + POPCNT + ADD
-ceiling are probed before and after (they drift with the host's boost). Then
-``bireal_resnet18`` at 224 px per image: the packed model against the PyTorch module in fp32 and
-in bf16 autocast (eval mode). Medians over interleaved rounds, threads pinned
-(``OMP_PROC_BIND=close OMP_PLACES=cores``; the command restarts itself with them). DESIGN.md
-section 8 has the anchors measured on another machine.
-"""
+Per layer (56x56x64, 28x28x128, 14x14x256, 7x7x512; 3x3, stride 1, +1 padding): milliseconds of the
+packed kernel with packed input and float output (``packed_ms``), packed output (``packed_bits_ms``:
+BN and sign folded into count thresholds, the conv-to-conv case) and the Bi-Real case
+(``packed_bireal_ms``: shortcut added in place, float and packed output, as the packed model runs
+it), of PyTorch's fp32 and bf16 convolutions in channels_last on the same +/-1 values, of PyTorch's
+quantized int8 conv (``torch_int8_ms``: its x86 backend, VNNI where the CPU has it), and of
+OpenVINO's BinaryConvolution when ``openvino`` is installed. The core's clock and its XOR + POPCNT +
+ADD ceiling are probed before and after (they drift with the host's boost). Then ``bireal_resnet18``
+at 224 px per image: the packed model against the PyTorch module in fp32 and in bf16 autocast (eval
+mode). Medians over interleaved rounds, threads pinned (``OMP_PROC_BIND=close OMP_PLACES=cores``;
+the command restarts itself with them). DESIGN.md section 8 has the anchors measured on another
+machine. """
 
 from __future__ import annotations
 
