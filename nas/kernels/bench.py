@@ -12,7 +12,8 @@ ADD ceiling are probed before and after (they drift with the host's boost). Then
 at 224 px per image: the packed model against the PyTorch module in fp32 and in bf16 autocast (eval
 mode). Medians over interleaved rounds, threads pinned (``OMP_PROC_BIND=close OMP_PLACES=cores``;
 the command restarts itself with them). DESIGN.md section 8 has the anchors measured on another
-machine. """
+machine.
+"""
 
 from __future__ import annotations
 
