@@ -255,15 +255,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"  {'shape':11s} {'packed':>7s} {'bits':>7s} {'bireal':>7s} {'fp32':>7s} {'bf16':>7s} "
         f"{'int8':>7s} {'openvino':>8s} {'vs fp32':>8s} {'vs ov':>6s}  binary MAC/s packed, bits"
     )
+    ceilings = [m["popcount_ceiling_macs_per_s"] for m in result["machine"].values()]
+    # what the cores used could reach, from the probes before and after (they drift)
+    reach = None if None in ceilings else statistics.mean(ceilings) * args.threads
     for r in result["layers"]:
         ov = "-" if r["openvino_ms"] is None else f"{r['openvino_ms']:.3f}"
         int8 = "-" if r["torch_int8_ms"] is None else f"{r['torch_int8_ms']:.3f}"
         vs_ov = "-" if r["openvino_ms"] is None else f"{r['openvino_ms'] / r['packed_ms']:.1f}x"
+        share = ""
+        if reach is not None:
+            packed, bits = r["binary_macs_per_s"] / reach, r["binary_macs_per_s_bits"] / reach
+            share = f" ({packed:.0%}, {bits:.0%} of the ceiling)"
         print(
             f"  {r['shape']:11s} {r['packed_ms']:7.3f} {r['packed_bits_ms']:7.3f} "
             f"{r['packed_bireal_ms']:7.3f} {r['torch_fp32_ms']:7.3f} {r['torch_bf16_ms']:7.3f} "
             f"{int8:>7s} {ov:>8s} {r['torch_fp32_ms'] / r['packed_ms']:7.1f}x {vs_ov:>6s}  "
             f"{r['binary_macs_per_s'] / 1e12:.2f} T, {r['binary_macs_per_s_bits'] / 1e12:.2f} T"
+            f"{share}"
         )
     for when, m in result["machine"].items():
         if m["clock_ghz"] is not None:
