@@ -445,3 +445,23 @@ def test_bench_json_has_the_fields_the_issue_names():
     assert model["model"] == "bireal_resnet18"
     assert all(model[key] > 0 for key in ("packed_ms", "torch_fp32_ms", "torch_bf16_ms"))
     assert result["machine"]["before"]["clock_ghz"] > 0
+
+
+def test_bench_text_gives_each_layer_and_its_share_of_the_ceiling():
+    """The table a person reads: one row per layer with its rates, as shares of the XOR + POPCNT +
+    ADD ceiling where the CPU can probe it (AVX-512 VPOPCNTDQ), and the whole model."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "nas.kernels.bench", "--seconds", "0.01"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("  ")}
+    for shape in ("56x56x64", "28x28x128", "14x14x256", "7x7x512"):
+        assert shape in rows and " T, " in rows[shape]
+        assert ("of the ceiling)" in rows[shape]) == ("avx512" in available_paths())
+    assert "whole bireal_resnet18 at 224 px, ms per image: packed" in done.stdout
