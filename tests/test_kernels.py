@@ -133,7 +133,8 @@ def test_packed_output_at_exact_ties_and_any_sign_of_scale(path):
 
 def test_two_threads_split_few_rows_by_channels():
     """With fewer than four output rows per thread the AVX-512 path splits the channels between
-    threads too; run in a process with two OpenMP threads, every output must still be exact."""
+    threads too; run in a process with two OpenMP threads, every output must still be exact, the
+    shortcut added in place too."""
     import subprocess
     import sys
 
@@ -155,6 +156,9 @@ for n, h, cin, cout, stride in [(1, 3, 70, 200, 1), (1, 7, 512, 512, 1), (2, 4, 
         assert torch.equal(out, expected), path
         inner = unpack(packed)[:, :, 1:-1, 1:-1]
         assert torch.equal(inner, signs(expected.permute(0, 3, 1, 2)).float())
+        into = residual.clone()  # the shortcut added in place, as the packed model does
+        binary_conv2d(*args, into, "both", 1, path=path, out=into)
+        assert torch.equal(into, expected), path
         bits = binary_conv2d(*args, output="packed", path=path)
         assert torch.equal(unpack(bits), signs((dot * scale + shift).permute(0, 3, 1, 2)).float())
 if "avx512" in available_paths():  # the compiled stem: each thread's rows, ring and packed bits
