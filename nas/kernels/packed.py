@@ -195,6 +195,8 @@ class PackedBlock(nn.Module):
                 for t in shorts[1:]:
                     residual = residual + t
                 shorts = []
+            # the conv may add into the shortcut's memory (see _in_place)
+            overwrite = j in self.in_place and (give_up_input or not self.in_place[j])
             # one conv whose output is the node: it can pack the node for its readers
             whole = len(conv_srcs) == 1 and not (self.join == "mean" and n_terms > 1)
             pad = None  # the padding of the node's packed signs, if the kernel makes them
@@ -213,7 +215,6 @@ class PackedBlock(nn.Module):
                     if i not in packed:
                         packed[i] = conv.pack_input(node[i])
                     source = packed[i]
-                overwrite = j in self.in_place and (give_up_input or not self.in_place[j])
                 if pad is None:
                     terms.append(conv(source, residual, overwrite_residual=overwrite))
                 else:
