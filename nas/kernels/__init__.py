@@ -18,6 +18,7 @@ the oracle of the tests. DESIGN.md section 8. The packed inference model is in
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from functools import cache
 
@@ -212,6 +213,11 @@ def _f32(t: torch.Tensor) -> torch.Tensor:
     return t.detach().float().contiguous()
 
 
+_OUTPUTS = ("float", "packed", "both")
+# the arguments of bconv_forward, in the order of the fields of conv_args_t in _bconv.c
+_CONV_ARGS = struct.Struct("17q")
+
+
 @cache
 def _filled(value: float, channels: int) -> torch.Tensor:
     """The default scale (1) or shift (0), made once per channel count: the kernel only reads
@@ -239,12 +245,12 @@ def binary_conv2d(
     shortcut is then added in place, and one buffer fewer passes through the caches (what the
     packed model does where nothing reads the shortcut afterwards). ``path`` forces one of
     :func:`available_paths` or ``"reference"``."""
-    if output not in ("float", "packed", "both"):
+    if output not in _OUTPUTS:
         raise ValueError(f"output must be 'float', 'packed' or 'both', got {output!r}")
     if x.channels != weights.channels:
         raise ValueError(f"input has {x.channels} channels, weights expect {weights.channels}")
     n, h, w, cw = x.bits.shape
-    k, cout = weights.kernel, weights.cout
+    k, _, _, cout = weights.bits.shape
     oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
     if out is not None:
         if output == "packed":
@@ -267,6 +273,8 @@ def binary_conv2d(
             return values
         packed = pack_activations(values.permute(0, 3, 1, 2), out_pad)
         return packed if output == "packed" else (values, packed)
+    if lib is None or path not in _paths():
+        raise ValueError(f"this CPU cannot run the {path!r} path; it can: {available_paths()}")
     if residual is not None:
         residual = _f32(residual)
         if residual.shape != (n, oh, ow, cout):
@@ -277,32 +285,21 @@ def binary_conv2d(
     if out is None and output != "packed":
         out_f = torch.empty(n, oh, ow, cout)
     bits = None
-    if output != "float":
-        size = (n, oh + 2 * out_pad, ow + 2 * out_pad, (cout + 63) // 64)
-        bits = torch.empty(size, dtype=torch.int64)  # zeroed by the kernel
+    if output != "float":  # zeroed by the kernel
+        size = n, oh + 2 * out_pad, ow + 2 * out_pad, (cout + 63) // 64
+        bits = torch.empty(*size, dtype=torch.int64)  # size as arguments: 0.3 us faster
     status = lib.bconv_forward(
-        PATHS[path],
-        x.bits.data_ptr(),
-        n,
-        h,
-        w,
-        cw,
-        weights.bits.data_ptr(),
-        k,
-        stride,
-        cout,
-        x.channels,
-        scale.data_ptr(),
-        shift.data_ptr(),
-        None if residual is None else residual.data_ptr(),
-        None if out_f is None else out_f.data_ptr(),
-        None if bits is None else bits.data_ptr(),
-        out_pad,
-    )
+        _CONV_ARGS.pack(
+            PATHS[path], x.bits.data_ptr(), n, h, w, cw, weights.bits.data_ptr(), k, stride, cout,
+            x.channels, scale.data_ptr(), shift.data_ptr(),
+            0 if residual is None else residual.data_ptr(),
+            0 if out_f is None else out_f.data_ptr(),
+            0 if bits is None else bits.data_ptr(),
+            out_pad,
+        )
+    )  # fmt: skip
     if status == -2:
         raise MemoryError("binary_conv2d: out of memory for the row buffers")
-    if status != 0:
-        raise ValueError(f"this CPU cannot run the {path!r} path; it can: {available_paths()}")
     if output == "float":
         return out_f
     packed = Packed(bits, cout, out_pad)

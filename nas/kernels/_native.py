@@ -70,7 +70,7 @@ def library() -> ctypes.CDLL | None:
     lib.bconv_paths.restype = i
     lib.bconv_set_threads.argtypes = [i]
     lib.bconv_forward.restype = i
-    lib.bconv_forward.argtypes = [i, p, i, i, i, i, p, i, i, i, i, f, f, f, f, p, i]
+    lib.bconv_forward.argtypes = [ctypes.c_char_p]  # conv_args_t, packed by binary_conv2d
     lib.bconv_pack.argtypes = [f, i, i, i, i, i, p]
     lib.nhwc_maxpool.argtypes = [f, i, i, i, i, i, i, i, f]
     lib.bconv_stem.restype = i

@@ -35,6 +35,16 @@ from nas.model import BlockLayer, ConvEdge, Network, build_model
 from nas.spec import ArchSpec
 
 
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    """A float NCHW tensor as a contiguous NHWC one (a view where it is channels_last)."""
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def _nchw(x: torch.Tensor) -> torch.Tensor:
+    """An NHWC tensor as the NCHW (channels_last) view that PyTorch's modules take."""
+    return x.permute(0, 3, 1, 2)
+
+
 def _fused(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A full-precision conv with the BatchNorm after it folded into its weights and bias."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -97,7 +107,8 @@ class PackedConv(nn.Module):
         self.pre = edge.pre  # BN of a dense edge, else Identity
 
     def pack_input(self, x: torch.Tensor) -> Packed:
-        return pack_activations(self.pre(x), pad=self.pad)
+        """The signs of ``x`` (NHWC), through the edge's BN if any, packed with its padding."""
+        return pack_activations(self.pre(x.permute(0, 3, 1, 2)), pad=self.pad)
 
     def forward(
         self,
@@ -105,25 +116,23 @@ class PackedConv(nn.Module):
         residual: torch.Tensor | None = None,
         out_pad: int | None = None,
         overwrite_residual: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, Packed]:
-        """NCHW (channels_last) float output; ``residual`` NCHW channels_last, added in (in its
-        own memory if ``overwrite_residual``, where the caller no longer needs it). With
-        ``out_pad`` also the output's signs, packed with that padding for the next conv."""
-        res = None if residual is None else residual.permute(0, 2, 3, 1)
+    ) -> tuple[torch.Tensor, Packed | None]:
+        """The float output (NHWC), ``residual`` (NHWC) added in, in its own memory if
+        ``overwrite_residual`` (where the caller no longer needs it); with ``out_pad`` also the
+        output's signs, packed with that padding for the next conv, else None."""
+        in_place = overwrite_residual and residual is not None and residual.is_contiguous()
         out = binary_conv2d(
             x,
             PackedWeights(self.bits, self.channels),
             self.stride,
             self.scale,
             self.shift,
-            res,
+            residual,
             output="float" if out_pad is None else "both",
             out_pad=out_pad or 0,
-            out=res if overwrite_residual and res is not None and res.is_contiguous() else None,
+            out=residual if in_place else None,
         )
-        if out_pad is None:
-            return out.permute(0, 3, 1, 2)
-        return out[0].permute(0, 3, 1, 2), out[1]
+        return (out, None) if out_pad is None else out
 
 
 class PackedBlock(nn.Module):
@@ -146,6 +155,15 @@ class PackedBlock(nn.Module):
         # the padding its convs want on packed nodes (None: dense blocks pack per edge)
         self.pad = None if self.dense or len(pads) != 1 else pads.pop()
         self.read_by_convs = {int(key.split("_")[0]) for key in self.convs}
+        # per node j: its convs (source i, module), its shortcut sources, whether one conv alone
+        # makes the node (then the kernel can pack the node's signs in the same pass)
+        self.nodes = []
+        for j in range(1, self.depth + 1):
+            conv_srcs, short_srcs = self.inputs[j]
+            convs = [(i, self.convs[f"{i}_{j}"]) for i in conv_srcs]
+            n_terms = len(conv_srcs) + len(short_srcs)
+            whole = len(conv_srcs) == 1 and not (self.join == "mean" and n_terms > 1)
+            self.nodes.append((j, convs, tuple(short_srcs), whole))
         self.out_pad: int | None = None
         self.in_place = self._in_place()
 
@@ -177,49 +195,45 @@ class PackedBlock(nn.Module):
     def forward(
         self, x: torch.Tensor, x_packed: Packed | None = None, give_up_input: bool = False
     ) -> tuple[torch.Tensor, Packed | None]:
-        """The block output and, where ``out_pad`` is set and the kernel could pack it, its
-        packed signs. ``x_packed``: the input already packed with ``self.pad``, or None.
-        ``give_up_input``: the caller no longer needs ``x``, which may then be overwritten."""
-        x = x.contiguous(memory_format=torch.channels_last)
+        """The block output (NHWC, as ``x``, the kernels' layout) and, where ``out_pad`` is set
+        and the kernel could pack it, its packed signs. ``x_packed``: the input already packed
+        with ``self.pad``, or None. ``give_up_input``: the caller no longer needs ``x``, which
+        may then be overwritten."""
+        x = x.contiguous()
         node = [x]
-        shortcut_x = self.projection(x) if self.projection is not None else x
+        shortcut_x = x if self.projection is None else _nhwc(self.projection(_nchw(x)))
         reads: dict[int, torch.Tensor] = {}
         packed: dict[int, Packed] = {} if x_packed is None else {0: x_packed}
-        for j in range(1, self.depth + 1):
-            conv_srcs, short_srcs = self.inputs[j]
+        for j, convs, short_srcs, whole in self.nodes:
             shorts = [shortcut_x if i == 0 else node[i] for i in short_srcs]
-            n_terms = len(conv_srcs) + len(short_srcs)
+            n_terms = len(convs) + len(shorts)
             residual = None
-            if len(conv_srcs) == 1 and shorts:  # the Bi-Real case: fuse the shortcut sum
+            if len(convs) == 1 and shorts:  # the Bi-Real case: fuse the shortcut sum
                 residual = shorts[0]
                 for t in shorts[1:]:
                     residual = residual + t
                 shorts = []
             # the conv may add into the shortcut's memory (see _in_place)
             overwrite = j in self.in_place and (give_up_input or not self.in_place[j])
-            # one conv whose output is the node: it can pack the node for its readers
-            whole = len(conv_srcs) == 1 and not (self.join == "mean" and n_terms > 1)
             pad = None  # the padding of the node's packed signs, if the kernel makes them
             if whole and j in self.read_by_convs:
                 pad = self.pad
             elif whole and j == self.depth:
                 pad = self.out_pad
             terms = []
-            for i in conv_srcs:
-                conv = self.convs[f"{i}_{j}"]
+            for i, conv in convs:
                 if self.dense:
                     if i not in reads:
-                        reads[i] = torch.cat(node[: i + 1], dim=1)
+                        reads[i] = torch.cat(node[: i + 1], dim=3)
                     source = conv.pack_input(reads[i])  # its own BN before the sign
-                else:
-                    if i not in packed:
-                        packed[i] = conv.pack_input(node[i])
+                elif i in packed:
                     source = packed[i]
-                if pad is None:
-                    terms.append(conv(source, residual, overwrite_residual=overwrite))
                 else:
-                    out, packed[j] = conv(source, residual, pad, overwrite)
-                    terms.append(out)
+                    source = packed[i] = conv.pack_input(node[i])
+                out, signs = conv(source, residual, pad, overwrite)
+                if signs is not None:
+                    packed[j] = signs
+                terms.append(out)
                 residual = None
             terms += shorts
             out = terms[0]
@@ -227,9 +241,9 @@ class PackedBlock(nn.Module):
                 out = out + t
             if self.join == "mean" and n_terms > 1:
                 out = out / n_terms
-            node.append(out.contiguous(memory_format=torch.channels_last))
+            node.append(out)
         if self.dense:
-            return torch.cat([x, node[-1]], dim=1), None
+            return torch.cat([x, node[-1]], dim=3), None
         return node[-1], packed.get(self.depth) if self.out_pad is not None else None
 
 
@@ -285,12 +299,13 @@ class PackedNetwork(nn.Module):
 
     def _trunk(self, x: torch.Tensor) -> torch.Tensor:
         x, x_packed = self._stem(x)
+        x = _nhwc(x)  # the kernels' layout, kept between the blocks
         for stage in self.stages:
             if stage.transition is not None:
-                x, x_packed = stage.transition(x), None
+                x, x_packed = _nhwc(stage.transition(_nchw(x))), None
             for block in stage.blocks:  # each block's input is the trunk's own tensor
                 x, x_packed = block(x, x_packed, give_up_input=True)
-        return x
+        return _nchw(x)
 
 
 def pack_model(model: Network) -> PackedNetwork:
