@@ -178,7 +178,9 @@ def fp_stem(
         return None
     n, _, h, w = x.shape
     p = k // 2
-    padded = F.pad(x.detach().float().permute(0, 2, 3, 1), (0, 0, p, p, p, p)).contiguous()
+    x = x.detach().float()  # any strides: nhwc_pad reads them
+    padded = torch.empty(n, h + 2 * p, w + 2 * p, cin)
+    lib.nhwc_pad(x.data_ptr(), n, cin, h, w, *x.stride(), p, padded.data_ptr())
     w_taps = _f32(weight.permute(2, 3, 1, 0))  # (K, K, CIN, COUT)
     oh, ow = (h + 2 * p - k) // stride + 1, (w + 2 * p - k) // stride + 1
     if pool:

@@ -73,6 +73,8 @@ def library() -> ctypes.CDLL | None:
     lib.bconv_forward.argtypes = [ctypes.c_char_p]  # conv_args_t, packed by binary_conv2d
     lib.bconv_pack.argtypes = [f, i, i, i, i, i, p]
     lib.nhwc_maxpool.argtypes = [f, i, i, i, i, i, i, i, f]
+    q = ctypes.c_int64
+    lib.nhwc_pad.argtypes = [f, i, i, i, i, q, q, q, q, i, f]
     lib.bconv_stem.restype = i
     lib.bconv_stem.argtypes = [f, i, i, i, i, f, f, i, i, i, i, i, f, p, i]
     for probe in (lib.bconv_clock_probe, lib.bconv_popcount_peak):
