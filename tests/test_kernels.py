@@ -207,6 +207,29 @@ def test_compiled_stem_equals_conv_relu_pool(case):
     assert fp_stem(x, weight[:48], bias[:48], stride) is None  # COUT not a multiple of 64
 
 
+@pytest.mark.skipif("avx512" not in available_paths(), reason="the compiled stem is AVX-512 only")
+@pytest.mark.parametrize("cin", [3, 2])
+def test_compiled_stem_reads_its_input_in_any_layout(cin):
+    """The stem pads its input into NHWC itself, from any strides (channels_last rows copied
+    whole, NCHW RGB interleaved, anything else element by element): the same output, bit for
+    bit, as from the contiguous NCHW tensor that the test above checks against PyTorch."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, cin, 23, 21, generator=g)
+    weight, bias = torch.randn(64, cin, 7, 7, generator=g), torch.randn(64, generator=g)
+    expected = fp_stem(x, weight, bias, 2, True, True, out_pad=1)
+    wide = torch.randn(2, cin + 1, 25, 42, generator=g)
+    wide[:, 1:, 1:-1, ::2] = x
+    layouts = {
+        "channels_last": x.contiguous(memory_format=torch.channels_last),
+        "strided view": wide[:, 1:, 1:-1, ::2],
+        "float64": x.double(),
+    }
+    for name, data in layouts.items():
+        out, packed = fp_stem(data, weight, bias, 2, True, True, out_pad=1)
+        assert torch.equal(out, expected[0]), name
+        assert torch.equal(packed.bits, expected[1].bits), name
+
+
 @pytest.mark.parametrize(
     "shape, kernel, stride, pad",
     [((1, 64, 112, 112), 3, 2, 1), ((2, 5, 9, 7), 3, 2, 1), ((1, 70, 8, 8), 2, 2, 0)],
