@@ -40,12 +40,20 @@ def _float_conv(x, w, stride, pad):
     return F.conv2d(padded, _signs(w).double(), stride=stride).float().permute(0, 2, 3, 1)
 
 
+def _assert_packed(packed, values):
+    """``packed`` holds the +/-1 ``values`` (NCHW, padding included) and no bit past its last
+    channel: the next conv XORs whole words with weights whose bits there are zero."""
+    assert torch.equal(unpack(packed), values)
+    if packed.channels % 64:
+        assert not (packed.bits[..., -1] >> (packed.channels % 64)).any(), "bits past the channels"
+
+
 @st.composite
 def conv_cases(draw):
     k = draw(st.sampled_from([1, 3]))
     stride = draw(st.sampled_from([1, 2]))
     cin = draw(st.integers(1, 200))
-    # whole 32-channel groups (the AVX-512 blocks finish the outputs themselves) or not
+    # whole 32-channel groups or not (the AVX-512 path's last block is masked)
     cout = draw(st.one_of(st.integers(1, 140), st.sampled_from([32, 64, 96, 128])))
     h = draw(st.integers(k, 12))
     w = draw(st.integers(k, 12))
@@ -85,20 +93,20 @@ def test_epilogue_scale_shift_residual_and_packed_output(path, case):
     assert torch.equal(binary_conv2d(*args, path=path), expected)
     packed = binary_conv2d(*args, output="packed", out_pad=1, path=path)
     signs = F.pad(_signs(expected.permute(0, 3, 1, 2)), (1,) * 4, value=1.0)
-    assert torch.equal(unpack(packed), signs)
+    _assert_packed(packed, signs)
     both, packed = binary_conv2d(*args, output="both", out_pad=2, path=path)
     assert torch.equal(both, expected)
-    assert torch.equal(unpack(packed), F.pad(signs, (1,) * 4, value=1.0))
+    _assert_packed(packed, F.pad(signs, (1,) * 4, value=1.0))
     # written into the shortcut's own memory, as the packed model does where nothing reads the
     # shortcut afterwards: each value's shortcut is read before the value is stored
     into = residual.clone()
     got, packed = binary_conv2d(*args[:5], into, output="both", out_pad=1, path=path, out=into)
     assert got.data_ptr() == into.data_ptr() and torch.equal(into, expected)
-    assert torch.equal(unpack(packed), signs)
+    _assert_packed(packed, signs)
     # packed output alone: BN and sign as count thresholds (the AVX-512 register blocks write
-    # the signs of whole 32-channel groups, the rest goes through the row epilogue)
+    # the signs, the last cout % 32 channels through masked blocks)
     alone = binary_conv2d(*args[:5], output="packed", path=path)
-    assert torch.equal(unpack(alone), _signs((dot * scale + shift).permute(0, 3, 1, 2)))
+    _assert_packed(alone, _signs((dot * scale + shift).permute(0, 3, 1, 2)))
 
 
 def test_out_must_hold_the_float_output():
@@ -128,7 +136,7 @@ def test_packed_output_at_exact_ties_and_any_sign_of_scale(path):
     args = (pack_activations(x, pad=1), pack_weights(weight), 1, scale, shift)
     packed = binary_conv2d(*args, output="packed", out_pad=1, path=path)
     signs = torch.where(expected < 0, -1.0, 1.0).permute(0, 3, 1, 2)  # NaN: bit 0, +1
-    assert torch.equal(unpack(packed), F.pad(signs, (1,) * 4, value=1.0))
+    _assert_packed(packed, F.pad(signs, (1,) * 4, value=1.0))
 
 
 def test_two_threads_split_few_rows_by_channels():
@@ -240,12 +248,14 @@ def test_max_pool_equals_pytorch(shape, kernel, stride, pad):
     assert torch.equal(max_pool2d(x, kernel, stride, pad), F.max_pool2d(x, kernel, stride, pad))
 
 
-def test_pack_and_unpack_round_trip_with_plus_one_padding():
-    x = torch.randn(2, 130, 5, 6)
+@pytest.mark.parametrize("channels", [1, 41, 64, 130])
+def test_pack_and_unpack_round_trip_with_plus_one_padding(channels):
+    x = torch.randn(2, channels, 5, 6)
     x[0, 0, 0, 0] = 0.0  # sign(0) = +1
     packed = pack_activations(x, pad=2)
-    assert packed.bits.shape == (2, 9, 10, 3) and packed.shape == (2, 130, 5, 6)
-    assert torch.equal(unpack(packed), F.pad(_signs(x), (2,) * 4, value=1.0))
+    assert packed.bits.shape == (2, 9, 10, (channels + 63) // 64)
+    assert packed.shape == (2, channels, 5, 6)
+    _assert_packed(packed, F.pad(_signs(x), (2,) * 4, value=1.0))
 
 
 def _trained_like(spec):

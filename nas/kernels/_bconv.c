@@ -149,15 +149,36 @@ static void conv_avx2(const shape_t *s, const uint64_t *x, const uint64_t *w,
 
 #define PB 4 /* output pixels per register block (4 measured faster than 3, 5 or 6) */
 
+/* The lanes of the 4 vectors of 8 channels that hold the first `valid` channels of a block. */
+static inline __attribute__((always_inline)) void lanes8(int valid, __mmask8 m[4]) {
+    for (int v = 0; v < 4; v++) {
+        const int left = valid - 8 * v;
+        m[v] = left >= 8 ? 0xff : left <= 0 ? 0 : (__mmask8)((1u << left) - 1);
+    }
+}
+
+/* The same for the 2 vectors of 16 channels. */
+static inline __attribute__((always_inline)) void lanes16(int valid, __mmask16 m[2]) {
+    for (int v = 0; v < 2; v++) {
+        const int left = valid - 16 * v;
+        m[v] = left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+    }
+}
+
 /* The register block: P <= PB consecutive output pixels x 32 output channels, 4P accumulators
  * (int64, starting at init[0..31] per channel, or at zero where init is NULL). For each input
  * word, 4 weight loads and P broadcasts feed 4P XOR + POPCNT + ADD. K, CW and the stride are
- * arguments so that the common shapes can be compiled with them constant. */
+ * arguments so that the common shapes can be compiled with them constant. `valid` < 32: the last
+ * block of a channel count not a multiple of 32, whose loads are masked (the lanes past the last
+ * channel count zeros, never read); 32 (a constant where inlined) for the others. */
 AVX512 static inline __attribute__((always_inline)) void block32_kc(
     int P, int K, int CW, int stride, int64_t w_row, int cout, const uint64_t *x0,
-    const uint64_t *w0, const int64_t *init, __m512i acc[PB][4]) {
+    const uint64_t *w0, const int64_t *init, int valid, __m512i acc[PB][4]) {
+    __mmask8 m[4];
+    lanes8(valid, m);
+#define LOAD8(v, p) (valid >= OB ? _mm512_loadu_si512((const void *)(p)) : _mm512_maskz_loadu_epi64(m[v], p))
     for (int v = 0; v < 4; v++) {
-        const __m512i a = init ? _mm512_loadu_si512((const void *)(init + 8 * v)) : _mm512_setzero_si512();
+        const __m512i a = init ? LOAD8(v, init + 8 * v) : _mm512_setzero_si512();
         for (int p = 0; p < P; p++) acc[p][v] = a;
     }
     const int64_t xstep = (int64_t)stride * CW; /* next output pixel, in input words */
@@ -166,10 +187,8 @@ AVX512 static inline __attribute__((always_inline)) void block32_kc(
         const uint64_t *wr = w0 + (int64_t)ky * K * CW * cout;
         for (int kc = 0; kc < K * CW; kc++) {
             const uint64_t *wc = wr + (int64_t)kc * cout;
-            __m512i w0v = _mm512_loadu_si512((const void *)wc);
-            __m512i w1v = _mm512_loadu_si512((const void *)(wc + 8));
-            __m512i w2v = _mm512_loadu_si512((const void *)(wc + 16));
-            __m512i w3v = _mm512_loadu_si512((const void *)(wc + 24));
+            __m512i w0v = LOAD8(0, wc), w1v = LOAD8(1, wc + 8);
+            __m512i w2v = LOAD8(2, wc + 16), w3v = LOAD8(3, wc + 24);
 #pragma GCC unroll 4
             for (int p = 0; p < P; p++) {
                 __m512i xv = _mm512_set1_epi64((long long)xr[p * xstep + kc]);
@@ -183,25 +202,18 @@ AVX512 static inline __attribute__((always_inline)) void block32_kc(
                 for (int v = 0; v < 4; v++) __asm__("" : "+v"(acc[p][v]));
         }
     }
+#undef LOAD8
 }
 
 AVX512 static inline __attribute__((always_inline)) void block32(
     const shape_t *s, int P, const uint64_t *x0, const uint64_t *w0, const int64_t *init,
-    __m512i acc[PB][4]) {
+    int valid, __m512i acc[PB][4]) {
     if (s->k == 3 && s->cw == 1 && s->stride == 1) /* 3x3 on 64 channels: fully unrolled */
-        block32_kc(P, 3, 1, 1, s->w, s->cout, x0, w0, init, acc);
+        block32_kc(P, 3, 1, 1, s->w, s->cout, x0, w0, init, valid, acc);
     else if (s->k == 3 && s->stride == 1)
-        block32_kc(P, 3, s->cw, 1, s->w, s->cout, x0, w0, init, acc);
+        block32_kc(P, 3, s->cw, 1, s->w, s->cout, x0, w0, init, valid, acc);
     else
-        block32_kc(P, s->k, s->cw, s->stride, s->w, s->cout, x0, w0, init, acc);
-}
-
-/* Sign bits of 16 channels (those in M) from their counts and the sign thresholds (see
- * sign_thresholds): 1 where from <= count < from + span. */
-AVX512 static inline __attribute__((always_inline)) unsigned signs16(
-    __mmask16 m, __m512i count, const int32_t *from, const int32_t *span) {
-    __m512i c = _mm512_sub_epi32(count, _mm512_maskz_loadu_epi32(m, from));
-    return (unsigned)_mm512_mask_cmplt_epu32_mask(m, c, _mm512_maskz_loadu_epi32(m, span));
+        block32_kc(P, s->k, s->cw, s->stride, s->w, s->cout, x0, w0, init, valid, acc);
 }
 
 /* v = scale * (total - 2 count) + shift (+ residual) for 16 channels: the dot by one FMA, exact
@@ -221,16 +233,19 @@ AVX512 static inline __attribute__((always_inline)) __m512 epilogue16(
  * is one unsigned compare of the int64 sums with `span64`: no narrowing to int32, no subtraction
  * (56x56x64 1.05 -> 1.11 T in C). */
 AVX512 static inline __attribute__((always_inline)) void count_block32(
-    const shape_t *s, int P, const uint64_t *xrow, const uint64_t *w, int xo, int o0, int32_t *row,
-    const int64_t *neg_from, const int64_t *span64, uint64_t *bits) {
+    const shape_t *s, int P, const uint64_t *xrow, const uint64_t *w, int xo, int o0, int valid,
+    int32_t *row, const int64_t *neg_from, const int64_t *span64, uint64_t *bits) {
     const int64_t words = (s->cout + 63) / 64;
     __m512i acc[PB][4];
-    block32(s, P, xrow + (int64_t)xo * s->stride * s->cw, w + o0, bits ? neg_from + o0 : NULL, acc);
+    block32(s, P, xrow + (int64_t)xo * s->stride * s->cw, w + o0, bits ? neg_from + o0 : NULL,
+            valid, acc);
     if (bits) {
+        __mmask8 m[4];
+        lanes8(valid, m);
         __m512i span[4];
-        for (int v = 0; v < 4; v++) span[v] = _mm512_loadu_si512((const void *)(span64 + o0 + 8 * v));
+        for (int v = 0; v < 4; v++) span[v] = _mm512_maskz_loadu_epi64(m[v], span64 + o0 + 8 * v);
         for (int p = 0; p < P; p++) {
-            uint64_t word = 0;
+            uint64_t word = 0; /* lanes past the last channel: span 0, never below it */
             for (int v = 0; v < 4; v++)
                 word |= (uint64_t)_mm512_cmplt_epu64_mask(acc[p][v], span[v]) << (8 * v);
             bits[(int64_t)(xo + p) * words + o0 / 64] |= word << (o0 % 64);
@@ -238,10 +253,19 @@ AVX512 static inline __attribute__((always_inline)) void count_block32(
         return;
     }
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    __mmask16 m[2];
+    lanes16(valid, m);
     for (int p = 0; p < P; p++) {
         int32_t *r = row + (int64_t)(xo + p) * s->cout + o0; /* 16 + 16 int32 */
-        _mm512_storeu_si512((void *)r, _mm512_permutex2var_epi32(acc[p][0], even, acc[p][1]));
-        _mm512_storeu_si512((void *)(r + 16), _mm512_permutex2var_epi32(acc[p][2], even, acc[p][3]));
+        const __m512i lo = _mm512_permutex2var_epi32(acc[p][0], even, acc[p][1]);
+        const __m512i hi = _mm512_permutex2var_epi32(acc[p][2], even, acc[p][3]);
+        if (valid >= OB) {
+            _mm512_storeu_si512((void *)r, lo);
+            _mm512_storeu_si512((void *)(r + 16), hi);
+        } else {
+            _mm512_mask_storeu_epi32(r, m[0], lo);
+            _mm512_mask_storeu_epi32(r + 16, m[1], hi);
+        }
     }
 }
 
@@ -249,42 +273,60 @@ AVX512 static inline __attribute__((always_inline)) void count_block32(
  * first pixel, bits (if not NULL) at its first packed word, where the signs are OR-ed in. No
  * counts stored and read back. */
 AVX512 static inline __attribute__((always_inline)) void float_block32(
-    const shape_t *s, int P, const uint64_t *xrow, const uint64_t *w, int xo, int o0,
+    const shape_t *s, int P, const uint64_t *xrow, const uint64_t *w, int xo, int o0, int valid,
     const float *scale, const float *shift, const float *res, float *out, uint64_t *bits) {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const int64_t words = (s->cout + 63) / 64;
     __m512i acc[PB][4];
-    block32(s, P, xrow + (int64_t)xo * s->stride * s->cw, w + o0, NULL, acc);
+    block32(s, P, xrow + (int64_t)xo * s->stride * s->cw, w + o0, NULL, valid, acc);
+    __mmask16 m[2];
+    lanes16(valid, m);
+#define LOAD16(v, p) (valid >= OB ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m[v], p))
     const __m512 total = _mm512_set1_ps((float)s->total), zero = _mm512_setzero_ps();
-    const __m512 sc0 = _mm512_loadu_ps(scale + o0), sc1 = _mm512_loadu_ps(scale + o0 + 16);
-    const __m512 sh0 = _mm512_loadu_ps(shift + o0), sh1 = _mm512_loadu_ps(shift + o0 + 16);
+    const __m512 sc0 = LOAD16(0, scale + o0), sc1 = LOAD16(1, scale + o0 + 16);
+    const __m512 sh0 = LOAD16(0, shift + o0), sh1 = LOAD16(1, shift + o0 + 16);
     for (int p = 0; p < P; p++) {
         const int64_t at = (int64_t)(xo + p) * s->cout + o0;
         __m512 v0 = epilogue16(_mm512_permutex2var_epi32(acc[p][0], even, acc[p][1]), total, sc0,
-                               sh0, res ? res + at : NULL);
+                               sh0, NULL);
         __m512 v1 = epilogue16(_mm512_permutex2var_epi32(acc[p][2], even, acc[p][3]), total, sc1,
-                               sh1, res ? res + at + 16 : NULL);
-        _mm512_storeu_ps(out + at, v0);
-        _mm512_storeu_ps(out + at + 16, v1);
-        if (bits) {
-            uint64_t word = (uint64_t)_mm512_cmp_ps_mask(v1, zero, _CMP_LT_OQ) << 16
-                            | _mm512_cmp_ps_mask(v0, zero, _CMP_LT_OQ);
+                               sh1, NULL);
+        if (res) {
+            v0 = _mm512_add_ps(v0, LOAD16(0, res + at));
+            v1 = _mm512_add_ps(v1, LOAD16(1, res + at + 16));
+        }
+        if (valid >= OB) {
+            _mm512_storeu_ps(out + at, v0);
+            _mm512_storeu_ps(out + at + 16, v1);
+        } else {
+            _mm512_mask_storeu_ps(out + at, m[0], v0);
+            _mm512_mask_storeu_ps(out + at + 16, m[1], v1);
+        }
+        if (bits) { /* lanes past the last channel: 0, as their scale and shift */
+            uint64_t word = (uint64_t)_mm512_mask_cmp_ps_mask(m[1], v1, zero, _CMP_LT_OQ) << 16
+                            | _mm512_mask_cmp_ps_mask(m[0], v0, zero, _CMP_LT_OQ);
             bits[(int64_t)(xo + p) * words + o0 / 64] |= word << (o0 % 64);
         }
     }
+#undef LOAD16
 }
 
-/* The register blocks of one output row over channels [c0, end) (whole 32-channel groups): 4
- * pixels at a time, the last 1 to 3 in one block. */
-#define ROW_BLOCKS(BLOCK)                                                                          \
-    for (int o0 = c0; o0 < end; o0 += OB) {                                                        \
+/* The register blocks of one output row over channels [c0, c1): 4 pixels at a time, the last 1
+ * to 3 in one block; 32 channels at a time, the last c1 - c0 % 32 in masked blocks. */
+#define ROW_PIXELS(BLOCK, V)                                                                       \
+    do {                                                                                           \
         int xo = 0;                                                                                \
-        for (; xo + PB <= s->ow; xo += PB) BLOCK(PB);                                              \
+        for (; xo + PB <= s->ow; xo += PB) BLOCK(PB, V);                                           \
         switch (s->ow - xo) {                                                                      \
-        case 3: BLOCK(3); break;                                                                   \
-        case 2: BLOCK(2); break;                                                                   \
-        case 1: BLOCK(1); break;                                                                   \
+        case 3: BLOCK(3, V); break;                                                                \
+        case 2: BLOCK(2, V); break;                                                                \
+        case 1: BLOCK(1, V); break;                                                                \
         }                                                                                          \
+    } while (0)
+#define ROW_BLOCKS(BLOCK)                                                                          \
+    for (int o0 = c0; o0 < c1; o0 += OB) {                                                         \
+        if (c1 - o0 >= OB) ROW_PIXELS(BLOCK, OB);                                                  \
+        else ROW_PIXELS(BLOCK, c1 - o0);                                                           \
     }
 
 /* A row's blocks over the 32-channel groups of channels [c0, c1), counting (count_block32) or
@@ -293,8 +335,7 @@ AVX512 static inline __attribute__((always_inline)) void float_block32(
 AVX512 __attribute__((noinline)) static void count_row(
     const shape_t *s, const uint64_t *xrow, const uint64_t *w, int c0, int c1, int32_t *row,
     const int64_t *neg_from, const int64_t *span64, uint64_t *signs) {
-    const int end = c1 < s->cout / OB * OB ? c1 : s->cout / OB * OB;
-#define COUNT(P) count_block32(s, P, xrow, w, xo, o0, row, neg_from, span64, signs)
+#define COUNT(P, V) count_block32(s, P, xrow, w, xo, o0, V, row, neg_from, span64, signs)
     ROW_BLOCKS(COUNT);
 #undef COUNT
 }
@@ -302,12 +343,12 @@ AVX512 __attribute__((noinline)) static void count_row(
 AVX512 __attribute__((noinline)) static void float_row(
     const shape_t *s, const uint64_t *xrow, const uint64_t *w, int c0, int c1, const float *scale,
     const float *shift, const float *res_row, float *out_row, uint64_t *bits) {
-    const int end = c1 < s->cout / OB * OB ? c1 : s->cout / OB * OB;
-#define FLOAT(P) float_block32(s, P, xrow, w, xo, o0, scale, shift, res_row, out_row, bits)
+#define FLOAT(P, V) float_block32(s, P, xrow, w, xo, o0, V, scale, shift, res_row, out_row, bits)
     ROW_BLOCKS(FLOAT);
 #undef FLOAT
 }
 #undef ROW_BLOCKS
+#undef ROW_PIXELS
 
 /* epilogue16 on counts read from the row buffer, for the 16 channels in M if MASKED (a constant
  * where inlined: masked stores are slow on some CPUs); returns the sign bits (1 where v < 0). */
@@ -410,32 +451,16 @@ AVX512 static void sign_thresholds(const shape_t *s, const float *scale, const f
     }
 }
 
-/* The packed output of channels [c0, c1) (c0 a multiple of 16) of one row from their counts and
- * the sign thresholds, OR-ed into the zeroed words (the channels the register blocks did not
- * finish). */
-AVX512 static void finish_row_thresholds(const shape_t *s, const int32_t *row, int c0, int c1,
-                                         const int32_t *from, const int32_t *span,
-                                         uint64_t *out_bits) {
-    const int64_t words = (s->cout + 63) / 64;
-    for (int xo = 0; xo < s->ow; xo++)
-        for (int o = c0; o < c1; o += 16) {
-            __mmask16 m = c1 - o >= 16 ? 0xffff : (__mmask16)((1u << (c1 - o)) - 1);
-            __m512i count = _mm512_maskz_loadu_epi32(m, row + (int64_t)xo * s->cout + o);
-            out_bits[xo * words + o / 64] |= (uint64_t)signs16(m, count, from + o, span + o) << (o % 64);
-        }
-}
-
 /* Row by row: the counts of a row in 4-pixel x 32-channel register blocks (the last cout % 32
- * channels one by one). The blocks finish their outputs themselves where they cover every
- * channel (float output, its sign bits too) or where only the packed output is wanted (sign
- * bits by the thresholds); otherwise the counts go to a per-thread row buffer and the row's
- * epilogue finishes them. Where there are fewer rows than four per thread (7x7 layers at batch
+ * channels in masked ones). The blocks finish their outputs themselves (float output, its sign
+ * bits too; or, where only the packed output is wanted, sign bits by the thresholds) except with
+ * the shortcut of a batch: there the counts go to a per-thread row buffer and the row's epilogue
+ * finishes them. Where there are fewer rows than four per thread (7x7 layers at batch
  * 1), the channels are split too, in groups of whole 64-channel words, so that every thread has
  * work. Returns -2 where the buffers cannot be allocated. */
 AVX512 static int conv_avx512(const shape_t *s, const uint64_t *x, const uint64_t *w,
                               const float *scale, const float *shift, const float *residual,
                               float *out_f, uint64_t *out_bits) {
-    const int full = s->cout / OB * OB; /* channels done in 32-channel blocks */
 #ifdef _OPENMP
     const int threads = omp_get_max_threads();
 #else
@@ -446,9 +471,9 @@ AVX512 static int conv_avx512(const shape_t *s, const uint64_t *x, const uint64_
     while (groups < words && rows_total * groups < 4 * threads && threads > 1) groups++;
     const int group_words = (words + groups - 1) / groups;
     groups = (words + group_words - 1) / group_words;
-    /* the row buffers, then the sign thresholds where only the packed output is wanted (int32
-     * for the row epilogue, int64 for the register blocks); each 64-byte aligned: vectors split
-     * across cache lines cost twice */
+    /* the row buffers, then the sign thresholds where only the packed output is wanted (int32 as
+     * sign_thresholds finds them, int64 for the register blocks); each 64-byte aligned: vectors
+     * split across cache lines cost twice */
     const size_t per_thread = ((size_t)s->ow * s->cout + 15) / 16 * 16;
     const size_t cout16 = ((size_t)s->cout + 15) / 16 * 16;
     int32_t *rows = aligned_alloc(64, sizeof(int32_t) * (per_thread * threads + 6 * cout16));
@@ -460,12 +485,12 @@ AVX512 static int conv_avx512(const shape_t *s, const uint64_t *x, const uint64_
         sign_thresholds(s, scale, shift, from, span);
         for (int o = 0; o < s->cout; o++) neg_from[o] = -(int64_t)from[o], span64[o] = span[o];
     }
-    /* float output where every channel is in a block: finished there, no counts stored (the
-     * Bi-Real case on 56x56x64 at batch 1: 0.154 -> 0.128 ms). Not with the shortcut of a
+    /* float output finished in the blocks, no counts stored (the Bi-Real case on 56x56x64 at
+     * batch 1: 0.154 -> 0.128 ms). Not with the shortcut of a
      * batch: that streams from memory, and the blocks, reading it a few pixels at a time, keep
      * too few loads in flight (the row epilogue reads it in order): 3.4 against 3.1 ms at
      * batch 16. One image's shortcut was just written by the previous layer: in cache. */
-    const int in_blocks = out_f != NULL && full == s->cout && !(residual != NULL && s->n > 1);
+    const int in_blocks = out_f != NULL && !(residual != NULL && s->n > 1);
     #pragma omp parallel for collapse(3) schedule(static)
     for (int b = 0; b < s->n; b++)
         for (int y = 0; y < s->oh; y++)
@@ -487,21 +512,7 @@ AVX512 static int conv_avx512(const shape_t *s, const uint64_t *x, const uint64_
                     float_row(s, xrow, w, c0, c1, scale, shift, res_row, out_row, bits);
                 else
                     count_row(s, xrow, w, c0, c1, row, neg_from, span64, signs);
-                const int rest = full > c0 ? full : c0; /* channels left to count one by one */
-                for (int xo = 0; xo < s->ow; xo++)
-                    for (int o = rest; o < c1; o++) {
-                        int64_t count = 0;
-                        for (int ky = 0; ky < s->k; ky++) {
-                            const uint64_t *xr = xrow + ((int64_t)ky * s->w + (int64_t)xo * s->stride) * s->cw;
-                            const uint64_t *wr = w + (int64_t)ky * s->k * s->cw * s->cout + o;
-                            for (int kc = 0; kc < s->k * s->cw; kc++)
-                                count += __builtin_popcountll(xr[kc] ^ wr[(int64_t)kc * s->cout]);
-                        }
-                        row[(int64_t)xo * s->cout + o] = (int32_t)count;
-                    }
-                if (thresholds) {
-                    if (rest < c1) finish_row_thresholds(s, row, rest, c1, from, span, bits);
-                } else if (!in_blocks)
+                if (!in_blocks && !thresholds)
                     finish_row(s, row, pixel0, c0, c1, scale, shift, residual, out_f, bits);
             }
     free(rows);
@@ -576,15 +587,28 @@ __attribute__((target("avx512f"))) static inline __attribute__((always_inline)) 
     return m0 | m1 << 16 | m2 << 32 | m3 << 48;
 }
 
+/* The sign bits of the first `left` (< 64) floats at p, by masked loads: no bit past them. */
+AVX512 static inline __attribute__((always_inline)) uint64_t signs_left(const float *p, int left) {
+    uint64_t word = 0;
+    for (int q = 0; q < 4; q++) {
+        const int l = left - 16 * q;
+        const __mmask16 m = l >= 16 ? 0xffff : l <= 0 ? 0 : (__mmask16)((1u << l) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(m, p + 16 * q);
+        word |= (uint64_t)_mm512_mask_cmp_ps_mask(m, v, _mm512_setzero_ps(), _CMP_LT_OQ) << (16 * q);
+    }
+    return word;
+}
+
 AVX512 static void pack_avx512(const float *v, int n, int h, int w, int c, int pad, uint64_t *out) {
-    int cw = c / 64, ph = h + 2 * pad, pw = w + 2 * pad;
+    const int full = c / 64, cw = (c + 63) / 64, ph = h + 2 * pad, pw = w + 2 * pad;
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < n; b++)
         for (int y = 0; y < h; y++)
             for (int x = 0; x < w; x++) {
                 const float *p = v + (((int64_t)b * h + y) * w + x) * c;
                 uint64_t *o = out + (((int64_t)b * ph + y + pad) * pw + x + pad) * cw;
-                for (int j = 0; j < cw; j++) o[j] = signs64(p + 64 * j);
+                for (int j = 0; j < full; j++) o[j] = signs64(p + 64 * j);
+                if (full < cw) o[full] = signs_left(p + 64 * full, c - 64 * full);
             }
 }
 #endif
@@ -594,7 +618,7 @@ AVX512 static void pack_avx512(const float *v, int n, int h, int w, int c, int p
  * caller. */
 void bconv_pack(const float *v, int n, int h, int w, int c, int pad, uint64_t *out) {
 #if defined(__x86_64__)
-    if (c % 64 == 0 && (bconv_paths() & (1 << PATH_AVX512))) {
+    if (bconv_paths() & (1 << PATH_AVX512)) {
         pack_avx512(v, n, h, w, c, pad, out);
         return;
     }
@@ -606,8 +630,12 @@ void bconv_pack(const float *v, int n, int h, int w, int c, int pad, uint64_t *o
             for (int x = 0; x < w; x++) {
                 const float *p = v + (((int64_t)b * h + y) * w + x) * c;
                 uint64_t *o = out + (((int64_t)b * ph + y + pad) * pw + x + pad) * cw;
-                for (int j = 0; j < c; j++)
-                    if (p[j] < 0.0f) o[j / 64] |= (uint64_t)1 << (j % 64);
+                for (int j0 = 0; j0 < c; j0 += 64) { /* a word at a time, in a register */
+                    uint64_t word = 0;
+                    for (int j = j0; j < c && j < j0 + 64; j++)
+                        word |= (uint64_t)(p[j] < 0.0f) << (j - j0);
+                    o[j0 / 64] = word;
+                }
             }
 }
 
