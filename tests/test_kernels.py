@@ -320,8 +320,9 @@ def test_packed_bireal18_packs_activations_once(monkeypatch):
 def test_in_place_shortcut_adds_change_nothing():
     """A packed conv adds into its shortcut tensor in place where nothing reads that node again:
     not where a later node still reads it (node 0 by node 2 below), and on the trunk's own input
-    only (the block's input is the caller's). The logits are those of the same packed model
-    without in-place adds, bit for bit, and match the training module."""
+    only (the block's input is the caller's); a node of several convs (a mean join) adds them
+    one after the other into one tensor. The logits are those of the same packed model without
+    in-place adds, bit for bit, and match the training module."""
     from dataclasses import replace
 
     import nas.kernels.packed as packed_module
@@ -332,11 +333,17 @@ def test_in_place_shortcut_adds_change_nothing():
         convs=((0, 1), (1, 2), (2, 3)),
         shortcuts=((0, 1), (0, 2), (1, 2), (1, 3)),
     )
-    first = spec.stages[1]
+    mean = replace(  # node 2: two convs, one of them reading node 1, and node 1's shortcut
+        spec.stages[0].blocks[1],
+        convs=((0, 1), (0, 2), (1, 2)),
+        shortcuts=((0, 1), (1, 2)),
+        join="mean",
+    )
+    zeroth, first = spec.stages[0], spec.stages[1]
     spec = replace(
         spec,
         stages=(
-            spec.stages[0],
+            replace(zeroth, blocks=(zeroth.blocks[0], mean)),
             replace(first, blocks=(tricky, *first.blocks[1:])),
             *spec.stages[2:],
         ),
@@ -348,6 +355,7 @@ def test_in_place_shortcut_adds_change_nothing():
     # tricky block node 1 may not (node 2 reads node 0's shortcut), node 2 adds into the sum of
     # its two shortcuts, node 3 into node 1, which nothing reads after it
     assert blocks[0].in_place == {1: True, 2: False}
+    assert blocks[1].in_place == {2: False}  # node 1 is read by node 2 alone
     assert blocks[2].in_place == {2: False, 3: False}
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     got = packed(x)

@@ -155,36 +155,34 @@ class PackedBlock(nn.Module):
         # the padding its convs want on packed nodes (None: dense blocks pack per edge)
         self.pad = None if self.dense or len(pads) != 1 else pads.pop()
         self.read_by_convs = {int(key.split("_")[0]) for key in self.convs}
-        # per node j: its convs (source i, module), its shortcut sources, whether one conv alone
-        # makes the node (then the kernel can pack the node's signs in the same pass)
+        # per node j: its convs (source i, module), its shortcut sources, its number of terms
         self.nodes = []
         for j in range(1, self.depth + 1):
             conv_srcs, short_srcs = self.inputs[j]
             convs = [(i, self.convs[f"{i}_{j}"]) for i in conv_srcs]
-            n_terms = len(conv_srcs) + len(short_srcs)
-            whole = len(conv_srcs) == 1 and not (self.join == "mean" and n_terms > 1)
-            self.nodes.append((j, convs, tuple(short_srcs), whole))
+            self.nodes.append((j, convs, tuple(short_srcs), len(conv_srcs) + len(short_srcs)))
         self.out_pad: int | None = None
         self.in_place = self._in_place()
 
     def _in_place(self) -> dict[int, bool]:
-        """The nodes j (one conv, shortcuts: the Bi-Real case) whose conv may add into its
-        shortcut tensor in place, which saves moving a buffer through the caches (4-7% of a whole
-        bireal_resnet18 on one core): where the shortcuts are several (their sum is a new tensor)
-        or nothing reads the shortcut's node after j. Mapped to True where that shortcut is the
-        block's input itself, which only a caller that gives it up lets the block overwrite."""
+        """The nodes j (convs and shortcuts: the Bi-Real case, IGP's) whose first conv may add
+        into its shortcut tensor in place, which saves moving a buffer through the caches (4-7%
+        of a whole bireal_resnet18 on one core): where the shortcuts are several (their sum is a
+        new tensor) or nothing reads the shortcut's node after j (the convs of j read their
+        sources before any of them runs). Mapped to True where that shortcut is the block's input
+        itself, which only a caller that gives it up lets the block overwrite."""
         if self.dense:  # later convs read every node through the concatenation
             return {}
         readers: dict[int, list[int]] = {}  # node -> the nodes that read its floats
         for j, (conv_srcs, short_srcs) in self.inputs.items():
             for i in short_srcs:
                 readers.setdefault(i, []).append(j)
-            for i in conv_srcs:  # convs pack it first (at j, before the shortcut is added)
+            for i in conv_srcs:  # convs pack it first (at j, before any conv adds in place)
                 if i > 0 or self.projection is None:  # node 0's shortcut is the projection's
                     readers.setdefault(i, []).append(j)
         in_place = {}
         for j, (conv_srcs, short_srcs) in self.inputs.items():
-            if len(conv_srcs) != 1 or not short_srcs:
+            if not conv_srcs or not short_srcs:
                 continue
             if len(short_srcs) > 1:
                 in_place[j] = False
@@ -204,44 +202,36 @@ class PackedBlock(nn.Module):
         shortcut_x = x if self.projection is None else _nhwc(self.projection(_nchw(x)))
         reads: dict[int, torch.Tensor] = {}
         packed: dict[int, Packed] = {} if x_packed is None else {0: x_packed}
-        for j, convs, short_srcs, whole in self.nodes:
-            shorts = [shortcut_x if i == 0 else node[i] for i in short_srcs]
-            n_terms = len(convs) + len(shorts)
-            residual = None
-            if len(convs) == 1 and shorts:  # the Bi-Real case: fuse the shortcut sum
-                residual = shorts[0]
-                for t in shorts[1:]:
-                    residual = residual + t
-                shorts = []
-            # the conv may add into the shortcut's memory (see _in_place)
-            overwrite = j in self.in_place and (give_up_input or not self.in_place[j])
-            pad = None  # the padding of the node's packed signs, if the kernel makes them
-            if whole and j in self.read_by_convs:
-                pad = self.pad
-            elif whole and j == self.depth:
-                pad = self.out_pad
-            terms = []
+        for j, convs, short_srcs, n_terms in self.nodes:
+            sources = []  # every conv's packed input, before any conv of j writes in place
             for i, conv in convs:
                 if self.dense:
                     if i not in reads:
                         reads[i] = torch.cat(node[: i + 1], dim=3)
-                    source = conv.pack_input(reads[i])  # its own BN before the sign
-                elif i in packed:
-                    source = packed[i]
+                    sources.append(conv.pack_input(reads[i]))  # its own BN before the sign
                 else:
-                    source = packed[i] = conv.pack_input(node[i])
-                out, signs = conv(source, residual, pad, overwrite)
-                if signs is not None:
-                    packed[j] = signs
-                terms.append(out)
-                residual = None
-            terms += shorts
-            out = terms[0]
-            for t in terms[1:]:
-                out = out + t
-            if self.join == "mean" and n_terms > 1:
-                out = out / n_terms
-            node.append(out)
+                    if i not in packed:
+                        packed[i] = conv.pack_input(node[i])
+                    sources.append(packed[i])
+            out = None  # the sum of the shortcuts, then each conv added in by the kernel
+            for i in short_srcs:
+                t = shortcut_x if i == 0 else node[i]
+                out = t if out is None else out + t
+            mean = self.join == "mean" and n_terms > 1
+            if not convs:
+                node.append(out / n_terms if mean else out)
+                continue
+            # the first conv may add into the shortcut's memory (see _in_place), the others add
+            # into the node's own; the last packs the node's signs if convs read it (the sign of
+            # the sum is the sign of the mean)
+            overwrite = j in self.in_place and (give_up_input or not self.in_place[j])
+            pad = self.pad if j in self.read_by_convs else self.out_pad if j == self.depth else None
+            for k, ((_, conv), source) in enumerate(zip(convs, sources, strict=True)):
+                last = k == len(convs) - 1
+                out, signs = conv(source, out, pad if last else None, overwrite or k > 0)
+            if signs is not None:
+                packed[j] = signs
+            node.append(out.div_(n_terms) if mean else out)
         if self.dense:
             return torch.cat([x, node[-1]], dim=3), None
         return node[-1], packed.get(self.depth) if self.out_pad is not None else None
