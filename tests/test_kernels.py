@@ -486,15 +486,16 @@ def test_bench_json_has_the_fields_the_issue_names():
         assert layer["torch_bf16_ms"] > 0
         assert layer["torch_int8_ms"] is None or layer["torch_int8_ms"] > 0
         assert layer["openvino_ms"] is None or layer["openvino_ms"] > 0
-    (model,) = result["models"]
-    assert model["model"] == "bireal_resnet18"
-    assert all(model[key] > 0 for key in ("packed_ms", "torch_fp32_ms", "torch_bf16_ms"))
+    names = [model["model"] for model in result["models"]]
+    assert names == ["bireal_resnet18", "igp_resnet37", "binary_densenet28"]
+    for model in result["models"]:
+        assert all(model[key] > 0 for key in ("packed_ms", "torch_fp32_ms", "torch_bf16_ms"))
     assert result["machine"]["before"]["clock_ghz"] > 0
 
 
 def test_bench_text_gives_each_layer_and_its_share_of_the_ceiling():
     """The table a person reads: one row per layer with its rates, as shares of the XOR + POPCNT +
-    ADD ceiling where the CPU can probe it (AVX-512 VPOPCNTDQ), and the whole model."""
+    ADD ceiling where the CPU can probe it (AVX-512 VPOPCNTDQ), and the whole networks."""
     import subprocess
     import sys
 
@@ -509,4 +510,6 @@ def test_bench_text_gives_each_layer_and_its_share_of_the_ceiling():
     for shape in ("56x56x64", "28x28x128", "14x14x256", "7x7x512"):
         assert shape in rows and " T, " in rows[shape]
         assert ("of the ceiling)" in rows[shape]) == ("avx512" in available_paths())
-    assert "whole bireal_resnet18 at 224 px, ms per image: packed" in done.stdout
+    assert "whole networks at 224 px, ms per image:" in done.stdout
+    for name in ("bireal_resnet18", "igp_resnet37", "binary_densenet28"):
+        assert name in rows and rows[name].split()[1] == "packed"

@@ -83,18 +83,36 @@ def _pack_last(negative: torch.Tensor) -> torch.Tensor:
     return (padded.to(torch.int64) * _BIT).sum(-1)
 
 
-def pack_activations(x: torch.Tensor, pad: int = 0) -> Packed:
-    """Signs of a float NCHW (or channels_last) tensor, packed, with ``pad`` pixels of +1 on each
-    side: bit 1 where x < 0 (sign(0) = +1)."""
+def pack_activations(
+    x: torch.Tensor,
+    pad: int = 0,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+) -> Packed:
+    """Signs of a float NCHW tensor (any memory format), packed, with ``pad`` pixels of +1 on
+    each side: bit 1 where x < 0 (sign(0) = +1); with ``scale`` and ``shift`` (per channel) the
+    signs of ``x * scale + shift``, a BatchNorm before the sign folded in. Channels_last input,
+    also the first channels of a wider tensor (a DenseNet's features), is read where it lies."""
     n, c, h, w = x.shape
-    nhwc = x.detach().float().permute(0, 2, 3, 1).contiguous()
+    nhwc = x.detach().float().permute(0, 2, 3, 1)
+    step = nhwc.stride(2)  # floats from one pixel to the next
+    if nhwc.stride(3) != 1 or nhwc.stride(1) != w * step or nhwc.stride(0) != h * w * step:
+        nhwc, step = nhwc.contiguous(), c
     lib = library()
     cw = (c + 63) // 64
     bits = torch.zeros(n, h + 2 * pad, w + 2 * pad, cw, dtype=torch.int64)
+    if scale is not None:
+        scale, shift = _f32(scale), _f32(shift if shift is not None else torch.zeros(c))
     if lib is not None:
-        lib.bconv_pack(nhwc.data_ptr(), n, h, w, c, pad, bits.data_ptr())
+        lib.bconv_pack(
+            nhwc.data_ptr(), n, h, w, c, step,
+            None if scale is None else scale.data_ptr(),
+            None if scale is None else shift.data_ptr(),
+            pad, bits.data_ptr(),
+        )  # fmt: skip
     else:
-        bits[:, pad : pad + h, pad : pad + w] = _pack_last(nhwc < 0)
+        values = nhwc if scale is None else nhwc * scale + shift
+        bits[:, pad : pad + h, pad : pad + w] = _pack_last(values < 0)
     return Packed(bits, c, pad)
 
 

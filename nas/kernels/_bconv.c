@@ -587,39 +587,50 @@ __attribute__((target("avx512f"))) static inline __attribute__((always_inline)) 
     return m0 | m1 << 16 | m2 << 32 | m3 << 48;
 }
 
-/* The sign bits of the first `left` (< 64) floats at p, by masked loads: no bit past them. */
-AVX512 static inline __attribute__((always_inline)) uint64_t signs_left(const float *p, int left) {
+/* The sign bits of p[j] * scale[j] + shift[j] for the first `left` (<= 64) of 64 floats (a
+ * multiply, then an add, as the portable path rounds them), by masked loads: no bit past them. */
+__attribute__((target("avx512f"))) static inline __attribute__((always_inline)) uint64_t
+affine_signs64(const float *p, const float *scale, const float *shift, int left) {
     uint64_t word = 0;
     for (int q = 0; q < 4; q++) {
         const int l = left - 16 * q;
         const __mmask16 m = l >= 16 ? 0xffff : l <= 0 ? 0 : (__mmask16)((1u << l) - 1);
-        const __m512 v = _mm512_maskz_loadu_ps(m, p + 16 * q);
+        __m512 v = _mm512_maskz_loadu_ps(m, p + 16 * q);
+        if (scale)
+            v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, scale + 16 * q)),
+                              _mm512_maskz_loadu_ps(m, shift + 16 * q));
         word |= (uint64_t)_mm512_mask_cmp_ps_mask(m, v, _mm512_setzero_ps(), _CMP_LT_OQ) << (16 * q);
     }
     return word;
 }
 
-AVX512 static void pack_avx512(const float *v, int n, int h, int w, int c, int pad, uint64_t *out) {
-    const int full = c / 64, cw = (c + 63) / 64, ph = h + 2 * pad, pw = w + 2 * pad;
+AVX512 static void pack_avx512(const float *v, int n, int h, int w, int c, int64_t stride,
+                               const float *scale, const float *shift, int pad, uint64_t *out) {
+    const int full = scale ? 0 : c / 64, cw = (c + 63) / 64, ph = h + 2 * pad, pw = w + 2 * pad;
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < n; b++)
         for (int y = 0; y < h; y++)
             for (int x = 0; x < w; x++) {
-                const float *p = v + (((int64_t)b * h + y) * w + x) * c;
+                const float *p = v + (((int64_t)b * h + y) * w + x) * stride;
                 uint64_t *o = out + (((int64_t)b * ph + y + pad) * pw + x + pad) * cw;
                 for (int j = 0; j < full; j++) o[j] = signs64(p + 64 * j);
-                if (full < cw) o[full] = signs_left(p + 64 * full, c - 64 * full);
+                for (int j = full; j < cw; j++)
+                    o[j] = affine_signs64(p + 64 * j, scale ? scale + 64 * j : NULL,
+                                          shift ? shift + 64 * j : NULL, c - 64 * j);
             }
 }
 #endif
 
 /* Pack float NHWC values into sign bits (bit 1 where v < 0: sign(0) = +1), padded (+1: zero
- * bits) by `pad` pixels on each side. out: uint64 [N][H + 2 pad][W + 2 pad][CW], zeroed by the
- * caller. */
-void bconv_pack(const float *v, int n, int h, int w, int c, int pad, uint64_t *out) {
+ * bits) by `pad` pixels on each side. Pixels `stride` floats apart (C for a contiguous tensor,
+ * more for the first C channels of a wider one); with `scale` (not NULL) the signs of v * scale +
+ * shift per channel (a BatchNorm before the sign). out: uint64 [N][H + 2 pad][W + 2 pad][CW],
+ * zeroed by the caller. */
+void bconv_pack(const float *v, int n, int h, int w, int c, int64_t stride, const float *scale,
+                const float *shift, int pad, uint64_t *out) {
 #if defined(__x86_64__)
     if (bconv_paths() & (1 << PATH_AVX512)) {
-        pack_avx512(v, n, h, w, c, pad, out);
+        pack_avx512(v, n, h, w, c, stride, scale, shift, pad, out);
         return;
     }
 #endif
@@ -628,12 +639,14 @@ void bconv_pack(const float *v, int n, int h, int w, int c, int pad, uint64_t *o
     for (int b = 0; b < n; b++)
         for (int y = 0; y < h; y++)
             for (int x = 0; x < w; x++) {
-                const float *p = v + (((int64_t)b * h + y) * w + x) * c;
+                const float *p = v + (((int64_t)b * h + y) * w + x) * stride;
                 uint64_t *o = out + (((int64_t)b * ph + y + pad) * pw + x + pad) * cw;
                 for (int j0 = 0; j0 < c; j0 += 64) { /* a word at a time, in a register */
                     uint64_t word = 0;
-                    for (int j = j0; j < c && j < j0 + 64; j++)
-                        word |= (uint64_t)(p[j] < 0.0f) << (j - j0);
+                    for (int j = j0; j < c && j < j0 + 64; j++) {
+                        const float a = scale ? p[j] * scale[j] + shift[j] : p[j];
+                        word |= (uint64_t)(a < 0.0f) << (j - j0);
+                    }
                     o[j0 / 64] = word;
                 }
             }

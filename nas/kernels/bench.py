@@ -1,5 +1,5 @@
 """``python -m nas.kernels.bench [--json] [--threads 1|2] [--batch 1|16]``: the packed binary conv
-against PyTorch on the Bi-Real18 3x3 layers, then a whole ``bireal_resnet18``.
+against PyTorch on the Bi-Real18 3x3 layers, then whole networks.
 
 Per layer (56x56x64, 28x28x128, 14x14x256, 7x7x512; 3x3, stride 1, +1 padding): milliseconds of the
 packed kernel with packed input and float output (``packed_ms``), packed output (``packed_bits_ms``:
@@ -8,11 +8,12 @@ BN and sign folded into count thresholds, the conv-to-conv case) and the Bi-Real
 it), of PyTorch's fp32 and bf16 convolutions in channels_last on the same +/-1 values, of PyTorch's
 quantized int8 conv (``torch_int8_ms``: its x86 backend, VNNI where the CPU has it), and of
 OpenVINO's BinaryConvolution when ``openvino`` is installed. The core's clock and its XOR + POPCNT +
-ADD ceiling are probed before and after (they drift with the host's boost). Then ``bireal_resnet18``
-at 224 px per image: the packed model against the PyTorch module in fp32 and in bf16 autocast (eval
-mode). Medians over interleaved rounds, threads pinned (``OMP_PROC_BIND=close OMP_PLACES=cores``;
-the command restarts itself with them). DESIGN.md section 8 has the anchors measured on another
-machine.
+ADD ceiling are probed before and after (they drift with the host's boost). Then whole networks at
+224 px per image, ``bireal_resnet18``, ``igp_resnet37`` (the paper's, its widths no multiples of 32)
+and ``binary_densenet28``: the packed model against the PyTorch module in fp32 and in bf16 autocast
+(eval mode). Medians over interleaved rounds, threads pinned (``OMP_PROC_BIND=close
+OMP_PLACES=cores``; the command restarts itself with them). DESIGN.md section 8 has the anchors
+measured on another machine.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 
 LAYERS = ((56, 64), (28, 128), (14, 256), (7, 512))
+MODELS = ("bireal_resnet18", "igp_resnet37", "binary_densenet28")
 ANCHORS_MS = {  # DESIGN.md section 8, one core, batch 1
     "torch_fp32": (1.17, 1.20, 1.35, 2.00),
     "openvino": (0.103, 0.105, 0.108, 0.107),
@@ -192,25 +194,33 @@ def layers(batch: int, threads: int, seconds: float) -> list[dict]:
 
 
 def models(batch: int, threads: int, seconds: float) -> list[dict]:
+    """Each network's packed model and PyTorch module, timed in the same interleaved rounds."""
     import torch
 
     from nas import build_model, model_spec
     from nas.kernels.packed import pack_model
 
-    spec = model_spec("bireal_resnet18").replace(padding="one")
-    model = build_model(spec).eval().to(memory_format=torch.channels_last)
-    packed = pack_model(model)
+    rows = []
     x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+    for name in MODELS:
+        spec = model_spec(name).replace(padding="one")
+        model = build_model(spec).eval().to(memory_format=torch.channels_last)
+        packed = pack_model(model)
 
-    def bf16():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return model(x)
+        def bf16(model=model):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return model(x)
 
-    fns = {"packed_ms": lambda: packed(x), "torch_fp32_ms": lambda: model(x), "torch_bf16_ms": bf16}
-    with torch.no_grad():
-        times = _medians_ms(fns, seconds)
-    row = {"model": "bireal_resnet18", "batch": batch, "threads": threads}
-    return [row | {key: ms / batch for key, ms in times.items()}]
+        fns = {
+            "packed_ms": lambda packed=packed: packed(x),
+            "torch_fp32_ms": lambda model=model: model(x),
+            "torch_bf16_ms": bf16,
+        }
+        with torch.no_grad():
+            times = _medians_ms(fns, seconds)
+        row = {"model": name, "batch": batch, "threads": threads}
+        rows.append(row | {key: ms / batch for key, ms in times.items()})
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -278,11 +288,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             ceiling = m["popcount_ceiling_macs_per_s"]
             ceiling = "-" if ceiling is None else f"{ceiling / 1e12:.2f} T binary MAC/s"
             print(f"core {when}: {m['clock_ghz']:.2f} GHz, XOR+POPCNT+ADD ceiling {ceiling}")
+    print("whole networks at 224 px, ms per image:")
     for r in result["models"]:
+        anchors = ""
+        if r["model"] == "bireal_resnet18":
+            anchors = " (anchors: Larq Compute Engine 22.4, PyTorch bf16 ResNet18 17.5)"
         print(
-            f"whole {r['model']} at 224 px, ms per image: packed {r['packed_ms']:.2f}, "
-            f"PyTorch fp32 {r['torch_fp32_ms']:.2f}, bf16 {r['torch_bf16_ms']:.2f} "
-            f"(anchors: Larq Compute Engine 22.4, PyTorch bf16 ResNet18 17.5)"
+            f"  {r['model']:18s} packed {r['packed_ms']:6.2f}, PyTorch fp32 "
+            f"{r['torch_fp32_ms']:7.2f}, bf16 {r['torch_bf16_ms']:7.2f}{anchors}"
         )
     return 0
 

@@ -17,6 +17,7 @@ convs are dropped): about the model's storage in Mbit; ``load_packed`` reads it 
 from __future__ import annotations
 
 import io
+import itertools
 from pathlib import Path
 
 import torch
@@ -104,11 +105,19 @@ class PackedConv(nn.Module):
         self.channels = packed.channels
         self.stride = conv.stride[0]
         self.pad = self.bits.shape[0] // 2  # the +1 padding of its input
-        self.pre = edge.pre  # BN of a dense edge, else Identity
+        # a dense edge's BN before the sign, folded into the packing: x * pre_scale + pre_shift
+        pre_scale = pre_shift = None
+        if isinstance(edge.pre, nn.BatchNorm2d):
+            bn = edge.pre
+            pre_scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+            pre_shift = bn.bias.detach() - bn.running_mean * pre_scale
+        self.register_buffer("pre_scale", pre_scale)
+        self.register_buffer("pre_shift", pre_shift)
 
     def pack_input(self, x: torch.Tensor) -> Packed:
-        """The signs of ``x`` (NHWC), through the edge's BN if any, packed with its padding."""
-        return pack_activations(self.pre(x.permute(0, 3, 1, 2)), pad=self.pad)
+        """The signs of ``x`` (NHWC, possibly the first channels of a wider tensor), through the
+        edge's BN if any, packed with its padding."""
+        return pack_activations(x.permute(0, 3, 1, 2), self.pad, self.pre_scale, self.pre_shift)
 
     def forward(
         self,
@@ -163,6 +172,9 @@ class PackedBlock(nn.Module):
             self.nodes.append((j, convs, tuple(short_srcs), len(conv_srcs) + len(short_srcs)))
         self.out_pad: int | None = None
         self.in_place = self._in_place()
+        # a dense block's output is its input and its last node: that node's channels
+        into_last = [c for key, c in self.convs.items() if key.endswith(f"_{self.depth}")]
+        self.growth = into_last[0].bits.shape[3] if self.dense else 0
 
     def _in_place(self) -> dict[int, bool]:
         """The nodes j (convs and shortcuts: the Bi-Real case, IGP's) whose first conv may add
@@ -197,10 +209,24 @@ class PackedBlock(nn.Module):
         and the kernel could pack it, its packed signs. ``x_packed``: the input already packed
         with ``self.pad``, or None. ``give_up_input``: the caller no longer needs ``x``, which
         may then be overwritten."""
-        x = x.contiguous()
+        if self.dense:
+            return torch.cat([x, self.grow(x)], dim=3), None
+        node, packed = self._nodes(x.contiguous(), x_packed, give_up_input)
+        return node[-1], packed.get(self.depth) if self.out_pad is not None else None
+
+    def grow(self, x: torch.Tensor) -> torch.Tensor:
+        """A dense block's new features (its last node, ``growth`` channels) from ``x`` (NHWC,
+        possibly the first channels of a wider tensor: the stage's features, see
+        :meth:`PackedNetwork._dense_run`)."""
+        return self._nodes(x, None, False)[0][-1]
+
+    def _nodes(
+        self, x: torch.Tensor, x_packed: Packed | None, give_up_input: bool
+    ) -> tuple[list[torch.Tensor], dict[int, Packed]]:
+        """Every node's float values (NHWC) and the packed signs made on the way."""
         node = [x]
         shortcut_x = x if self.projection is None else _nhwc(self.projection(_nchw(x)))
-        reads: dict[int, torch.Tensor] = {}
+        reads: dict[int, torch.Tensor] = {0: x}  # dense: the concatenation a conv reads
         packed: dict[int, Packed] = {} if x_packed is None else {0: x_packed}
         for j, convs, short_srcs, n_terms in self.nodes:
             sources = []  # every conv's packed input, before any conv of j writes in place
@@ -232,9 +258,7 @@ class PackedBlock(nn.Module):
             if signs is not None:
                 packed[j] = signs
             node.append(out.div_(n_terms) if mean else out)
-        if self.dense:
-            return torch.cat([x, node[-1]], dim=3), None
-        return node[-1], packed.get(self.depth) if self.out_pad is not None else None
+        return node, packed
 
 
 class PackedNetwork(nn.Module):
@@ -293,9 +317,28 @@ class PackedNetwork(nn.Module):
         for stage in self.stages:
             if stage.transition is not None:
                 x, x_packed = _nhwc(stage.transition(_nchw(x))), None
-            for block in stage.blocks:  # each block's input is the trunk's own tensor
-                x, x_packed = block(x, x_packed, give_up_input=True)
+            blocks = list(stage.blocks)
+            while blocks:
+                if blocks[0].dense:
+                    run = list(itertools.takewhile(lambda b: b.dense, blocks))
+                    x, x_packed, blocks = self._dense_run(x, run), None, blocks[len(run) :]
+                else:  # each block's input is the trunk's own tensor
+                    x, x_packed = blocks.pop(0)(x, x_packed, give_up_input=True)
         return _nchw(x)
+
+    @staticmethod
+    def _dense_run(x: torch.Tensor, blocks: list[PackedBlock]) -> torch.Tensor:
+        """Consecutive dense blocks, each reading the features so far and adding its own: one
+        tensor of the run's final width, each block's features written into their channels once
+        (concatenating them block by block copied every feature again at every block: 5.8 of
+        28 ms in a packed binary_densenet28)."""
+        c = x.shape[3]
+        features = x.new_empty(*x.shape[:3], c + sum(block.growth for block in blocks))
+        features[..., :c] = x
+        for block in blocks:
+            features[..., c : c + block.growth] = block.grow(features[..., :c])
+            c += block.growth
+        return features
 
 
 def pack_model(model: Network) -> PackedNetwork:
