@@ -258,6 +258,28 @@ def test_pack_and_unpack_round_trip_with_plus_one_padding(channels):
     _assert_packed(packed, F.pad(_signs(x), (2,) * 4, value=1.0))
 
 
+@pytest.mark.parametrize("channels", [41, 128, 200])
+def test_pack_folds_a_batchnorm_and_reads_channels_in_place(channels, monkeypatch):
+    """``pack_activations(x, pad, scale, shift)``: the signs of ``x * scale + shift`` per channel
+    (a dense edge's BN before the sign), also read straight from the first channels of a wider
+    channels_last tensor (a DenseNet stage's features) and from NCHW: the same bits as packing
+    the values PyTorch computes, compiled or not."""
+    g = torch.Generator().manual_seed(channels)
+    wide = torch.randn(2, 7, 5, channels + 30, generator=g)  # NHWC features
+    x = wide[..., :channels].permute(0, 3, 1, 2)  # NCHW view, pixels channels + 30 floats apart
+    scale, shift = torch.randn(channels, generator=g), torch.randn(channels, generator=g)
+    scale[::7] = 0.0  # shift alone decides
+    values = x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+    expected = F.pad(_signs(values), (1,) * 4, value=1.0)
+    for data in (x, x.contiguous(), x.contiguous(memory_format=torch.channels_last)):
+        _assert_packed(pack_activations(data, 1, scale, shift), expected)
+    _assert_packed(pack_activations(x, 1), F.pad(_signs(x), (1,) * 4, value=1.0))
+    import nas.kernels as kernels
+
+    monkeypatch.setattr(kernels, "library", lambda: None)  # the PyTorch fallback
+    _assert_packed(pack_activations(x, 1, scale, shift), expected)
+
+
 def _trained_like(spec):
     """A model whose BN statistics and affine parameters are not the identity."""
     torch.manual_seed(0)
