@@ -1,6 +1,7 @@
 """The bit-packed binary convolution against float convolutions of +/-1 tensors, on every
 dispatch path this CPU can run, and the packed inference model against the training module."""
 
+import ctypes
 import os
 import warnings
 
@@ -388,6 +389,48 @@ def test_in_place_shortcut_adds_change_nothing():
         expected = model(x)
     assert torch.equal(got.argmax(1), expected.argmax(1))
     assert ((got - expected).abs().amax(dim=1) / expected.abs().max() < 1e-5).all()
+
+
+_HEAP_PROBE = """
+import ctypes, sys, torch
+FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+class Info(ctypes.Structure):  # glibc's struct mallinfo2
+    _fields_ = [(name, ctypes.c_size_t) for name in FIELDS.split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+if sys.argv[1] == "packed":
+    from nas import build_model, model_spec
+    from nas.kernels.packed import pack_model
+    pack_model(build_model(model_spec("bireal_resnet18", input_size=32, classes=10)).eval())
+before = libc.mallinfo2()
+block = torch.empty(6 << 20)  # 24 MB: more than building the model frees at once
+during = libc.mallinfo2()
+del block
+after = libc.mallinfo2()
+print(during.hblkhd - before.hblkhd, after.fordblks)  # mapped afresh, free bytes kept in the heap
+"""
+
+
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="glibc only")
+def test_a_packed_model_keeps_freed_memory_in_the_heap():
+    """Once a packed model exists, a 24 MB block comes from malloc's heap and stays there when
+    freed (memory handed back to the kernel is zeroed page by page when touched again), where by
+    default malloc maps it afresh; in fresh processes, as the setting is process-wide."""
+    import subprocess
+    import sys
+
+    def probe(kind: str) -> tuple[int, int]:
+        done = subprocess.run(
+            [sys.executable, "-c", _HEAP_PROBE, kind], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        mapped, kept = done.stdout.split()
+        return int(mapped), int(kept)
+
+    mapped, kept = probe("packed")
+    assert mapped == 0 and kept >= 24 << 20
+    mapped, _ = probe("default")
+    assert mapped >= 24 << 20
 
 
 def test_packed_bireal18_file_is_its_storage():

@@ -32,6 +32,7 @@ from nas.kernels import (
     pack_activations,
     pack_weights,
 )
+from nas.kernels._native import keep_freed_memory
 from nas.model import BlockLayer, ConvEdge, Network, build_model
 from nas.spec import ArchSpec
 
@@ -268,6 +269,7 @@ class PackedNetwork(nn.Module):
         super().__init__()
         if model.training:
             raise ValueError("pack a model in eval mode (model.eval()): BN uses running stats")
+        keep_freed_memory()  # activations allocated per image: no page zeroed again and again
         self.spec = model.spec
         self.stem = nn.Sequential(_fused(model.stem.conv, model.stem.bn), model.stem.relu)
         self.pool = model.stem.pool
