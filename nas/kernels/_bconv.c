@@ -170,15 +170,16 @@ static inline __attribute__((always_inline)) void lanes16(int valid, __mmask16 m
  * word, 4 weight loads and P broadcasts feed 4P XOR + POPCNT + ADD. K, CW and the stride are
  * arguments so that the common shapes can be compiled with them constant. `valid` < 32: the last
  * block of a channel count not a multiple of 32, whose loads are masked (the lanes past the last
- * channel count zeros, never read); 32 (a constant where inlined) for the others. */
+ * channel count zeros, never read), and which uses only the V = ceil(valid / 8) vectors it needs
+ * (a constant, as P); 32 and 4 (constants where inlined) for the others. */
 AVX512 static inline __attribute__((always_inline)) void block32_kc(
-    int P, int K, int CW, int stride, int64_t w_row, int cout, const uint64_t *x0,
+    int P, int V, int K, int CW, int stride, int64_t w_row, int cout, const uint64_t *x0,
     const uint64_t *w0, const int64_t *init, int valid, __m512i acc[PB][4]) {
     __mmask8 m[4];
     lanes8(valid, m);
 #define LOAD8(v, p) (valid >= OB ? _mm512_loadu_si512((const void *)(p)) : _mm512_maskz_loadu_epi64(m[v], p))
     for (int v = 0; v < 4; v++) {
-        const __m512i a = init ? LOAD8(v, init + 8 * v) : _mm512_setzero_si512();
+        const __m512i a = init && v < V ? LOAD8(v, init + 8 * v) : _mm512_setzero_si512();
         for (int p = 0; p < P; p++) acc[p][v] = a;
     }
     const int64_t xstep = (int64_t)stride * CW; /* next output pixel, in input words */
@@ -187,33 +188,31 @@ AVX512 static inline __attribute__((always_inline)) void block32_kc(
         const uint64_t *wr = w0 + (int64_t)ky * K * CW * cout;
         for (int kc = 0; kc < K * CW; kc++) {
             const uint64_t *wc = wr + (int64_t)kc * cout;
-            __m512i w0v = LOAD8(0, wc), w1v = LOAD8(1, wc + 8);
-            __m512i w2v = LOAD8(2, wc + 16), w3v = LOAD8(3, wc + 24);
+            __m512i wv[4];
+            for (int v = 0; v < V; v++) wv[v] = LOAD8(v, wc + 8 * v);
 #pragma GCC unroll 4
             for (int p = 0; p < P; p++) {
                 __m512i xv = _mm512_set1_epi64((long long)xr[p * xstep + kc]);
-                acc[p][0] = _mm512_add_epi64(acc[p][0], _mm512_popcnt_epi64(_mm512_xor_si512(xv, w0v)));
-                acc[p][1] = _mm512_add_epi64(acc[p][1], _mm512_popcnt_epi64(_mm512_xor_si512(xv, w1v)));
-                acc[p][2] = _mm512_add_epi64(acc[p][2], _mm512_popcnt_epi64(_mm512_xor_si512(xv, w2v)));
-                acc[p][3] = _mm512_add_epi64(acc[p][3], _mm512_popcnt_epi64(_mm512_xor_si512(xv, w3v)));
+                for (int v = 0; v < V; v++)
+                    acc[p][v] = _mm512_add_epi64(acc[p][v], _mm512_popcnt_epi64(_mm512_xor_si512(xv, wv[v])));
             }
             /* keep each sum in order: GCC re-associates the unrolled sums and spills registers */
             for (int p = 0; p < P; p++)
-                for (int v = 0; v < 4; v++) __asm__("" : "+v"(acc[p][v]));
+                for (int v = 0; v < V; v++) __asm__("" : "+v"(acc[p][v]));
         }
     }
 #undef LOAD8
 }
 
 AVX512 static inline __attribute__((always_inline)) void block32(
-    const shape_t *s, int P, const uint64_t *x0, const uint64_t *w0, const int64_t *init,
+    const shape_t *s, int P, int V, const uint64_t *x0, const uint64_t *w0, const int64_t *init,
     int valid, __m512i acc[PB][4]) {
     if (s->k == 3 && s->cw == 1 && s->stride == 1) /* 3x3 on 64 channels: fully unrolled */
-        block32_kc(P, 3, 1, 1, s->w, s->cout, x0, w0, init, valid, acc);
+        block32_kc(P, V, 3, 1, 1, s->w, s->cout, x0, w0, init, valid, acc);
     else if (s->k == 3 && s->stride == 1)
-        block32_kc(P, 3, s->cw, 1, s->w, s->cout, x0, w0, init, valid, acc);
+        block32_kc(P, V, 3, s->cw, 1, s->w, s->cout, x0, w0, init, valid, acc);
     else
-        block32_kc(P, s->k, s->cw, s->stride, s->w, s->cout, x0, w0, init, valid, acc);
+        block32_kc(P, V, s->k, s->cw, s->stride, s->w, s->cout, x0, w0, init, valid, acc);
 }
 
 /* v = scale * (total - 2 count) + shift (+ residual) for 16 channels: the dot by one FMA, exact
@@ -233,20 +232,20 @@ AVX512 static inline __attribute__((always_inline)) __m512 epilogue16(
  * is one unsigned compare of the int64 sums with `span64`: no narrowing to int32, no subtraction
  * (56x56x64 1.05 -> 1.11 T in C). */
 AVX512 static inline __attribute__((always_inline)) void count_block32(
-    const shape_t *s, int P, const uint64_t *xrow, const uint64_t *w, int xo, int o0, int valid,
-    int32_t *row, const int64_t *neg_from, const int64_t *span64, uint64_t *bits) {
+    const shape_t *s, int P, int V, const uint64_t *xrow, const uint64_t *w, int xo, int o0,
+    int valid, int32_t *row, const int64_t *neg_from, const int64_t *span64, uint64_t *bits) {
     const int64_t words = (s->cout + 63) / 64;
     __m512i acc[PB][4];
-    block32(s, P, xrow + (int64_t)xo * s->stride * s->cw, w + o0, bits ? neg_from + o0 : NULL,
+    block32(s, P, V, xrow + (int64_t)xo * s->stride * s->cw, w + o0, bits ? neg_from + o0 : NULL,
             valid, acc);
     if (bits) {
         __mmask8 m[4];
         lanes8(valid, m);
         __m512i span[4];
-        for (int v = 0; v < 4; v++) span[v] = _mm512_maskz_loadu_epi64(m[v], span64 + o0 + 8 * v);
+        for (int v = 0; v < V; v++) span[v] = _mm512_maskz_loadu_epi64(m[v], span64 + o0 + 8 * v);
         for (int p = 0; p < P; p++) {
             uint64_t word = 0; /* lanes past the last channel: span 0, never below it */
-            for (int v = 0; v < 4; v++)
+            for (int v = 0; v < V; v++)
                 word |= (uint64_t)_mm512_cmplt_epu64_mask(acc[p][v], span[v]) << (8 * v);
             bits[(int64_t)(xo + p) * words + o0 / 64] |= word << (o0 % 64);
         }
@@ -258,13 +257,13 @@ AVX512 static inline __attribute__((always_inline)) void count_block32(
     for (int p = 0; p < P; p++) {
         int32_t *r = row + (int64_t)(xo + p) * s->cout + o0; /* 16 + 16 int32 */
         const __m512i lo = _mm512_permutex2var_epi32(acc[p][0], even, acc[p][1]);
-        const __m512i hi = _mm512_permutex2var_epi32(acc[p][2], even, acc[p][3]);
         if (valid >= OB) {
             _mm512_storeu_si512((void *)r, lo);
-            _mm512_storeu_si512((void *)(r + 16), hi);
+            _mm512_storeu_si512((void *)(r + 16), _mm512_permutex2var_epi32(acc[p][2], even, acc[p][3]));
         } else {
             _mm512_mask_storeu_epi32(r, m[0], lo);
-            _mm512_mask_storeu_epi32(r + 16, m[1], hi);
+            if (V > 2)
+                _mm512_mask_storeu_epi32(r + 16, m[1], _mm512_permutex2var_epi32(acc[p][2], even, acc[p][3]));
         }
     }
 }
@@ -273,12 +272,13 @@ AVX512 static inline __attribute__((always_inline)) void count_block32(
  * first pixel, bits (if not NULL) at its first packed word, where the signs are OR-ed in. No
  * counts stored and read back. */
 AVX512 static inline __attribute__((always_inline)) void float_block32(
-    const shape_t *s, int P, const uint64_t *xrow, const uint64_t *w, int xo, int o0, int valid,
-    const float *scale, const float *shift, const float *res, float *out, uint64_t *bits) {
+    const shape_t *s, int P, int V, const uint64_t *xrow, const uint64_t *w, int xo, int o0,
+    int valid, const float *scale, const float *shift, const float *res, float *out,
+    uint64_t *bits) {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const int64_t words = (s->cout + 63) / 64;
     __m512i acc[PB][4];
-    block32(s, P, xrow + (int64_t)xo * s->stride * s->cw, w + o0, NULL, valid, acc);
+    block32(s, P, V, xrow + (int64_t)xo * s->stride * s->cw, w + o0, NULL, valid, acc);
     __mmask16 m[2];
     lanes16(valid, m);
 #define LOAD16(v, p) (valid >= OB ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m[v], p))
@@ -289,18 +289,20 @@ AVX512 static inline __attribute__((always_inline)) void float_block32(
         const int64_t at = (int64_t)(xo + p) * s->cout + o0;
         __m512 v0 = epilogue16(_mm512_permutex2var_epi32(acc[p][0], even, acc[p][1]), total, sc0,
                                sh0, NULL);
-        __m512 v1 = epilogue16(_mm512_permutex2var_epi32(acc[p][2], even, acc[p][3]), total, sc1,
-                               sh1, NULL);
+        __m512 v1 = zero; /* the second 16 channels, where the block has them */
+        if (V > 2)
+            v1 = epilogue16(_mm512_permutex2var_epi32(acc[p][2], even, acc[p][3]), total, sc1, sh1,
+                            NULL);
         if (res) {
             v0 = _mm512_add_ps(v0, LOAD16(0, res + at));
-            v1 = _mm512_add_ps(v1, LOAD16(1, res + at + 16));
+            if (V > 2) v1 = _mm512_add_ps(v1, LOAD16(1, res + at + 16));
         }
         if (valid >= OB) {
             _mm512_storeu_ps(out + at, v0);
             _mm512_storeu_ps(out + at + 16, v1);
         } else {
             _mm512_mask_storeu_ps(out + at, m[0], v0);
-            _mm512_mask_storeu_ps(out + at + 16, m[1], v1);
+            if (V > 2) _mm512_mask_storeu_ps(out + at + 16, m[1], v1);
         }
         if (bits) { /* lanes past the last channel: 0, as their scale and shift */
             uint64_t word = (uint64_t)_mm512_mask_cmp_ps_mask(m[1], v1, zero, _CMP_LT_OQ) << 16
@@ -312,21 +314,27 @@ AVX512 static inline __attribute__((always_inline)) void float_block32(
 }
 
 /* The register blocks of one output row over channels [c0, c1): 4 pixels at a time, the last 1
- * to 3 in one block; 32 channels at a time, the last c1 - c0 % 32 in masked blocks. */
-#define ROW_PIXELS(BLOCK, V)                                                                       \
+ * to 3 in one block; 32 channels at a time, the last c1 - c0 % 32 in a masked block of as few
+ * 8-channel vectors as hold them. */
+#define ROW_PIXELS(BLOCK, VALID, V)                                                                \
     do {                                                                                           \
         int xo = 0;                                                                                \
-        for (; xo + PB <= s->ow; xo += PB) BLOCK(PB, V);                                           \
+        for (; xo + PB <= s->ow; xo += PB) BLOCK(PB, VALID, V);                                    \
         switch (s->ow - xo) {                                                                      \
-        case 3: BLOCK(3, V); break;                                                                \
-        case 2: BLOCK(2, V); break;                                                                \
-        case 1: BLOCK(1, V); break;                                                                \
+        case 3: BLOCK(3, VALID, V); break;                                                         \
+        case 2: BLOCK(2, VALID, V); break;                                                         \
+        case 1: BLOCK(1, VALID, V); break;                                                         \
         }                                                                                          \
     } while (0)
 #define ROW_BLOCKS(BLOCK)                                                                          \
     for (int o0 = c0; o0 < c1; o0 += OB) {                                                         \
-        if (c1 - o0 >= OB) ROW_PIXELS(BLOCK, OB);                                                  \
-        else ROW_PIXELS(BLOCK, c1 - o0);                                                           \
+        const int valid = c1 - o0;                                                                 \
+        switch (valid >= OB ? 4 : (valid + 7) / 8) {                                               \
+        case 4: if (valid >= OB) ROW_PIXELS(BLOCK, OB, 4); else ROW_PIXELS(BLOCK, valid, 4); break; \
+        case 3: ROW_PIXELS(BLOCK, valid, 3); break;                                                \
+        case 2: ROW_PIXELS(BLOCK, valid, 2); break;                                                \
+        case 1: ROW_PIXELS(BLOCK, valid, 1); break;                                                \
+        }                                                                                          \
     }
 
 /* A row's blocks over the 32-channel groups of channels [c0, c1), counting (count_block32) or
@@ -335,7 +343,7 @@ AVX512 static inline __attribute__((always_inline)) void float_block32(
 AVX512 __attribute__((noinline)) static void count_row(
     const shape_t *s, const uint64_t *xrow, const uint64_t *w, int c0, int c1, int32_t *row,
     const int64_t *neg_from, const int64_t *span64, uint64_t *signs) {
-#define COUNT(P, V) count_block32(s, P, xrow, w, xo, o0, V, row, neg_from, span64, signs)
+#define COUNT(P, VALID, V) count_block32(s, P, V, xrow, w, xo, o0, VALID, row, neg_from, span64, signs)
     ROW_BLOCKS(COUNT);
 #undef COUNT
 }
@@ -343,7 +351,8 @@ AVX512 __attribute__((noinline)) static void count_row(
 AVX512 __attribute__((noinline)) static void float_row(
     const shape_t *s, const uint64_t *xrow, const uint64_t *w, int c0, int c1, const float *scale,
     const float *shift, const float *res_row, float *out_row, uint64_t *bits) {
-#define FLOAT(P, V) float_block32(s, P, xrow, w, xo, o0, V, scale, shift, res_row, out_row, bits)
+#define FLOAT(P, VALID, V) \
+    float_block32(s, P, V, xrow, w, xo, o0, VALID, scale, shift, res_row, out_row, bits)
     ROW_BLOCKS(FLOAT);
 #undef FLOAT
 }
