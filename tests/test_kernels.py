@@ -189,6 +189,9 @@ STEMS = [  # (batch, cin, height, width, cout, kernel, stride, relu, pool)
     (2, 3, 33, 29, 128, 7, 2, True, True),
     (1, 3, 32, 32, 64, 3, 1, True, False),  # the small stem
     (2, 1, 9, 7, 64, 5, 2, False, True),
+    (1, 3, 45, 41, 41, 7, 2, False, True),  # IGP-ResNet37's 41 channels: a masked last block
+    (2, 3, 17, 19, 105, 3, 1, True, False),  # one whole block, then 41 channels in 3 vectors
+    (1, 2, 11, 13, 7, 3, 2, True, True),  # fewer than 16 channels
 ]
 
 
@@ -212,8 +215,7 @@ def test_compiled_stem_equals_conv_relu_pool(case):
     out, packed = fp_stem(x, weight, bias, stride, relu, pool, out_pad=1)
     assert out.shape == expected.shape
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
-    assert torch.equal(unpack(packed), F.pad(_signs(out), (1,) * 4, value=1.0))
-    assert fp_stem(x, weight[:48], bias[:48], stride) is None  # COUT not a multiple of 64
+    _assert_packed(packed, F.pad(_signs(out), (1,) * 4, value=1.0))
 
 
 @pytest.mark.skipif("avx512" not in available_paths(), reason="the compiled stem is AVX-512 only")

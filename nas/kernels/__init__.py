@@ -188,11 +188,11 @@ def fp_stem(
     any memory format) with ``weight`` (COUT, CIN, K, K, padding K // 2) and ``bias``, ReLU if
     ``relu``, then if ``pool`` the 3x3/2 max-pool with padding 1; the conv's output stays in the
     caches. Returns the float output (NCHW, channels_last in memory) and, with ``out_pad``, its
-    signs packed with that +1 padding; None where the kernel cannot run it (no AVX-512, COUT not
-    a multiple of 64), for the caller to run PyTorch."""
+    signs packed with that +1 padding; None where the kernel cannot run it (no AVX-512), for the
+    caller to run PyTorch."""
     lib = library()
     cout, cin, k, _ = weight.shape
-    if lib is None or "avx512" not in _paths() or cout % 64:
+    if lib is None or "avx512" not in _paths():
         return None
     n, _, h, w = x.shape
     p = k // 2
@@ -206,7 +206,8 @@ def fp_stem(
     out = torch.empty(n, oh, ow, cout)
     bits = None
     if out_pad is not None:
-        bits = torch.empty(n, oh + 2 * out_pad, ow + 2 * out_pad, cout // 64, dtype=torch.int64)
+        words = (cout + 63) // 64
+        bits = torch.empty(n, oh + 2 * out_pad, ow + 2 * out_pad, words, dtype=torch.int64)
     status = lib.bconv_stem(
         padded.data_ptr(), n, h + 2 * p, w + 2 * p, cin, w_taps.data_ptr(), _f32(bias).data_ptr(),
         k, stride, cout, int(relu), int(pool), out.data_ptr(),

@@ -664,53 +664,83 @@ void bconv_pack(const float *v, int n, int h, int w, int c, int64_t stride, cons
 #if defined(__x86_64__)
 #define SP 6 /* output pixels per register block of the stem conv */
 
+/* The mask of the first `left` of 16 lanes (all where left >= 16, none where left <= 0). */
+static inline __attribute__((always_inline)) __mmask16 first16(int left) {
+    return left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+}
+
 /* SP pixels x 64 channels of the stem conv of output row oy, from column ox (pixels past the row
- * clamped to its last one: computed twice, stored twice, the same value). */
+ * clamped to its last one: computed twice, stored twice, the same value). The last block of a
+ * channel count not a multiple of 64 uses the V = ceil(valid / 16) vectors it needs (a constant),
+ * its loads and stores masked past `valid` channels. */
 __attribute__((target("avx512f"))) static inline __attribute__((always_inline)) void stem_block(
     const float *xp, int wp, int cin, const float *w, const float *bias, int k, int stride,
-    int cout, int ow, int oy, int ox, int o0, float *row) {
+    int cout, int ow, int oy, int ox, int o0, int V, int valid, float *row) {
     __m512 acc[SP][4];
+    __mmask16 m[4];
     int col[SP];
+    for (int v = 0; v < 4; v++) m[v] = first16(valid - 16 * v);
+#define LOAD(v, p) (valid >= 64 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m[v], p))
     for (int p = 0; p < SP; p++) {
         col[p] = ox + p < ow ? ox + p : ow - 1;
-        for (int v = 0; v < 4; v++) acc[p][v] = _mm512_loadu_ps(bias + o0 + 16 * v);
+        for (int v = 0; v < V; v++) acc[p][v] = LOAD(v, bias + o0 + 16 * v);
     }
     for (int ky = 0; ky < k; ky++) {
         const float *xr = xp + (int64_t)(oy * stride + ky) * wp * cin;
         for (int t = 0; t < k * cin; t++) { /* (kx, ci) */
             const float *wt = w + ((int64_t)ky * k * cin + t) * cout + o0;
-            __m512 w0 = _mm512_loadu_ps(wt), w1 = _mm512_loadu_ps(wt + 16);
-            __m512 w2 = _mm512_loadu_ps(wt + 32), w3 = _mm512_loadu_ps(wt + 48);
+            __m512 wv[4];
+            for (int v = 0; v < V; v++) wv[v] = LOAD(v, wt + 16 * v);
 #pragma GCC unroll 6
             for (int p = 0; p < SP; p++) {
                 __m512 xv = _mm512_set1_ps(xr[(int64_t)col[p] * stride * cin + t]);
-                acc[p][0] = _mm512_fmadd_ps(xv, w0, acc[p][0]);
-                acc[p][1] = _mm512_fmadd_ps(xv, w1, acc[p][1]);
-                acc[p][2] = _mm512_fmadd_ps(xv, w2, acc[p][2]);
-                acc[p][3] = _mm512_fmadd_ps(xv, w3, acc[p][3]);
+                for (int v = 0; v < V; v++) acc[p][v] = _mm512_fmadd_ps(xv, wv[v], acc[p][v]);
             }
         }
     }
+#undef LOAD
     for (int p = 0; p < SP; p++)
-        for (int v = 0; v < 4; v++) _mm512_storeu_ps(row + (int64_t)col[p] * cout + o0 + 16 * v, acc[p][v]);
+        for (int v = 0; v < V; v++) {
+            float *o = row + (int64_t)col[p] * cout + o0 + 16 * v;
+            if (valid >= 64) _mm512_storeu_ps(o, acc[p][v]);
+            else _mm512_mask_storeu_ps(o, m[v], acc[p][v]);
+        }
 }
 
 /* One output row of the stem conv (bias added, ReLU if asked) into row [ow][cout]. */
 __attribute__((target("avx512f"))) static void stem_row(
     const float *xp, int wp, int cin, const float *w, const float *bias, int k, int stride,
     int cout, int ow, int relu, int oy, float *row) {
+#define PIXELS(K, CIN, STRIDE, V, VALID)                                                         \
+    for (int ox = 0; ox < ow; ox += SP)                                                          \
+        stem_block(xp, wp, CIN, w, bias, K, STRIDE, cout, ow, oy, ox, o0, V, VALID, row)
 #define BLOCKS(K, CIN, STRIDE)                                                                   \
-    for (int o0 = 0; o0 < cout; o0 += 64)                                                        \
-        for (int ox = 0; ox < ow; ox += SP)                                                      \
-            stem_block(xp, wp, CIN, w, bias, K, STRIDE, cout, ow, oy, ox, o0, row)
+    do {                                                                                         \
+        for (int o0 = 0; o0 < cout; o0 += 64) {                                                  \
+            const int valid = cout - o0;                                                         \
+            switch (valid >= 64 ? 0 : (valid + 15) / 16) {                                       \
+            case 0: PIXELS(K, CIN, STRIDE, 4, 64); break;                                        \
+            case 4: PIXELS(K, CIN, STRIDE, 4, valid); break;                                     \
+            case 3: PIXELS(K, CIN, STRIDE, 3, valid); break;                                     \
+            case 2: PIXELS(K, CIN, STRIDE, 2, valid); break;                                     \
+            case 1: PIXELS(K, CIN, STRIDE, 1, valid); break;                                     \
+            }                                                                                    \
+        }                                                                                        \
+    } while (0)
     if (k == 7 && cin == 3 && stride == 2) /* the ImageNet stem: loops unrolled */
         BLOCKS(7, 3, 2);
     else
         BLOCKS(k, cin, stride);
 #undef BLOCKS
-    if (relu)
-        for (int64_t i = 0; i < (int64_t)ow * cout; i += 16)
-            _mm512_storeu_ps(row + i, _mm512_max_ps(_mm512_loadu_ps(row + i), _mm512_setzero_ps()));
+#undef PIXELS
+    if (relu) {
+        const int64_t n = (int64_t)ow * cout;
+        for (int64_t i = 0; i < n; i += 16) {
+            const __mmask16 m = first16((int)(n - i < 16 ? n - i : 16));
+            _mm512_mask_storeu_ps(row + i, m, _mm512_max_ps(_mm512_maskz_loadu_ps(m, row + i),
+                                                            _mm512_setzero_ps()));
+        }
+    }
 }
 
 /* out (float [pw][cout]): the 3x3/2 max pool (1 pixel of padding that never wins) of three conv
@@ -720,21 +750,27 @@ __attribute__((target("avx512f"))) static void stem_pool_row(
     for (int px = 0; px < pw; px++) {
         const int c0 = 2 * px - 1 < 0 ? 0 : 2 * px - 1, c1 = 2 * px + 1 < cw ? 2 * px + 1 : cw - 1;
         for (int o = 0; o < cout; o += 16) {
-            __m512 m = _mm512_loadu_ps(r1 + (int64_t)c0 * cout + o);
+            const __mmask16 k = first16(cout - o); /* the last 16 may be fewer channels */
+            __m512 m = _mm512_maskz_loadu_ps(k, r1 + (int64_t)c0 * cout + o);
             for (int c = c0; c <= c1; c++) {
-                m = _mm512_max_ps(m, _mm512_loadu_ps(r1 + (int64_t)c * cout + o));
-                if (r0) m = _mm512_max_ps(m, _mm512_loadu_ps(r0 + (int64_t)c * cout + o));
-                if (r2) m = _mm512_max_ps(m, _mm512_loadu_ps(r2 + (int64_t)c * cout + o));
+                m = _mm512_max_ps(m, _mm512_maskz_loadu_ps(k, r1 + (int64_t)c * cout + o));
+                if (r0) m = _mm512_max_ps(m, _mm512_maskz_loadu_ps(k, r0 + (int64_t)c * cout + o));
+                if (r2) m = _mm512_max_ps(m, _mm512_maskz_loadu_ps(k, r2 + (int64_t)c * cout + o));
             }
-            _mm512_storeu_ps(out + (int64_t)px * cout + o, m);
+            _mm512_mask_storeu_ps(out + (int64_t)px * cout + o, k, m);
         }
     }
 }
 
-/* The signs of `words` x 64 consecutive floats, packed (a row of the stem's output). */
-__attribute__((target("avx512f"))) static void pack_words(const float *v, int64_t words,
-                                                         uint64_t *bits) {
-    for (int64_t j = 0; j < words; j++) bits[j] = signs64(v + 64 * j);
+/* The signs of `pixels` consecutive pixels of `cout` floats each, packed (a row of the stem's
+ * output): their words are consecutive. */
+__attribute__((target("avx512f"))) static void pack_pixels(const float *v, int pixels, int cout,
+                                                          uint64_t *bits) {
+    const int words = (cout + 63) / 64;
+    for (int px = 0; px < pixels; px++)
+        for (int j = 0; j < words; j++)
+            bits[px * words + j] = affine_signs64(v + (int64_t)px * cout + 64 * j, NULL, NULL,
+                                                  cout - 64 * j);
 }
 #endif
 
@@ -743,17 +779,17 @@ __attribute__((target("avx512f"))) static void pack_words(const float *v, int64_
  * pool with 1 pixel of padding that follows it, row by row (three conv rows in a per-thread ring
  * buffer), so the conv's output never leaves the caches. xp: float NHWC, already zero-padded for
  * the conv. out: float NHWC; out_bits (NULL for none): its signs packed (bit 1 where negative),
- * +1-padded by out_pad, for the first binary conv. COUT a multiple of 64, AVX-512 only: returns -1
- * otherwise (the caller runs PyTorch), -2 when out of memory. A NaN is not carried through the
+ * +1-padded by out_pad, for the first binary conv. Any COUT (the last channels in masked blocks);
+ * AVX-512 only: returns -1 otherwise (the caller runs PyTorch), -2 when out of memory. A NaN is not carried through the
  * pool as PyTorch's would carry it. */
 int bconv_stem(const float *xp, int n, int hp, int wp, int cin, const float *w, const float *bias,
                int k, int stride, int cout, int relu, int pool, float *out, uint64_t *out_bits,
                int out_pad) {
 #if defined(__x86_64__)
-    if (!(bconv_paths() & (1 << PATH_AVX512)) || cout % 64) return -1;
+    if (!(bconv_paths() & (1 << PATH_AVX512))) return -1;
     const int oh = (hp - k) / stride + 1, ow = (wp - k) / stride + 1;
     const int ph = pool ? (oh - 1) / 2 + 1 : oh, pw = pool ? (ow - 1) / 2 + 1 : ow;
-    const int64_t words = cout / 64, row_floats = (int64_t)ow * cout;
+    const int64_t words = (cout + 63) / 64, row_floats = (int64_t)ow * cout;
     if (out_bits)
         memset(out_bits, 0, sizeof(uint64_t) * n * (ph + 2 * out_pad) * (pw + 2 * out_pad) * words);
 #ifdef _OPENMP
@@ -761,7 +797,7 @@ int bconv_stem(const float *xp, int n, int hp, int wp, int cin, const float *w, 
 #else
     const int threads = 1;
 #endif
-    float *rings = aligned_alloc(64, sizeof(float) * 3 * row_floats * threads);
+    float *rings = aligned_alloc(64, (sizeof(float) * 3 * row_floats * threads + 63) / 64 * 64);
     if (rings == NULL) return -2;
     #pragma omp parallel num_threads(threads)
     {
@@ -791,7 +827,7 @@ int bconv_stem(const float *xp, int n, int hp, int wp, int cin, const float *w, 
                 stem_row(x, wp, cin, w, bias, k, stride, cout, ow, relu, py, o);
             }
             if (out_bits) /* the row's words are consecutive, inside the padding */
-                pack_words(o, pw * words, out_bits + (((int64_t)b * (ph + 2 * out_pad) + py + out_pad)
+                pack_pixels(o, pw, cout, out_bits + (((int64_t)b * (ph + 2 * out_pad) + py + out_pad)
                                                       * (pw + 2 * out_pad) + out_pad) * words);
         }
     }
