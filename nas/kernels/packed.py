@@ -285,7 +285,7 @@ class PackedNetwork(nn.Module):
             for block in packed.blocks:  # a block packs its output as the next one reads it
                 if previous is not None:
                     previous.out_pad = block.pad
-                previous = block
+                previous = None if block.dense else block  # dense: the whole features are read
             self.stages.append(packed)
         first = self.stages[0]
         # the +1 padding the first block wants on its packed input, which the stem kernel makes
