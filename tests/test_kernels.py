@@ -497,6 +497,24 @@ def test_pack_command_refuses_what_it_cannot_pack_exactly(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_load_packed_refuses_what_it_cannot_load(tmp_path):
+    """A file that is no packed network, or one packed with other tensors (a dense edge's BN
+    before it was folded into the packing): a one-line ValueError that says to pack again."""
+    spec = model_spec("binary_densenet28", input_size=32, classes=10).replace(padding="one")
+    save_packed(pack_model(build_model(spec).eval()), tmp_path / "new.pt")
+    saved = torch.load(tmp_path / "new.pt", weights_only=True)
+    key = next(k for k in saved["state"] if k.endswith("pre_scale"))
+    saved["state"][key.replace("pre_scale", "pre.weight")] = saved["state"].pop(key)
+    torch.save(saved, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match=r"other tensors .* pack the network again") as caught:
+        load_packed(tmp_path / "old.pt")
+    assert "\n" not in str(caught.value)
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "junk.pt")
+    with pytest.raises(ValueError, match="is not a packed network"):
+        load_packed(tmp_path / "junk.pt")
+    load_packed(tmp_path / "new.pt")  # what this version writes, it reads
+
+
 def test_pack_model_wants_eval_mode():
     with pytest.raises(ValueError, match="eval mode"):
         pack_model(build_model(model_spec("bireal_resnet18", input_size=64)))

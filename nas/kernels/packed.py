@@ -358,8 +358,20 @@ def save_packed(packed: PackedNetwork, path: str | Path) -> None:
 
 
 def load_packed(path: str | Path) -> PackedNetwork:
-    """A packed module saved by :func:`save_packed` (loaded with ``weights_only=True``)."""
+    """A packed module saved by :func:`save_packed` (loaded with ``weights_only=True``); a
+    ValueError that says what to do where the file is none, or was packed by a version whose
+    tensors differ (dense edges' BatchNorms are stored folded since 2026-11-26)."""
     saved = torch.load(path, weights_only=True)
+    if not isinstance(saved, dict) or not {"spec", "state"} <= saved.keys():
+        raise ValueError(f"{path} is not a packed network: write one with nas.kernels.pack")
     packed = PackedNetwork(build_model(ArchSpec.from_json(saved["spec"])).eval())
-    packed.load_state_dict(saved["state"])
+    try:
+        packed.load_state_dict(saved["state"])
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
+        first = first if len(first) <= 160 else first[:157] + "..."
+        raise ValueError(
+            f"{path} holds other tensors than this version packs ({first}): pack the network "
+            "again from its checkpoint (python -m nas.kernels.pack)"
+        ) from None
     return packed
