@@ -149,20 +149,23 @@ static void conv_avx2(const shape_t *s, const uint64_t *x, const uint64_t *w,
 
 #define PB 4 /* output pixels per register block (4 measured faster than 3, 5 or 6) */
 
+/* The mask of the first `left` of 8 (16) lanes: all where left >= 8 (16), none where left <= 0. */
+static inline __attribute__((always_inline)) __mmask8 first8(int left) {
+    return left >= 8 ? 0xff : left <= 0 ? 0 : (__mmask8)((1u << left) - 1);
+}
+
+static inline __attribute__((always_inline)) __mmask16 first16(int left) {
+    return left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+}
+
 /* The lanes of the 4 vectors of 8 channels that hold the first `valid` channels of a block. */
 static inline __attribute__((always_inline)) void lanes8(int valid, __mmask8 m[4]) {
-    for (int v = 0; v < 4; v++) {
-        const int left = valid - 8 * v;
-        m[v] = left >= 8 ? 0xff : left <= 0 ? 0 : (__mmask8)((1u << left) - 1);
-    }
+    for (int v = 0; v < 4; v++) m[v] = first8(valid - 8 * v);
 }
 
 /* The same for the 2 vectors of 16 channels. */
 static inline __attribute__((always_inline)) void lanes16(int valid, __mmask16 m[2]) {
-    for (int v = 0; v < 2; v++) {
-        const int left = valid - 16 * v;
-        m[v] = left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
-    }
+    for (int v = 0; v < 2; v++) m[v] = first16(valid - 16 * v);
 }
 
 /* The register block: P <= PB consecutive output pixels x 32 output channels, 4P accumulators
@@ -403,7 +406,7 @@ AVX512 static inline __attribute__((always_inline)) void finish_pixels(
         }
         uint64_t word = 0;
         for (int o = whole; o < c1; o += 16) {
-            __mmask16 m = c1 - o >= 16 ? 0xffff : (__mmask16)((1u << (c1 - o)) - 1);
+            const __mmask16 m = first16(c1 - o);
             word |= (uint64_t)finish16(1, m, r + o, scale + o, shift + o, AT(res, o), AT(out, o),
                                        total) << (o - whole);
         }
@@ -439,7 +442,7 @@ AVX512 static void sign_thresholds(const shape_t *s, const float *scale, const f
     const __m512 total = _mm512_set1_ps((float)s->total), zero = _mm512_setzero_ps();
     const __m512i none = _mm512_set1_epi32(s->total + 1);
     for (int o = 0; o < s->cout; o += 16) {
-        __mmask16 m = s->cout - o >= 16 ? 0xffff : (__mmask16)((1u << (s->cout - o)) - 1);
+        const __mmask16 m = first16(s->cout - o);
         __m512 sc = _mm512_maskz_loadu_ps(m, scale + o), sh = _mm512_maskz_loadu_ps(m, shift + o);
         __mmask16 rising = _mm512_cmp_ps_mask(sc, zero, _CMP_GE_OQ); /* NaN: constant 0, any */
         /* the first c in [0, total + 1] where g(c) becomes 1 (rising) or 0 (falling) */
@@ -596,14 +599,14 @@ __attribute__((target("avx512f"))) static inline __attribute__((always_inline)) 
     return m0 | m1 << 16 | m2 << 32 | m3 << 48;
 }
 
-/* The sign bits of p[j] * scale[j] + shift[j] for the first `left` (<= 64) of 64 floats (a
- * multiply, then an add, as the portable path rounds them), by masked loads: no bit past them. */
+/* The sign bits of the first `left` (all 64 where left >= 64) floats at p, or of p[j] * scale[j]
+ * + shift[j] (a multiply, then an add, as the portable path rounds them), by masked loads: no bit
+ * past them. */
 __attribute__((target("avx512f"))) static inline __attribute__((always_inline)) uint64_t
 affine_signs64(const float *p, const float *scale, const float *shift, int left) {
     uint64_t word = 0;
     for (int q = 0; q < 4; q++) {
-        const int l = left - 16 * q;
-        const __mmask16 m = l >= 16 ? 0xffff : l <= 0 ? 0 : (__mmask16)((1u << l) - 1);
+        const __mmask16 m = first16(left - 16 * q);
         __m512 v = _mm512_maskz_loadu_ps(m, p + 16 * q);
         if (scale)
             v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, scale + 16 * q)),
@@ -663,11 +666,6 @@ void bconv_pack(const float *v, int n, int h, int w, int c, int64_t stride, cons
 
 #if defined(__x86_64__)
 #define SP 6 /* output pixels per register block of the stem conv */
-
-/* The mask of the first `left` of 16 lanes (all where left >= 16, none where left <= 0). */
-static inline __attribute__((always_inline)) __mmask16 first16(int left) {
-    return left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
-}
 
 /* SP pixels x 64 channels of the stem conv of output row oy, from column ox (pixels past the row
  * clamped to its last one: computed twice, stored twice, the same value). The last block of a
