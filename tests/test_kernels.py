@@ -251,22 +251,24 @@ def test_max_pool_equals_pytorch(shape, kernel, stride, pad):
     assert torch.equal(max_pool2d(x, kernel, stride, pad), F.max_pool2d(x, kernel, stride, pad))
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("channels", [1, 41, 64, 130])
-def test_pack_and_unpack_round_trip_with_plus_one_padding(channels):
+def test_pack_and_unpack_round_trip_with_plus_one_padding(channels, path):
     x = torch.randn(2, channels, 5, 6)
     x[0, 0, 0, 0] = 0.0  # sign(0) = +1
-    packed = pack_activations(x, pad=2)
+    packed = pack_activations(x, pad=2, path=path)
     assert packed.bits.shape == (2, 9, 10, (channels + 63) // 64)
     assert packed.shape == (2, channels, 5, 6)
     _assert_packed(packed, F.pad(_signs(x), (2,) * 4, value=1.0))
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("channels", [41, 128, 200])
-def test_pack_folds_a_batchnorm_and_reads_channels_in_place(channels, monkeypatch):
+def test_pack_folds_a_batchnorm_and_reads_channels_in_place(channels, path, monkeypatch):
     """``pack_activations(x, pad, scale, shift)``: the signs of ``x * scale + shift`` per channel
     (a dense edge's BN before the sign), also read straight from the first channels of a wider
     channels_last tensor (a DenseNet stage's features) and from NCHW: the same bits as packing
-    the values PyTorch computes, compiled or not."""
+    the values PyTorch computes, on every path, and without the compiled kernels."""
     g = torch.Generator().manual_seed(channels)
     wide = torch.randn(2, 7, 5, channels + 30, generator=g)  # NHWC features
     x = wide[..., :channels].permute(0, 3, 1, 2)  # NCHW view, pixels channels + 30 floats apart
@@ -275,8 +277,8 @@ def test_pack_folds_a_batchnorm_and_reads_channels_in_place(channels, monkeypatc
     values = x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
     expected = F.pad(_signs(values), (1,) * 4, value=1.0)
     for data in (x, x.contiguous(), x.contiguous(memory_format=torch.channels_last)):
-        _assert_packed(pack_activations(data, 1, scale, shift), expected)
-    _assert_packed(pack_activations(x, 1), F.pad(_signs(x), (1,) * 4, value=1.0))
+        _assert_packed(pack_activations(data, 1, scale, shift, path), expected)
+    _assert_packed(pack_activations(x, 1, path=path), F.pad(_signs(x), (1,) * 4, value=1.0))
     import nas.kernels as kernels
 
     monkeypatch.setattr(kernels, "library", lambda: None)  # the PyTorch fallback

@@ -88,24 +88,31 @@ def pack_activations(
     pad: int = 0,
     scale: torch.Tensor | None = None,
     shift: torch.Tensor | None = None,
+    path: str | None = None,
 ) -> Packed:
     """Signs of a float NCHW tensor (any memory format), packed, with ``pad`` pixels of +1 on
     each side: bit 1 where x < 0 (sign(0) = +1); with ``scale`` and ``shift`` (per channel) the
     signs of ``x * scale + shift``, a BatchNorm before the sign folded in. Channels_last input,
-    also the first channels of a wider tensor (a DenseNet's features), is read where it lies."""
+    also the first channels of a wider tensor (a DenseNet's features), is read where it lies.
+    ``path`` forces one of :func:`available_paths` (``"avx2"`` packs with the portable loop) or
+    ``"reference"`` (PyTorch)."""
     n, c, h, w = x.shape
     nhwc = x.detach().float().permute(0, 2, 3, 1)
     step = nhwc.stride(2)  # floats from one pixel to the next
     if nhwc.stride(3) != 1 or nhwc.stride(1) != w * step or nhwc.stride(0) != h * w * step:
         nhwc, step = nhwc.contiguous(), c
     lib = library()
+    if path is None:
+        path = _paths()[-1] if lib is not None else "reference"
+    elif path != "reference" and (lib is None or path not in _paths()):
+        raise ValueError(f"this CPU cannot run the {path!r} path; it can: {available_paths()}")
     cw = (c + 63) // 64
     bits = torch.zeros(n, h + 2 * pad, w + 2 * pad, cw, dtype=torch.int64)
     if scale is not None:
         scale, shift = _f32(scale), _f32(shift if shift is not None else torch.zeros(c))
-    if lib is not None:
+    if path != "reference":
         lib.bconv_pack(
-            nhwc.data_ptr(), n, h, w, c, step,
+            PATHS[path], nhwc.data_ptr(), n, h, w, c, step,
             None if scale is None else scale.data_ptr(),
             None if scale is None else shift.data_ptr(),
             pad, bits.data_ptr(),
@@ -292,7 +299,7 @@ def binary_conv2d(
             values = out.copy_(values)
         if output == "float":
             return values
-        packed = pack_activations(values.permute(0, 3, 1, 2), out_pad)
+        packed = pack_activations(values.permute(0, 3, 1, 2), out_pad, path="reference")
         return packed if output == "packed" else (values, packed)
     if lib is None or path not in _paths():
         raise ValueError(f"this CPU cannot run the {path!r} path; it can: {available_paths()}")

@@ -637,11 +637,11 @@ AVX512 static void pack_avx512(const float *v, int n, int h, int w, int c, int64
  * bits) by `pad` pixels on each side. Pixels `stride` floats apart (C for a contiguous tensor,
  * more for the first C channels of a wider one); with `scale` (not NULL) the signs of v * scale +
  * shift per channel (a BatchNorm before the sign). out: uint64 [N][H + 2 pad][W + 2 pad][CW],
- * zeroed by the caller. */
-void bconv_pack(const float *v, int n, int h, int w, int c, int64_t stride, const float *scale,
-                const float *shift, int pad, uint64_t *out) {
+ * zeroed by the caller. `path`: PATH_AVX512 where the CPU has it, any other the portable loop. */
+void bconv_pack(int path, const float *v, int n, int h, int w, int c, int64_t stride,
+                const float *scale, const float *shift, int pad, uint64_t *out) {
 #if defined(__x86_64__)
-    if (bconv_paths() & (1 << PATH_AVX512)) {
+    if (path == PATH_AVX512 && (bconv_paths() & (1 << PATH_AVX512))) {
         pack_avx512(v, n, h, w, c, stride, scale, shift, pad, out);
         return;
     }

@@ -71,7 +71,7 @@ def library() -> ctypes.CDLL | None:
     lib.bconv_set_threads.argtypes = [i]
     lib.bconv_forward.restype = i
     lib.bconv_forward.argtypes = [ctypes.c_char_p]  # conv_args_t, packed by binary_conv2d
-    lib.bconv_pack.argtypes = [f, i, i, i, i, ctypes.c_int64, f, f, i, p]
+    lib.bconv_pack.argtypes = [i, f, i, i, i, i, ctypes.c_int64, f, f, i, p]
     lib.nhwc_maxpool.argtypes = [f, i, i, i, i, i, i, i, f]
     q = ctypes.c_int64
     lib.nhwc_pad.argtypes = [f, i, i, i, i, q, q, q, q, i, f]
