@@ -4,9 +4,12 @@ the bit-packed kernel.
 ``pack_model(model)`` (the model in eval mode) keeps the full-precision layers (stem,
 transitions, shortcut projections, head) as they are and replaces each binary conv edge by a
 :class:`PackedConv`: its weights packed one bit each, its weight scale and the BatchNorm after it
-folded into one scale and shift per output channel, a Bi-Real shortcut added inside the kernel
+folded into one scale and shift per output channel, a dense edge's BatchNorm before it folded into
+the packing of its input, the shortcuts and the other convs of its node added inside the kernel
 (into the shortcut's own memory where nothing reads that node again: :meth:`PackedBlock._in_place`).
-Activations stay channels_last (NHWC in memory) between layers, so no layout copies are needed.
+Activations stay NHWC between layers (the kernels' layout; PyTorch's modules see channels_last
+views), so no layout copies are needed; a run of dense blocks shares one features tensor
+(:meth:`PackedNetwork._dense_run`).
 Exact where the network pads its binary convs with +1 (``padding: "one"``): the logits then match
 the training module's up to float rounding.
 
