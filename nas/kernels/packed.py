@@ -149,10 +149,11 @@ class PackedConv(nn.Module):
 
 
 class PackedBlock(nn.Module):
-    """A block's DAG (:class:`nas.model.BlockLayer`) with packed convs. Where a node is one conv
-    plus shortcuts (the Bi-Real case) the kernel adds the shortcuts and, if binary convs read
-    the node, packs its signs in the same pass; ``out_pad`` (set by :class:`PackedNetwork`) asks
-    for the block output packed too, for the next block."""
+    """A block's DAG (:class:`nas.model.BlockLayer`) with packed convs. A node's convs add its
+    shortcuts and each other inside the kernels (one conv in the Bi-Real case, several joined by
+    their mean in IGP's), the last one packing the node's signs in the same pass where binary
+    convs read the node; ``out_pad`` (set by :class:`PackedNetwork`) asks for the block output
+    packed too, for the next block."""
 
     def __init__(self, layer: BlockLayer):
         super().__init__()
