@@ -101,11 +101,7 @@ def pack_activations(
     step = nhwc.stride(2)  # floats from one pixel to the next
     if nhwc.stride(3) != 1 or nhwc.stride(1) != w * step or nhwc.stride(0) != h * w * step:
         nhwc, step = nhwc.contiguous(), c
-    lib = library()
-    if path is None:
-        path = _paths()[-1] if lib is not None else "reference"
-    elif path != "reference" and (lib is None or path not in _paths()):
-        raise ValueError(f"this CPU cannot run the {path!r} path; it can: {available_paths()}")
+    lib, path = library(), _path(path)
     cw = (c + 63) // 64
     bits = torch.zeros(n, h + 2 * pad, w + 2 * pad, cw, dtype=torch.int64)
     if scale is not None:
@@ -234,6 +230,16 @@ def set_threads(threads: int) -> None:
         lib.bconv_set_threads(threads)
 
 
+def _path(path: str | None) -> str:
+    """The path to run: ``path`` if this CPU and build can run it (or ``"reference"``), by default
+    the fastest compiled one, else the PyTorch reference; a ValueError for one it cannot run."""
+    if path is None:
+        return _paths()[-1] if library() is not None else "reference"
+    if path != "reference" and (library() is None or path not in _paths()):
+        raise ValueError(f"this CPU cannot run the {path!r} path; it can: {available_paths()}")
+    return path
+
+
 def _f32(t: torch.Tensor) -> torch.Tensor:
     """``t`` as a contiguous float32 tensor without autograd history (no copy if it is one)."""
     if t.dtype == torch.float32 and t.is_contiguous() and not t.requires_grad:
@@ -290,9 +296,7 @@ def binary_conv2d(
             )
     scale = _filled(1.0, cout) if scale is None else _f32(scale)
     shift = _filled(0.0, cout) if shift is None else _f32(shift)
-    lib = library()
-    if path is None:
-        path = _paths()[-1] if lib is not None else "reference"
+    lib, path = library(), _path(path)
     if path == "reference":
         values = reference_conv2d(x, weights, stride, scale, shift, residual)
         if out is not None:
@@ -301,8 +305,6 @@ def binary_conv2d(
             return values
         packed = pack_activations(values.permute(0, 3, 1, 2), out_pad, path="reference")
         return packed if output == "packed" else (values, packed)
-    if lib is None or path not in _paths():
-        raise ValueError(f"this CPU cannot run the {path!r} path; it can: {available_paths()}")
     if residual is not None:
         residual = _f32(residual)
         if residual.shape != (n, oh, ow, cout):

@@ -71,9 +71,9 @@ def library() -> ctypes.CDLL | None:
     lib.bconv_set_threads.argtypes = [i]
     lib.bconv_forward.restype = i
     lib.bconv_forward.argtypes = [ctypes.c_char_p]  # conv_args_t, packed by binary_conv2d
-    lib.bconv_pack.argtypes = [i, f, i, i, i, i, ctypes.c_int64, f, f, i, p]
-    lib.nhwc_maxpool.argtypes = [f, i, i, i, i, i, i, i, f]
     q = ctypes.c_int64
+    lib.bconv_pack.argtypes = [i, f, i, i, i, i, q, f, f, i, p]
+    lib.nhwc_maxpool.argtypes = [f, i, i, i, i, i, i, i, f]
     lib.nhwc_pad.argtypes = [f, i, i, i, i, q, q, q, q, i, f]
     lib.bconv_stem.restype = i
     lib.bconv_stem.argtypes = [f, i, i, i, i, f, f, i, i, i, i, i, f, p, i]
