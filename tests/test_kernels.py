@@ -21,7 +21,7 @@ from nas.kernels import (
     pack_weights,
     unpack,
 )
-from nas.kernels.packed import load_packed, pack_model, save_packed
+from nas.kernels.packed import FORMAT, load_packed, pack_model, save_packed
 
 PATHS = [*available_paths(), "reference"]
 
@@ -500,21 +500,38 @@ def test_pack_command_refuses_what_it_cannot_pack_exactly(tmp_path, capsys):
 
 
 def test_load_packed_refuses_what_it_cannot_load(tmp_path):
-    """A file that is no packed network, or one packed with other tensors (a dense edge's BN
-    before it was folded into the packing): a one-line ValueError that says to pack again."""
+    """A file that is no packed network, one of a newer format, or one of format 1 (no
+    ``"format"`` entry) packed with other tensors (a dense edge's BN before it was folded into
+    the packing): a one-line ValueError that says what to do. A format 1 file whose tensors are
+    still laid out the same (no dense blocks) loads."""
     spec = model_spec("binary_densenet28", input_size=32, classes=10).replace(padding="one")
     save_packed(pack_model(build_model(spec).eval()), tmp_path / "new.pt")
     saved = torch.load(tmp_path / "new.pt", weights_only=True)
+    assert saved["format"] == FORMAT
+    del saved["format"]
     key = next(k for k in saved["state"] if k.endswith("pre_scale"))
     saved["state"][key.replace("pre_scale", "pre.weight")] = saved["state"].pop(key)
     torch.save(saved, tmp_path / "old.pt")
-    with pytest.raises(ValueError, match=r"other tensors .* pack the network again") as caught:
+    with pytest.raises(ValueError, match=r"format 1, with other tensors .* pack the network again"):
         load_packed(tmp_path / "old.pt")
-    assert "\n" not in str(caught.value)
+    torch.save({**saved, "format": FORMAT + 1}, tmp_path / "newer.pt")
+    with pytest.raises(ValueError, match=f"format {FORMAT + 1}, newer .* update the product"):
+        load_packed(tmp_path / "newer.pt")
     torch.save({"weights": torch.zeros(3)}, tmp_path / "junk.pt")
     with pytest.raises(ValueError, match="is not a packed network"):
         load_packed(tmp_path / "junk.pt")
+    for name in ("old.pt", "newer.pt", "junk.pt"):
+        with pytest.raises(ValueError) as caught:
+            load_packed(tmp_path / name)
+        assert "\n" not in str(caught.value)
     load_packed(tmp_path / "new.pt")  # what this version writes, it reads
+    spec = model_spec("bireal_resnet18", input_size=32, classes=10).replace(padding="one")
+    model, x = build_model(spec).eval(), torch.randn(2, 3, 32, 32)
+    save_packed(pack_model(model), tmp_path / "bireal.pt")
+    saved = torch.load(tmp_path / "bireal.pt", weights_only=True)
+    del saved["format"]
+    torch.save(saved, tmp_path / "bireal_format1.pt")
+    assert torch.equal(load_packed(tmp_path / "bireal_format1.pt")(x), pack_model(model)(x))
 
 
 def test_pack_model_wants_eval_mode():

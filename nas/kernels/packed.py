@@ -352,22 +352,37 @@ def pack_model(model: Network) -> PackedNetwork:
     return PackedNetwork(model)
 
 
+FORMAT = 2
+"""The layout of the tensors :func:`save_packed` writes. 1: files without a ``"format"`` entry
+(before 2026-11-26), which stored each dense edge's BatchNorm; 2: dense edges' BatchNorms folded
+into ``pre_scale`` / ``pre_shift``. Raise it whenever a packed module's state dict changes."""
+
+
 def save_packed(packed: PackedNetwork, path: str | Path) -> None:
-    """The spec and the packed module's tensors, in one file, written atomically."""
+    """The spec, the format and the packed module's tensors, in one file, written atomically."""
     from results.run import atomic_write_bytes
 
     buffer = io.BytesIO()
-    torch.save({"spec": packed.spec.to_json(), "state": packed.state_dict()}, buffer)
+    torch.save(
+        {"format": FORMAT, "spec": packed.spec.to_json(), "state": packed.state_dict()}, buffer
+    )
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
 def load_packed(path: str | Path) -> PackedNetwork:
-    """A packed module saved by :func:`save_packed` (loaded with ``weights_only=True``); a
-    ValueError that says what to do where the file is none, or was packed by a version whose
-    tensors differ (dense edges' BatchNorms are stored folded since 2026-11-26)."""
+    """A packed module saved by :func:`save_packed` (loaded with ``weights_only=True``). A file
+    that is no packed network, one written by a newer version, or one of an older format whose
+    tensors this version lays out otherwise (a dense network packed before :data:`FORMAT` 2) is
+    refused with a one-line ValueError that says what to do."""
     saved = torch.load(path, weights_only=True)
     if not isinstance(saved, dict) or not {"spec", "state"} <= saved.keys():
         raise ValueError(f"{path} is not a packed network: write one with nas.kernels.pack")
+    found = saved.get("format", 1)
+    if not isinstance(found, int) or found > FORMAT:
+        raise ValueError(
+            f"{path} is a packed network of format {found!r}, newer than this version reads "
+            f"({FORMAT}): update the product, or pack the network again with this version"
+        )
     packed = PackedNetwork(build_model(ArchSpec.from_json(saved["spec"])).eval())
     try:
         packed.load_state_dict(saved["state"])
@@ -375,7 +390,8 @@ def load_packed(path: str | Path) -> PackedNetwork:
         first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
         first = first if len(first) <= 160 else first[:157] + "..."
         raise ValueError(
-            f"{path} holds other tensors than this version packs ({first}): pack the network "
-            "again from its checkpoint (python -m nas.kernels.pack)"
+            f"{path} is a packed network of format {found}, with other tensors than this version "
+            f"packs ({first}): pack the network again from its checkpoint (python -m "
+            "nas.kernels.pack)"
         ) from None
     return packed
