@@ -468,6 +468,8 @@ def test_pack_command_packs_a_training_checkpoint(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["file"] == str(out) and result["same_class"] == result["check_images"]
     assert result["file_mbit"] == pytest.approx(out.stat().st_size * 8 / 1e6)
+    # a trained network's pre-activations stay clear of zero: float rounding, no flipped sign
+    assert result["max_logit_difference"] < 1e-5 and result["float64_logit_difference"] < 1e-5
     x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert torch.equal(load_packed(out)(x).argmax(1), model(x).argmax(1))

@@ -5,8 +5,10 @@ MODEL is a zoo name or an ArchSpec JSON file; ``--checkpoint`` a state dict of t
 training checkpoint of :mod:`runners.train` (its ``"model"`` entry). The network is packed in eval
 mode (:func:`nas.kernels.packed.pack_model`), checked against the float module on random inputs
 (same predicted classes, logits within float rounding unless a pre-activation within rounding of
-zero takes the other sign), and written atomically by :func:`~nas.kernels.packed.save_packed`;
-the file's size is printed beside the storage the paper counts for the spec. Packed inference
+zero takes the other sign; the float module's own float64 run is printed beside it as the measure
+of how far rounding alone moves this network's logits), and written atomically by
+:func:`~nas.kernels.packed.save_packed`; the file's size is printed beside the storage the paper
+counts for the spec. Packed inference
 is exact for networks trained with +1 padding (``"padding": "one"``): a checkpoint of a network
 that pads with zeros is refused. Without a checkpoint the network is packed as initialised (with
 +1 padding), which is enough to see its size and speed. Load the file with
@@ -15,6 +17,7 @@ that pads with zeros is refused. Without a checkpoint the network is packed as i
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from collections.abc import Sequence
@@ -58,7 +61,9 @@ def pack(
             f"{spec.name} pads its binary convs with {spec.padding!r}: packed inference is exact "
             'only for networks trained with "padding": "one"'
         )
-    model = build_model(spec)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)  # the same initialised network each run, where none is given
+        model = build_model(spec)
     if checkpoint is not None:
         missing, unexpected = [], []
         try:
@@ -81,6 +86,7 @@ def pack(
     x = torch.randn(check, 3, spec.input_size, spec.input_size, generator=g)
     with torch.no_grad():
         expected, got = model(x), packed(x)
+        in_float64 = copy.deepcopy(model).double()(x.double()).float()
     scale = expected.abs().max().item() or 1.0
     path = Path(out or f"{spec.name}.packed.pt")
     save_packed(packed, path)
@@ -95,6 +101,7 @@ def pack(
         "check_images": check,
         "same_class": int((got.argmax(1) == expected.argmax(1)).sum()),
         "max_logit_difference": (got - expected).abs().max().item() / scale,
+        "float64_logit_difference": (in_float64 - expected).abs().max().item() / scale,
     }
 
 
@@ -125,7 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"checked on {result['check_images']} random images: the same class for "
         f"{result['same_class']}, logits within {result['max_logit_difference']:.1e} of their "
-        "range of the float module's"
+        f"range of the float module's (its own float64 run differs by "
+        f"{result['float64_logit_difference']:.1e}: rounding flips the sign of a pre-activation "
+        "near zero, in an untrained network most of all)"
     )
     return 0
 
