@@ -8,10 +8,10 @@ mode (:func:`nas.kernels.packed.pack_model`), checked against the float module o
 zero takes the other sign; the float module's own float64 run is printed beside it as the measure
 of how far rounding alone moves this network's logits), and written atomically by
 :func:`~nas.kernels.packed.save_packed`; the file's size is printed beside the storage the paper
-counts for the spec. Packed inference
-is exact for networks trained with +1 padding (``"padding": "one"``): a checkpoint of a network
-that pads with zeros is refused. Without a checkpoint the network is packed as initialised (with
-+1 padding), which is enough to see its size and speed. Load the file with
+counts for the spec. Packed inference is exact for networks trained with +1 padding
+(``"padding": "one"``): a checkpoint of a network that pads with zeros is refused. Without a
+checkpoint the network is packed as initialised (seeded, with +1 padding), which is enough to see
+its size and speed. Load the file with
 :func:`~nas.kernels.packed.load_packed`.
 """
 
