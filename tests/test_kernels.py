@@ -241,14 +241,44 @@ def test_compiled_stem_reads_its_input_in_any_layout(cin):
         assert torch.equal(packed.bits, expected[1].bits), name
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pytorch"])
 @pytest.mark.parametrize(
-    "shape, kernel, stride, pad",
-    [((1, 64, 112, 112), 3, 2, 1), ((2, 5, 9, 7), 3, 2, 1), ((1, 70, 8, 8), 2, 2, 0)],
+    "shape, kernel, stride, pad, ceil_mode",
+    [
+        ((1, 64, 112, 112), 3, 2, 1, False),  # the stem's pool
+        ((2, 5, 9, 7), 3, 2, 1, False),
+        ((1, 70, 8, 8), 2, 2, 0, False),
+        ((1, 448, 56, 56), 2, 2, 0, True),  # binary_densenet28's first transition
+        ((2, 37, 7, 5), 2, 2, 0, True),  # ceil mode: a last window of one row or column
+        ((1, 9, 11, 10), 3, 2, 1, True),  # ceil mode with padding
+        ((1, 3, 5, 5), 3, 3, 1, True),  # ceil mode: a window that would start in the padding
+    ],
 )
-def test_max_pool_equals_pytorch(shape, kernel, stride, pad):
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    x = x.contiguous(memory_format=torch.channels_last)
-    assert torch.equal(max_pool2d(x, kernel, stride, pad), F.max_pool2d(x, kernel, stride, pad))
+def test_max_pool_equals_pytorch(shape, kernel, stride, pad, ceil_mode, compiled, monkeypatch):
+    """``max_pool2d`` equals PyTorch's pool, alone and after a BatchNorm (negative scales
+    included) with a ReLU after it (a BinaryDenseNet transition), bit for bit: the BN is one
+    multiply and one add, as in PyTorch."""
+    import nas.kernels as kernels
+
+    if not compiled:
+        monkeypatch.setattr(kernels, "library", lambda: None)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
+    out = max_pool2d(x, kernel, stride, pad, ceil_mode)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, F.max_pool2d(x, kernel, stride, pad, ceil_mode=ceil_mode))
+    bn = torch.nn.BatchNorm2d(shape[1]).eval()
+    for t in (bn.weight, bn.bias, bn.running_mean):
+        t.data = torch.randn(shape[1], generator=g)  # about half the scales negative
+    bn.running_var.data = torch.rand(shape[1], generator=g) + 0.5
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    with torch.no_grad():
+        expected = F.relu(F.max_pool2d(bn(x), kernel, stride, pad, ceil_mode=ceil_mode))
+        out = max_pool2d(x, kernel, stride, pad, ceil_mode, scale, shift, relu=True)
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    affine = x * scale[:, None, None] + shift[:, None, None]  # what the kernel computes
+    assert torch.equal(out, F.relu(F.max_pool2d(affine, kernel, stride, pad, ceil_mode=ceil_mode)))
 
 
 @pytest.mark.parametrize("path", PATHS)

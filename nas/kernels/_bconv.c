@@ -21,6 +21,7 @@
  */
 #include <stdint.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -862,32 +863,47 @@ void nhwc_pad(const float *x, int n, int c, int h, int w, int64_t sn, int64_t sc
         }
 }
 
-/* Max pooling of float NHWC values (the stem's 3x3/2 pool of a packed network): K x K windows,
- * `stride`, `pad` pixels that never win on each side (PyTorch's floor mode). out: float
- * [N][OH][OW][C]. Compiled for AVX-512, AVX2 and plain x86-64, chosen at run time. */
+/* Max pooling of float NHWC values: K x K windows, `stride`, `pad` pixels that never win on each
+ * side, PyTorch's floor mode or, with `ceil`, its ceil mode (a last window that starts inside the
+ * input or its left padding, clipped). Where `scale` is given, each value is first mapped to
+ * v * scale[ch] + shift[ch] (an eval-mode BatchNorm, multiplied then added); with `relu`, the
+ * maxima are clamped at 0. The stem's 3x3/2 pool, and BinaryDenseNet's transition BN -> max-pool
+ * 2x2/2 (ceil) -> ReLU in one pass. out: float [N][OH][OW][C]. Compiled for AVX-512, AVX2 and
+ * plain x86-64, chosen at run time. */
+static int pooled_size(int h, int k, int stride, int pad, int ceil) {
+    int o = (h + 2 * pad - k + (ceil ? stride - 1 : 0)) / stride + 1;
+    if (ceil && (o - 1) * stride >= h + pad) o--;
+    return o;
+}
+
 #if defined(__x86_64__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
-void nhwc_maxpool(const float *v, int n, int h, int w, int c, int k, int stride, int pad,
-                  float *out) {
-    const int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
+void nhwc_maxpool(const float *v, int n, int h, int w, int c, int k, int stride, int pad, int ceil,
+                  const float *scale, const float *shift, int relu, float *out) {
+    const int oh = pooled_size(h, k, stride, pad, ceil), ow = pooled_size(w, k, stride, pad, ceil);
     #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < n; b++)
         for (int y = 0; y < oh; y++)
             for (int xo = 0; xo < ow; xo++) {
-                float *o = out + (((int64_t)b * oh + y) * ow + xo) * c;
-                int first = 1;
+                float *restrict o = out + (((int64_t)b * oh + y) * ow + xo) * c;
+                for (int j = 0; j < c; j++) o[j] = -INFINITY;
                 for (int iy = y * stride - pad; iy < y * stride - pad + k; iy++) {
                     if (iy < 0 || iy >= h) continue;
                     for (int ix = xo * stride - pad; ix < xo * stride - pad + k; ix++) {
                         if (ix < 0 || ix >= w) continue;
-                        const float *p = v + (((int64_t)b * h + iy) * w + ix) * c;
-                        if (first) memcpy(o, p, sizeof(float) * c);
+                        const float *restrict p = v + (((int64_t)b * h + iy) * w + ix) * c;
+                        if (scale)
+                            for (int j = 0; j < c; j++) {
+                                const float t = p[j] * scale[j] + shift[j];
+                                o[j] = t > o[j] ? t : o[j];
+                            }
                         else
                             for (int j = 0; j < c; j++) o[j] = p[j] > o[j] ? p[j] : o[j];
-                        first = 0;
                     }
                 }
+                if (relu)
+                    for (int j = 0; j < c; j++) o[j] = o[j] > 0.0f ? o[j] : 0.0f;
             }
 }
 

@@ -73,7 +73,7 @@ def library() -> ctypes.CDLL | None:
     lib.bconv_forward.argtypes = [ctypes.c_char_p]  # conv_args_t, packed by binary_conv2d
     q = ctypes.c_int64
     lib.bconv_pack.argtypes = [i, f, i, i, i, i, q, f, f, i, p]
-    lib.nhwc_maxpool.argtypes = [f, i, i, i, i, i, i, i, f]
+    lib.nhwc_maxpool.argtypes = [f, i, i, i, i, i, i, i, i, p, p, i, f]
     lib.nhwc_pad.argtypes = [f, i, i, i, i, q, q, q, q, i, f]
     lib.bconv_stem.restype = i
     lib.bconv_stem.argtypes = [f, i, i, i, i, f, f, i, i, i, i, i, f, p, i]

@@ -65,27 +65,50 @@ class Pointwise(nn.Module):
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
         self.register_buffer("weight", conv.weight.detach()[:, :, 0, 0].t().contiguous())
-        self.register_buffer("bias", conv.bias.detach().clone())
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
-        out = torch.addmm(self.bias, rows, self.weight)
+        out = rows @ self.weight if self.bias is None else torch.addmm(self.bias, rows, self.weight)
         return out.view(n, h, w, -1).permute(0, 3, 1, 2)
 
 
-def _fused_1x1(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Module:
-    fused = _fused(conv, bn)
+def _fused_1x1(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> nn.Module:
+    """A full-precision conv (the BatchNorm after it folded in, if any): a 1x1 stride-1 one as a
+    :class:`Pointwise` product."""
+    fused = _fused(conv, bn) if bn is not None else conv.to(memory_format=torch.channels_last)
     if fused.kernel_size == (1, 1) and fused.stride == (1, 1) and fused.groups == 1:
         return Pointwise(fused)
     return fused
 
 
+class PooledTransition(nn.Module):
+    """BinaryDenseNet's transition, BN -> MaxPool 2x2/2 (ceil) -> ReLU -> FP 1x1 conv: the BN,
+    pool and ReLU in one compiled pass (:func:`nas.kernels.max_pool2d`; three passes over the
+    stage's features in PyTorch), then the conv as one matrix product."""
+
+    def __init__(self, transition: nn.Module):
+        super().__init__()
+        bn, (pool, _relu) = transition.pre, transition.pool
+        scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+        self.register_buffer("scale", scale.float().contiguous())
+        self.register_buffer("shift", (bn.bias.detach() - bn.running_mean * scale).float())
+        self.pool = (pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode)
+        self.conv = _fused_1x1(transition.conv, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(max_pool2d(x, *self.pool, self.scale, self.shift, relu=True))
+
+
 def _fused_transition(transition: nn.Module | None) -> nn.Module | None:
-    """AvgPool -> conv -> BN transitions with the BN folded in; others unchanged."""
-    if transition is None or not isinstance(transition.post, nn.BatchNorm2d):
-        return transition
-    return nn.Sequential(transition.pool, _fused_1x1(transition.conv, transition.post))
+    """A stage's transition for the packed model: AvgPool -> conv -> BN with the BN folded into
+    the conv; BN -> MaxPool -> ReLU -> conv as a :class:`PooledTransition`."""
+    if transition is None:
+        return None
+    if isinstance(transition.post, nn.BatchNorm2d):
+        return nn.Sequential(transition.pool, _fused_1x1(transition.conv, transition.post))
+    return PooledTransition(transition)
 
 
 class PackedConv(nn.Module):
@@ -355,7 +378,8 @@ def pack_model(model: Network) -> PackedNetwork:
 FORMAT = 2
 """The layout of the tensors :func:`save_packed` writes. 1: files without a ``"format"`` entry
 (before 2026-11-26), which stored each dense edge's BatchNorm; 2: dense edges' BatchNorms folded
-into ``pre_scale`` / ``pre_shift``. Raise it whenever a packed module's state dict changes."""
+into ``pre_scale`` / ``pre_shift``, and BinaryDenseNet transitions stored as
+:class:`PooledTransition`. Raise it whenever a packed module's state dict changes."""
 
 
 def save_packed(packed: PackedNetwork, path: str | Path) -> None:
