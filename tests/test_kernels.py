@@ -104,6 +104,23 @@ def test_epilogue_scale_shift_residual_and_packed_output(path, case):
     got, packed = binary_conv2d(*args[:5], into, output="both", out_pad=1, path=path, out=into)
     assert got.data_ptr() == into.data_ptr() and torch.equal(into, expected)
     _assert_packed(packed, signs)
+    # written into the first channels of a wider NHWC tensor (a dense block's new features into
+    # its run's features), with and without a shortcut of that same layout added in place: no
+    # other channel touched
+    wide = torch.randn(*dot.shape[:3], cout + 13, generator=g)
+    into = wide[..., 5 : 5 + cout]
+    kept = wide.clone()
+    got, packed = binary_conv2d(*args[:5], output="both", out_pad=1, path=path, out=into)
+    assert torch.equal(into, dot * scale + shift) and got.data_ptr() == into.data_ptr()
+    _assert_packed(
+        packed, F.pad(_signs((dot * scale + shift).permute(0, 3, 1, 2)), (1,) * 4, value=1.0)
+    )
+    into.copy_(residual)
+    binary_conv2d(*args[:5], into, path=path, out=into)
+    assert torch.equal(into, expected)
+    assert torch.equal(wide[..., :5], kept[..., :5]) and torch.equal(
+        wide[..., 5 + cout :], kept[..., 5 + cout :]
+    )
     # packed output alone: BN and sign as count thresholds (the AVX-512 register blocks write
     # the signs, the last cout % 32 channels through masked blocks)
     alone = binary_conv2d(*args[:5], output="packed", path=path)
@@ -113,8 +130,14 @@ def test_epilogue_scale_shift_residual_and_packed_output(path, case):
 def test_out_must_hold_the_float_output():
     x = pack_activations(torch.randn(1, 64, 8, 8), pad=1)
     w = pack_weights(torch.randn(32, 64, 3, 3))
-    with pytest.raises(ValueError, match=r"contiguous float32 NHWC tensor \(1, 8, 8, 32\)"):
+    with pytest.raises(ValueError, match=r"float32 NHWC tensor \(1, 8, 8, 32\), contiguous or"):
         binary_conv2d(x, w, out=torch.empty(1, 32, 8, 8))
+    wide = torch.empty(1, 8, 8, 40)
+    for bad in (wide[:, :, :, 4:36].transpose(1, 2), torch.empty(1, 8, 9, 32)[:, :, :8]):
+        with pytest.raises(ValueError, match="contiguous or the first channels of a wider one"):
+            binary_conv2d(x, w, out=bad)
+    with pytest.raises(ValueError, match="out must be contiguous where the residual is another"):
+        binary_conv2d(x, w, residual=torch.zeros(1, 8, 8, 32), out=wide[..., :32])
     with pytest.raises(ValueError, match="output='float' or 'both'"):
         binary_conv2d(x, w, output="packed", out=torch.empty(1, 8, 8, 32))
 

@@ -280,7 +280,7 @@ def _f32(t: torch.Tensor) -> torch.Tensor:
 
 _OUTPUTS = ("float", "packed", "both")
 # the arguments of bconv_forward, in the order of the fields of conv_args_t in _bconv.c
-_CONV_ARGS = struct.Struct("17q")
+_CONV_ARGS = struct.Struct("18q")
 
 
 @cache
@@ -306,10 +306,11 @@ def binary_conv2d(
     ``scale * dot + shift + residual`` per output channel (NHWC float; ``residual`` NHWC too).
     ``output``: ``"float"`` those values; ``"packed"`` their signs, packed with ``out_pad`` pixels
     of +1 padding for the next conv; ``"both"`` the pair, from one pass. ``out``: a float32 NHWC
-    contiguous tensor to write the float output into, which may be ``residual`` itself: the
-    shortcut is then added in place, and one buffer fewer passes through the caches (what the
-    packed model does where nothing reads the shortcut afterwards). ``path`` forces one of
-    :func:`available_paths` or ``"reference"``."""
+    tensor to write the float output into, contiguous or the first channels of a wider one (a
+    dense block writes its new features into the features tensor of its run); it may be
+    ``residual`` itself: the shortcut is then added in place, and one buffer fewer passes through
+    the caches (what the packed model does where nothing reads the shortcut afterwards). ``path``
+    forces one of :func:`available_paths` or ``"reference"``."""
     if output not in _OUTPUTS:
         raise ValueError(f"output must be 'float', 'packed' or 'both', got {output!r}")
     if x.channels != weights.channels:
@@ -320,10 +321,17 @@ def binary_conv2d(
     if out is not None:
         if output == "packed":
             raise ValueError("out holds the float output: ask for output='float' or 'both'")
-        if out.shape != (n, oh, ow, cout) or out.dtype != torch.float32 or not out.is_contiguous():
+        pixel = out.stride(2) if out.dim() == 4 else 0  # floats from one pixel to the next
+        if (
+            out.shape != (n, oh, ow, cout)
+            or out.dtype != torch.float32
+            or out.stride()[n == 1 :] != (oh * ow * pixel, ow * pixel, pixel, 1)[n == 1 :]
+            or pixel < cout
+        ):
             raise ValueError(
-                f"out must be a contiguous float32 NHWC tensor {(n, oh, ow, cout)}, got "
-                f"{out.dtype} {tuple(out.shape)}"
+                f"out must be a float32 NHWC tensor {(n, oh, ow, cout)}, contiguous or the first "
+                f"channels of a wider one, got {out.dtype} {tuple(out.shape)} with strides "
+                f"{out.stride()}"
             )
     scale = _filled(1.0, cout) if scale is None else _f32(scale)
     shift = _filled(0.0, cout) if shift is None else _f32(shift)
@@ -336,12 +344,15 @@ def binary_conv2d(
             return values
         packed = pack_activations(values.permute(0, 3, 1, 2), out_pad, path="reference")
         return packed if output == "packed" else (values, packed)
-    if residual is not None:
+    pixel = cout if out is None else out.stride(2)
+    if residual is not None and residual is not out:
         residual = _f32(residual)
         if residual.shape != (n, oh, ow, cout):
             raise ValueError(
                 f"residual must be NHWC {(n, oh, ow, cout)}, got {tuple(residual.shape)}"
             )
+        if pixel != cout:
+            raise ValueError("out must be contiguous where the residual is another tensor")
     out_f = out
     if out is None and output != "packed":
         out_f = torch.empty(n, oh, ow, cout)
@@ -356,7 +367,7 @@ def binary_conv2d(
             0 if residual is None else residual.data_ptr(),
             0 if out_f is None else out_f.data_ptr(),
             0 if bits is None else bits.data_ptr(),
-            out_pad,
+            out_pad, pixel,
         )
     )  # fmt: skip
     if status == -2:

@@ -40,6 +40,7 @@ typedef struct {
     int oh, ow;             /* output size */
     int total;              /* K*K*C: the number of products in one dot */
     int out_pad;            /* +1 padding around the packed output */
+    int64_t ostride;        /* floats from one pixel of the float output (and residual) to the next */
 } shape_t;
 
 /* The first word of output pixel (b, y, xo) in the packed output, padded by out_pad. */
@@ -56,8 +57,8 @@ static inline void finish(const shape_t *s, const int64_t *acc, int o0, int cb,
     for (int j = 0; j < cb; j++) {
         int o = o0 + j;
         float v = scale[o] * (float)(s->total - 2 * acc[j]) + shift[o];
-        if (residual) v += residual[pixel * s->cout + o];
-        if (out_f) out_f[pixel * s->cout + o] = v;
+        if (residual) v += residual[pixel * s->ostride + o];
+        if (out_f) out_f[pixel * s->ostride + o] = v;
         if (out_bits && v < 0.0f) out_bits[bits + o / 64] |= (uint64_t)1 << (o % 64);
     }
 }
@@ -290,7 +291,7 @@ AVX512 static inline __attribute__((always_inline)) void float_block32(
     const __m512 sc0 = LOAD16(0, scale + o0), sc1 = LOAD16(1, scale + o0 + 16);
     const __m512 sh0 = LOAD16(0, shift + o0), sh1 = LOAD16(1, shift + o0 + 16);
     for (int p = 0; p < P; p++) {
-        const int64_t at = (int64_t)(xo + p) * s->cout + o0;
+        const int64_t at = (int64_t)(xo + p) * s->ostride + o0;
         __m512 v0 = epilogue16(_mm512_permutex2var_epi32(acc[p][0], even, acc[p][1]), total, sc0,
                                sh0, NULL);
         __m512 v1 = zero; /* the second 16 channels, where the block has them */
@@ -395,8 +396,8 @@ AVX512 static inline __attribute__((always_inline)) void finish_pixels(
     for (int xo = 0; xo < s->ow; xo++) {
         const int64_t pixel = pixel0 + xo;
         const int32_t *r = row + (int64_t)xo * s->cout;
-        const float *res = residual ? residual + pixel * s->cout : NULL;
-        float *out = out_f ? out_f + pixel * s->cout : NULL;
+        const float *res = residual ? residual + pixel * s->ostride : NULL;
+        float *out = out_f ? out_f + pixel * s->ostride : NULL;
         uint64_t *bits = out_bits ? out_bits + xo * words : NULL;
 #define AT(p, o) ((p) ? (p) + (o) : NULL)
         for (int o = c0; o < whole; o += 64) {
@@ -520,8 +521,8 @@ AVX512 static int conv_avx512(const shape_t *s, const uint64_t *x, const uint64_
                 uint64_t *bits = out_bits ? out_bits + bits_at(s, b, y, 0) : NULL;
                 const int64_t pixel0 = ((int64_t)b * s->oh + y) * s->ow; /* of the float output */
                 uint64_t *signs = thresholds ? bits : NULL; /* blocks finish their own signs */
-                float *out_row = in_blocks ? out_f + pixel0 * s->cout : NULL;
-                const float *res_row = in_blocks && residual ? residual + pixel0 * s->cout : NULL;
+                float *out_row = in_blocks ? out_f + pixel0 * s->ostride : NULL;
+                const float *res_row = in_blocks && residual ? residual + pixel0 * s->ostride : NULL;
                 if (in_blocks)
                     float_row(s, xrow, w, c0, c1, scale, shift, res_row, out_row, bits);
                 else
@@ -554,12 +555,15 @@ void bconv_set_threads(int threads) {
 #endif
 }
 
-/* The arguments of one binary convolution, as nas/kernels/__init__.py packs them (struct "17q"):
- * 64-bit integers, addresses among them (0 for NULL). One pointer crosses ctypes instead of 17
- * arguments it converts one by one: 0.4 us a call instead of 1.65 here. */
+/* The arguments of one binary convolution, as nas/kernels/__init__.py packs them (struct "18q"):
+ * 64-bit integers, addresses among them (0 for NULL). One pointer crosses ctypes instead of 18
+ * arguments it converts one by one: 0.4 us a call instead of 1.65 here. out_stride: floats from
+ * one pixel of out_f (and of residual) to the next, cout where they are contiguous, more where
+ * out_f holds the first channels of wider pixels (a dense block's new features written into the
+ * run's features tensor). */
 typedef struct {
     int64_t path, x, n, h, w, cw, weights, k, stride, cout, channels, scale, shift, residual,
-        out_f, out_bits, out_pad;
+        out_f, out_bits, out_pad, out_stride;
 } conv_args_t;
 
 /* One binary convolution; out_f or out_bits (or both) may be NULL. out_bits is padded by out_pad
@@ -576,7 +580,7 @@ int bconv_forward(const conv_args_t *a) {
     float *out_f = (float *)(uintptr_t)a->out_f;
     uint64_t *out_bits = (uint64_t *)(uintptr_t)a->out_bits;
     shape_t s = {n, h, w, (int)a->cw, k, stride, cout, (h - k) / stride + 1, (w - k) / stride + 1,
-                 k * k * (int)a->channels, out_pad};
+                 k * k * (int)a->channels, out_pad, a->out_stride};
     if (!(bconv_paths() & (1 << path))) return -1;
     if (out_bits)
         memset(out_bits, 0, sizeof(uint64_t) * n * (s.oh + 2 * out_pad) * (s.ow + 2 * out_pad)

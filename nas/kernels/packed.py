@@ -151,12 +151,12 @@ class PackedConv(nn.Module):
         x: Packed,
         residual: torch.Tensor | None = None,
         out_pad: int | None = None,
-        overwrite_residual: bool = False,
+        out: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Packed | None]:
-        """The float output (NHWC), ``residual`` (NHWC) added in, in its own memory if
-        ``overwrite_residual`` (where the caller no longer needs it); with ``out_pad`` also the
-        output's signs, packed with that padding for the next conv, else None."""
-        in_place = overwrite_residual and residual is not None and residual.is_contiguous()
+        """The float output (NHWC), ``residual`` (NHWC) added in, written into ``out`` if given
+        (``residual`` itself where the caller no longer needs it, or the channels of a wider
+        tensor: see :func:`nas.kernels.binary_conv2d`); with ``out_pad`` also the output's signs,
+        packed with that padding for the next conv, else None."""
         out = binary_conv2d(
             x,
             PackedWeights(self.bits, self.channels),
@@ -166,7 +166,7 @@ class PackedConv(nn.Module):
             residual,
             output="float" if out_pad is None else "both",
             out_pad=out_pad or 0,
-            out=residual if in_place else None,
+            out=out,
         )
         return (out, None) if out_pad is None else out
 
@@ -238,20 +238,30 @@ class PackedBlock(nn.Module):
         with ``self.pad``, or None. ``give_up_input``: the caller no longer needs ``x``, which
         may then be overwritten."""
         if self.dense:
-            return torch.cat([x, self.grow(x)], dim=3), None
+            features = x.new_empty(*x.shape[:3], x.shape[3] + self.growth)
+            features[..., : x.shape[3]] = x
+            self.grow(x, features[..., x.shape[3] :])
+            return features, None
         node, packed = self._nodes(x.contiguous(), x_packed, give_up_input)
         return node[-1], packed.get(self.depth) if self.out_pad is not None else None
 
-    def grow(self, x: torch.Tensor) -> torch.Tensor:
-        """A dense block's new features (its last node, ``growth`` channels) from ``x`` (NHWC,
-        possibly the first channels of a wider tensor: the stage's features, see
-        :meth:`PackedNetwork._dense_run`)."""
-        return self._nodes(x, None, False)[0][-1]
+    def grow(self, x: torch.Tensor, into: torch.Tensor) -> None:
+        """A dense block's new features (its last node, ``growth`` channels) from ``x``, written
+        into ``into`` (both NHWC, possibly channels of a wider tensor: the features of a run of
+        dense blocks, see :meth:`PackedNetwork._dense_run`), by the last node's convs themselves."""
+        last = self._nodes(x, None, False, into)[0][-1]
+        if last.data_ptr() != into.data_ptr():  # a last node without convs
+            into.copy_(last)
 
     def _nodes(
-        self, x: torch.Tensor, x_packed: Packed | None, give_up_input: bool
+        self,
+        x: torch.Tensor,
+        x_packed: Packed | None,
+        give_up_input: bool,
+        into: torch.Tensor | None = None,
     ) -> tuple[list[torch.Tensor], dict[int, Packed]]:
-        """Every node's float values (NHWC) and the packed signs made on the way."""
+        """Every node's float values (NHWC) and the packed signs made on the way; the last node
+        written into ``into`` where given."""
         node = [x]
         shortcut_x = x if self.projection is None else _nhwc(self.projection(_nchw(x)))
         reads: dict[int, torch.Tensor] = {0: x}  # dense: the concatenation a conv reads
@@ -280,9 +290,14 @@ class PackedBlock(nn.Module):
             # the sum is the sign of the mean)
             overwrite = j in self.in_place and (give_up_input or not self.in_place[j])
             pad = self.pad if j in self.read_by_convs else self.out_pad if j == self.depth else None
+            dest = out if overwrite else None  # where the first conv writes (None: a new tensor)
+            if j == self.depth and into is not None:  # the shortcuts' sum moved there first
+                dest = into if out is None else into.copy_(out)
+                out = None if out is None else dest
             for k, ((_, conv), source) in enumerate(zip(convs, sources, strict=True)):
                 last = k == len(convs) - 1
-                out, signs = conv(source, out, pad if last else None, overwrite or k > 0)
+                out, signs = conv(source, out, pad if last else None, dest)
+                dest = out  # the other convs add into the node's own memory
             if signs is not None:
                 packed[j] = signs
             node.append(out.div_(n_terms) if mean else out)
@@ -365,7 +380,7 @@ class PackedNetwork(nn.Module):
         features = x.new_empty(*x.shape[:3], c + sum(block.growth for block in blocks))
         features[..., :c] = x
         for block in blocks:
-            features[..., c : c + block.growth] = block.grow(features[..., :c])
+            block.grow(features[..., :c], features[..., c : c + block.growth])
             c += block.growth
         return features
 
