@@ -111,16 +111,14 @@ def test_epilogue_scale_shift_residual_and_packed_output(path, case):
     into = wide[..., 5 : 5 + cout]
     kept = wide.clone()
     got, packed = binary_conv2d(*args[:5], output="both", out_pad=1, path=path, out=into)
-    assert torch.equal(into, dot * scale + shift) and got.data_ptr() == into.data_ptr()
-    _assert_packed(
-        packed, F.pad(_signs((dot * scale + shift).permute(0, 3, 1, 2)), (1,) * 4, value=1.0)
-    )
+    values = dot * scale + shift
+    assert torch.equal(into, values) and got.data_ptr() == into.data_ptr()
+    _assert_packed(packed, F.pad(_signs(values.permute(0, 3, 1, 2)), (1,) * 4, value=1.0))
     into.copy_(residual)
     binary_conv2d(*args[:5], into, path=path, out=into)
     assert torch.equal(into, expected)
-    assert torch.equal(wide[..., :5], kept[..., :5]) and torch.equal(
-        wide[..., 5 + cout :], kept[..., 5 + cout :]
-    )
+    assert torch.equal(wide[..., :5], kept[..., :5])
+    assert torch.equal(wide[..., 5 + cout :], kept[..., 5 + cout :])
     # packed output alone: BN and sign as count thresholds (the AVX-512 register blocks write
     # the signs, the last cout % 32 channels through masked blocks)
     alone = binary_conv2d(*args[:5], output="packed", path=path)
