@@ -364,8 +364,11 @@ def test_packed_model_matches_the_training_module(name, size, tmp_path):
     x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = model(x)
+    before = {k: v.clone() for k, v in model.state_dict().items()}  # clone keeps the strides
     packed = pack_model(model)
     got = packed(x)
+    for key, value in model.state_dict().items():  # packing leaves the training module as it was
+        assert torch.equal(value, before[key]) and value.stride() == before[key].stride(), key
     assert torch.equal(got.argmax(1), expected.argmax(1))
     scale = expected.abs().max().item()
     per_image = (got - expected).abs().amax(dim=1) / scale

@@ -19,6 +19,7 @@ convs are dropped): about the model's storage in Mbit; ``load_packed`` reads it 
 
 from __future__ import annotations
 
+import copy
 import io
 import itertools
 from pathlib import Path
@@ -77,7 +78,10 @@ class Pointwise(nn.Module):
 def _fused_1x1(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> nn.Module:
     """A full-precision conv (the BatchNorm after it folded in, if any): a 1x1 stride-1 one as a
     :class:`Pointwise` product."""
-    fused = _fused(conv, bn) if bn is not None else conv.to(memory_format=torch.channels_last)
+    if bn is not None:
+        fused = _fused(conv, bn)
+    else:  # a copy: the training module's conv stays as it is
+        fused = copy.deepcopy(conv).to(memory_format=torch.channels_last)
     if fused.kernel_size == (1, 1) and fused.stride == (1, 1) and fused.groups == 1:
         return Pointwise(fused)
     return fused
