@@ -60,14 +60,17 @@ for seed, case in enumerate(json.loads(sys.argv[1])):
     bad_signs = tc.mismatches(*args, signs=True)[0]  # int8 signs
     report["cases"].append({"bad": bad, "bad_signs": bad_signs, "distinct": len(expected.unique())})
 
-# the launch configs the GPU autotuner tries, each on two cases (blocks larger than the output;
-# 70 channels: 4 words a tap, 130: 6, which a step of 4 words leaves partly filled), both inputs
+# the launch configs the GPU autotuner tries, each on three cases (blocks larger than the output;
+# 70 channels: 4 words a tap, 130: 6, which a step of 4 words leaves partly filled; a 1x1 conv
+# of 3 channels: one step, fewer than a split launch's programs), both inputs; the split
+# launches share one workspace, which each must leave zero for the next
 from nas.kernels._triton_kernel import CONFIGS
 report["configs_bad"] = []
-for case in [(2, 70, 6, 7, 50, 3, 1), (1, 130, 5, 4, 20, 3, 2)]:
+for case in [(2, 70, 6, 7, 50, 3, 1), (1, 130, 5, 4, 20, 3, 2), (1, 3, 3, 3, 5, 1, 1)]:
     args = tc.random_case(*case, seed=0)
     for signs in (False, True):
         report["configs_bad"] += [tc.mismatches(*args, config=c, signs=signs)[0] for c in CONFIGS]
+report["workspace_nonzero"] = [int(w.count_nonzero()) for w in tc._WORKSPACES.values()]
 
 # signs_of against the floats packed: their signs (sign(0) = +1), +1 padding, int8 NHWC
 import torch.nn.functional as F
@@ -148,8 +151,11 @@ def test_bench_gpu_without_cuda_says_so_in_one_line():
 def test_every_gpu_launch_config_is_exact(report):
     from nas.kernels.triton_conv import _kernels
 
-    assert len(report["configs_bad"]) == 4 * len(_kernels().CONFIGS)
+    configs = _kernels().CONFIGS
+    assert len(report["configs_bad"]) == 6 * len(configs)
     assert not any(report["configs_bad"])
+    assert any(c["SPLIT_K"] > 1 for c in configs)  # the split launches were among them
+    assert report["workspace_nonzero"] == [0]  # and left their workspace zero
 
 
 def test_signs_of_gives_the_signs_as_int8_nhwc(report):

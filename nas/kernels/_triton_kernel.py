@@ -9,6 +9,13 @@ form a GPU network keeps between its layers: the kernel then unpacks only the we
 The reduction runs over (tap, channel chunk) steps; a step covers ``32 * WORDS`` channels of one
 tap, and a tap whose channels do not fill its last step is filled up with +1 lanes in both
 operands (+1 * +1 each, subtracted with the padding lanes).
+
+A launch with ``SPLIT_K`` > 1 splits those steps among ``SPLIT_K`` programs per output tile, for
+the layers whose few output tiles leave most of the GPU idle (batch 1, 7x7 and 14x14 pixels):
+each program adds its int32 partial dot into a workspace, and the tile's last program (counted
+in the workspace's per-tile counters) takes the sum, resets the workspace to zero for the next
+launch and writes the float output. Integer sums are exact in any order, so the output is the
+same as with one program per tile.
 """
 
 import triton
@@ -70,6 +77,28 @@ def _step_loads(
 
 
 @triton.jit
+def _epilogue(
+    acc, rows, cols, row_ok, col_ok, scale_ptr, shift_ptr, res_ptr, out_ptr, COUT, PAD_LANES,
+    CW: tl.constexpr, K: tl.constexpr, WORDS: tl.constexpr, HAS_SCALE: tl.constexpr,
+    HAS_SHIFT: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+):  # fmt: skip
+    """The float output of a tile's int32 dot, rounded step by step as ``reference_conv2d``
+    (the kernel is launched without FMA fusion)."""
+    chunks = (2 * CW + WORDS - 1) // WORDS  # steps per tap
+    filled = K * K * (32 * WORDS * chunks - 64 * CW)  # +1 lanes that fill the taps' last steps
+    out = (acc - PAD_LANES - filled).to(tl.float32)
+    if HAS_SCALE:
+        out = out * tl.load(scale_ptr + cols, mask=col_ok, other=0.0)[None, :]
+    if HAS_SHIFT:
+        out = out + tl.load(shift_ptr + cols, mask=col_ok, other=0.0)[None, :]
+    offsets = rows[:, None] * COUT + cols[None, :]
+    mask = row_ok[:, None] & col_ok[None, :]
+    if HAS_RESIDUAL:
+        out = out + tl.load(res_ptr + offsets, mask=mask, other=0.0)
+    tl.store(out_ptr + offsets, out, mask=mask)
+
+
+@triton.jit
 def binary_conv_kernel(
     x_ptr,  # int32 (N, HP, WP, 2 * CW): the packed activations, or int8 (N, HP, WP, C) if SIGNS
     w_ptr,  # int32 (K, K, CW, COUT, 2): the packed weights
@@ -77,6 +106,8 @@ def binary_conv_kernel(
     shift_ptr,  # float32 (COUT,), read if HAS_SHIFT
     res_ptr,  # float32 (M, COUT) = NHWC, read if HAS_RESIDUAL
     out_ptr,  # float32 (M, COUT) = NHWC
+    sums_ptr,  # int32 (M, COUT), zero: the split launches' partial dots (left zero)
+    count_ptr,  # int32, one per output tile, zero: the split programs done (left zero)
     M,  # N * OH * OW output pixels
     OHW,
     OW,
@@ -96,6 +127,7 @@ def binary_conv_kernel(
     BLOCK_N: tl.constexpr,
     WORDS: tl.constexpr,  # int32 weight words per step: a dot over 32 * WORDS channels
     PREFETCH: tl.constexpr,  # load step s + 1's operands before step s's dot
+    SPLIT_K: tl.constexpr,  # programs per output tile, each reducing a share of the steps
 ):
     pid = tl.program_id(0)
     tiles_n = tl.cdiv(COUT, BLOCK_N)
@@ -114,15 +146,21 @@ def binary_conv_kernel(
     lanes = tl.arange(0, 32)
     chunks = (2 * CW + WORDS - 1) // WORDS  # steps per tap
     steps = K * K * chunks
+    if SPLIT_K == 1:
+        first = 0
+        last = steps
+    else:  # an even share of the steps; first < steps, so its loads stay in bounds
+        first = tl.program_id(1) * steps // SPLIT_K
+        last = (tl.program_id(1) + 1) * steps // SPLIT_K
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
     if PREFETCH:
         xs, ww = _step_loads(
-            x_ptr, w_ptr, corner, w_cols, row_ok, col_ok, 0, WP, C, COUT, CW, K, WORDS, SIGNS
+            x_ptr, w_ptr, corner, w_cols, row_ok, col_ok, first, WP, C, COUT, CW, K, WORDS, SIGNS
         )
-    for step in range(steps):  # one loop over (tap, chunk): few live registers
+    for step in range(first, last):  # one loop over (tap, chunk): few live registers
         if PREFETCH:
-            # the last step loads step 0's operands again, unused: no bounds check in the loop
-            nxt = (step + 1) % steps
+            # the last step loads the first step's operands again, unused: no bounds check
+            nxt = first + (step + 1 - first) % (last - first)
             xn, wn = _step_loads(
                 x_ptr, w_ptr, corner, w_cols, row_ok, col_ok, nxt, WP, C, COUT, CW, K, WORDS, SIGNS
             )
@@ -139,37 +177,46 @@ def binary_conv_kernel(
         acc = tl.dot(a, b, acc, out_dtype=tl.int32)
         if PREFETCH:
             xs, ww = xn, wn
-    # the float epilogue, rounded step by step as reference_conv2d (launched without FMA fusion)
-    filled = K * K * (32 * WORDS * chunks - 64 * CW)  # +1 lanes that fill the taps' last steps
-    out = (acc - PAD_LANES - filled).to(tl.float32)
-    if HAS_SCALE:
-        out = out * tl.load(scale_ptr + cols, mask=col_ok, other=0.0)[None, :]
-    if HAS_SHIFT:
-        out = out + tl.load(shift_ptr + cols, mask=col_ok, other=0.0)[None, :]
-    offsets = rows[:, None] * COUT + cols[None, :]
-    mask = row_ok[:, None] & col_ok[None, :]
-    if HAS_RESIDUAL:
-        out = out + tl.load(res_ptr + offsets, mask=mask, other=0.0)
-    tl.store(out_ptr + offsets, out, mask=mask)
+    if SPLIT_K == 1:
+        _epilogue(
+            acc, rows, cols, row_ok, col_ok, scale_ptr, shift_ptr, res_ptr, out_ptr, COUT,
+            PAD_LANES, CW, K, WORDS, HAS_SCALE, HAS_SHIFT, HAS_RESIDUAL
+        )  # fmt: skip
+    else:
+        sums = sums_ptr + rows[:, None] * COUT + cols[None, :]
+        mask = row_ok[:, None] & col_ok[None, :]
+        tl.atomic_add(sums, acc, mask=mask, sem="relaxed")  # ordered by the barrier and count
+        tl.debug_barrier()  # every thread's adds are done before the count says so
+        if tl.atomic_add(count_ptr + pid, 1) == SPLIT_K - 1:  # the tile's last program (acq_rel)
+            # the whole dot, read at L2 where the adds were made, and zero for the next launch
+            acc = tl.atomic_xchg(sums, 0, mask=mask, sem="relaxed")
+            tl.atomic_xchg(count_ptr + pid, 0)
+            _epilogue(
+                acc, rows, cols, row_ok, col_ok, scale_ptr, shift_ptr, res_ptr, out_ptr, COUT,
+                PAD_LANES, CW, K, WORDS, HAS_SCALE, HAS_SHIFT, HAS_RESIDUAL
+            )  # fmt: skip
 
 
 INTERPRET = isinstance(binary_conv_kernel, InterpretedFunction)  # TRITON_INTERPRET=1
 
 # small tiles for the CPU interpreter, where every program is a numpy loop
-INTERPRET_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 16, "WORDS": 4, "PREFETCH": True}
-# The launches the autotuner tries: each was the fastest, or close to it, on some Bi-Real18 layer
-# at batch 1 or 64 in a sweep of 16 launches on an H200 (bench_gpu's JSON keeps each one's time):
-# small tiles for the few output pixels of batch 1, 64 channels a step where a tap has only 64,
-# wide tiles for batch 64.
-TUNED = [  # BLOCK_M, BLOCK_N, warps, WORDS, PREFETCH
-    (128, 64, 4, 1, False),
-    (128, 64, 4, 2, True),
-    (128, 64, 4, 4, True),
-    (128, 128, 4, 4, True),
-    (128, 128, 8, 4, False),
-    (256, 128, 8, 4, False),
-    (64, 128, 4, 4, True),
-    (64, 32, 4, 4, True),
+INTERPRET_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 16, "WORDS": 4, "PREFETCH": True, "SPLIT_K": 1}
+# The launches the autotuner tries: each was the fastest, or within 5% of it, on some Bi-Real18
+# layer at batch 1, 16 or 64 in the bench's sweeps on an H200 (bench_gpu's JSON keeps each one's
+# time): small tiles for the few output pixels of batch 1, 64 channels a step where a tap has
+# only 64, wide tiles for batch 64, and the steps split where batch 1 and 16 leave most SMs idle.
+TUNED = [  # BLOCK_M, BLOCK_N, warps, WORDS, PREFETCH, SPLIT_K
+    (128, 64, 4, 1, False, 1),
+    (128, 64, 4, 2, True, 1),
+    (128, 128, 4, 4, True, 1),
+    (128, 128, 8, 4, False, 1),
+    (64, 128, 4, 4, True, 1),
+    (64, 32, 4, 4, True, 1),
+    (64, 32, 4, 2, True, 1),
+    (64, 32, 4, 2, True, 2),
+    (64, 32, 4, 4, True, 4),
+    (64, 32, 4, 4, True, 8),
+    (64, 128, 4, 4, True, 2),
 ]
 # the autotuned launches; the GPU bench's exactness check runs each of them too
 CONFIGS = [
@@ -178,10 +225,11 @@ CONFIGS = [
         "BLOCK_N": n,
         "WORDS": words,
         "PREFETCH": prefetch,
+        "SPLIT_K": split,
         "num_warps": w,
         "num_stages": 3,
     }
-    for m, n, w, words, prefetch in TUNED
+    for m, n, w, words, prefetch, split in TUNED
 ]
 KEY = ["M", "C", "COUT", "CW", "K", "STRIDE", "SIGNS", "HAS_RESIDUAL"]
 if INTERPRET:
@@ -189,7 +237,7 @@ if INTERPRET:
 else:
     _configs = [
         triton.Config(
-            {k: c[k] for k in ("BLOCK_M", "BLOCK_N", "WORDS", "PREFETCH")},
+            {k: c[k] for k in ("BLOCK_M", "BLOCK_N", "WORDS", "PREFETCH", "SPLIT_K")},
             num_warps=c["num_warps"],
             num_stages=c["num_stages"],
         )

@@ -20,12 +20,15 @@ form of input, is checked against the reference and timed; a row gives the faste
 Triton compiles a launch config for each shape it meets, in a second or two, and the bench meets
 about 500: worker processes (``--workers``, 8 by default) check the cases and compile the
 layers' launches into Triton's disk cache first, which the timing process then reads. Times are
-``triton.testing.do_bench`` medians in ms (L2 flushed before each run) of the Triton kernel
-(float output, no epilogue) and of cuDNN's bf16 channels_last ``F.conv2d`` of the same +/-1
-values, pre-padded with +1 (``torch.backends.cudnn.benchmark`` on). T MAC/s counts binary
-multiply-accumulates, N * OH * OW * COUT * C * 9. Last, the autotuned launch (no config given)
-is checked on one layer with each input. Exit status 1 where an output differs, 2 without a
-CUDA GPU or Triton.
+medians in ms of the Triton kernel (float output, no epilogue) and of cuDNN's bf16 channels_last
+``F.conv2d`` of the same +/-1 values, pre-padded with +1 (``torch.backends.cudnn.benchmark``
+on): ``triton.testing.do_bench_cudagraph``, the launches replayed in a CUDA graph as a captured
+network runs them, which measures the GPU's time alone (the launch configs are ranked by it);
+and, for the fastest config, ``do_bench`` (``flushed``), each launched from Python after an L2
+flush, which at batch 1 can measure the Python launch instead of the kernel when the host is
+slow. T MAC/s counts binary multiply-accumulates, N * OH * OW * COUT * C * 9. Last, the
+autotuned launch (no config given) is checked on one layer with each input. Exit status 1 where
+an output differs, 2 without a CUDA GPU or Triton.
 """
 
 from __future__ import annotations
@@ -60,7 +63,9 @@ def _bf16_cl(t: torch.Tensor) -> torch.Tensor:
 
 def _config(c: dict) -> str:
     prefetch = ", prefetch" if c["PREFETCH"] else ""
-    return f"{c['BLOCK_M']}x{c['BLOCK_N']}x{32 * c['WORDS']}, {c['num_warps']} warps{prefetch}"
+    split = f", split {c['SPLIT_K']}" if c["SPLIT_K"] > 1 else ""
+    blocks = f"{c['BLOCK_M']}x{c['BLOCK_N']}x{32 * c['WORDS']}"
+    return f"{blocks}, {c['num_warps']} warps{prefetch}{split}"
 
 
 def _in_workers(fn, tasks: list, workers: int) -> list:
@@ -99,10 +104,22 @@ def compile_layer(task: tuple[int, int, int, int, str]) -> None:
     torch.cuda.synchronize()
 
 
-def bench_layer(batch: int, size: int, channels: int, seed: int, kernels) -> list[dict]:
-    """Check and time one layer with each launch config and input; one row per input."""
+def _graph_ms(fn) -> float:
+    """The GPU time of one ``fn()`` (median ms), replayed in a CUDA graph: no launch overhead."""
+    from triton.testing import do_bench_cudagraph
+
+    return do_bench_cudagraph(fn, rep=10, return_mode="median")
+
+
+def _flushed_ms(fn) -> float:
+    """One ``fn()`` launched from Python after an L2 flush (median ms)."""
     from triton.testing import do_bench
 
+    return do_bench(fn, return_mode="median")
+
+
+def bench_layer(batch: int, size: int, channels: int, seed: int, kernels) -> list[dict]:
+    """Check and time one layer with each launch config and input; one row per input."""
     x, w, stride, scale, shift, residual = random_case(
         batch, channels, size, size, channels, 3, 1, seed=seed, device="cuda"
     )
@@ -110,7 +127,11 @@ def bench_layer(batch: int, size: int, channels: int, seed: int, kernels) -> lis
     expected_dot = reference_conv2d(x_cpu, w_cpu, stride)
     signs = _bf16_cl(unpack(x_cpu))  # padding included
     weight = _bf16_cl(_unpack_weights(w_cpu))
-    cudnn_ms = do_bench(lambda: F.conv2d(signs, weight, stride=stride), return_mode="median")
+
+    def cudnn():
+        return F.conv2d(signs, weight, stride=stride)
+
+    cudnn_ms, cudnn_flushed_ms = _graph_ms(cudnn), _flushed_ms(cudnn)
     macs = batch * size * size * channels * channels * 9
     rows = []
     for name, as_signs in INPUTS.items():
@@ -119,14 +140,14 @@ def bench_layer(batch: int, size: int, channels: int, seed: int, kernels) -> lis
         for c in kernels.CONFIGS:
             out = triton_binary_conv2d(x_in, w, stride, config=c)  # compiles this config
             bad = int((out.cpu() != expected_dot).sum())
-            ms = do_bench(
-                lambda c=c, x_in=x_in: triton_binary_conv2d(x_in, w, stride, config=c),
-                return_mode="median",
-            )
+            ms = _graph_ms(lambda c=c, x_in=x_in: triton_binary_conv2d(x_in, w, stride, config=c))
             sweep[_config(c)] = {"ms": round(ms, 5), "mismatches": bad}
         exact = [c for c in kernels.CONFIGS if not sweep[_config(c)]["mismatches"]]
         best = min(exact or kernels.CONFIGS, key=lambda c: sweep[_config(c)]["ms"])
         triton_ms = sweep[_config(best)]["ms"]
+        flushed_ms = _flushed_ms(
+            lambda c=best, x_in=x_in: triton_binary_conv2d(x_in, w, stride, config=c)
+        )
         rows.append(
             {
                 "layer": f"{size}x{size}x{channels}",
@@ -142,6 +163,8 @@ def bench_layer(batch: int, size: int, channels: int, seed: int, kernels) -> lis
                 "cudnn_over_triton": round(cudnn_ms / triton_ms, 3),
                 "triton_tmacs": round(macs / triton_ms / 1e9, 2),
                 "cudnn_bf16_tmacs": round(macs / cudnn_ms / 1e9, 2),
+                "triton_flushed_ms": round(flushed_ms, 5),
+                "cudnn_bf16_flushed_ms": round(cudnn_flushed_ms, 5),
                 "sweep": sweep,
             }
         )
@@ -161,8 +184,8 @@ def check_autotuned() -> list[dict]:
 def table(layers: list[dict]) -> str:
     lines = [
         "| 3x3 layer | batch | input | exact | Triton ms | cuDNN bf16 ms | cuDNN / Triton "
-        "| Triton T MAC/s | cuDNN T MAC/s | fastest config |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| Triton T MAC/s | cuDNN T MAC/s | fastest config | flushed: Triton ms | cuDNN ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in layers:
         bad = r["mismatches"] + r["mismatches_epilogue"]
@@ -170,7 +193,8 @@ def table(layers: list[dict]) -> str:
         lines.append(
             f"| {r['layer']} | {r['batch']} | {r['input']} | {exact} | {r['triton_ms']:.4f} "
             f"| {r['cudnn_bf16_ms']:.4f} | {r['cudnn_over_triton']:.2f}x | {r['triton_tmacs']:.1f} "
-            f"| {r['cudnn_bf16_tmacs']:.1f} | {r['triton_config']} |"
+            f"| {r['cudnn_bf16_tmacs']:.1f} | {r['triton_config']} "
+            f"| {r['triton_flushed_ms']:.4f} | {r['cudnn_bf16_flushed_ms']:.4f} |"
         )
     return "\n".join(lines)
 

@@ -50,6 +50,19 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+_WORKSPACES: dict[torch.device, torch.Tensor] = {}
+
+
+def _workspace(device: torch.device, size: int) -> torch.Tensor:
+    """A zero int32 buffer of at least ``size`` elements on ``device``, kept between calls: the
+    split launches sum their partial dots in it and leave it zero (the last program of a tile
+    resets what its tile added). Launches on one stream at a time, as a network runs, share it."""
+    workspace = _WORKSPACES.get(device)
+    if workspace is None or workspace.numel() < size:
+        workspace = _WORKSPACES[device] = torch.zeros(size, dtype=torch.int32, device=device)
+    return workspace
+
+
 def signs_of(x: Packed) -> torch.Tensor:
     """The int8 +/-1 NHWC tensor (N, H, W, C) of packed activations, padding included, on their
     device: the other form of input :func:`triton_binary_conv2d` takes."""
@@ -70,8 +83,8 @@ def triton_binary_conv2d(
     (already padded) with packed ``weights``, then ``scale * dot + shift (+ residual)`` per output
     channel; float32 NHWC on the device of ``x``. ``x`` is packed (:class:`Packed`) or int8 +/-1
     NHWC (N, H, W, C), as :func:`signs_of` makes it. ``config`` (``BLOCK_M``, ``BLOCK_N``,
-    ``WORDS``, ``PREFETCH``, ``num_warps``, ``num_stages``) fixes the launch instead of
-    autotuning it."""
+    ``WORDS``, ``PREFETCH``, ``SPLIT_K``, ``num_warps``, ``num_stages``) fixes the launch instead
+    of autotuning it."""
     tk = _kernels()
     signs = isinstance(x, torch.Tensor)
     if signs:
@@ -100,6 +113,12 @@ def triton_binary_conv2d(
 
     if residual is not None and residual.shape != out.shape:
         raise ValueError(f"residual must be NHWC {tuple(out.shape)}, got {tuple(residual.shape)}")
+    if config is None and tk.INTERPRET:
+        config = tk.INTERPRET_BLOCKS
+    split = [c for c in ([config] if config else tk.CONFIGS) if c["SPLIT_K"] > 1]
+    sums_size = _cdiv(m * cout, 16) * 16  # the tile counters start 64-byte aligned
+    tiles = max((_cdiv(m, c["BLOCK_M"]) * _cdiv(cout, c["BLOCK_N"]) for c in split), default=0)
+    workspace = _workspace(device, sums_size + tiles if split else 1)
     args = (
         x_words,
         weights.bits.to(device).contiguous().view(torch.int32),
@@ -107,6 +126,8 @@ def triton_binary_conv2d(
         f32(shift),
         f32(residual),
         out,
+        workspace,  # the split launches' partial dots
+        workspace[sums_size:] if split else workspace,  # and their per-tile counters
         m,
         oh * ow,
         ow,
@@ -127,11 +148,9 @@ def triton_binary_conv2d(
         "enable_fp_fusion": False,  # mul and add rounded apart, as in reference_conv2d
     }
 
-    def grid(meta: dict) -> tuple[int]:  # one program per (BLOCK_M, BLOCK_N) output tile
-        return (_cdiv(m, meta["BLOCK_M"]) * _cdiv(cout, meta["BLOCK_N"]),)
+    def grid(meta: dict) -> tuple[int, int]:  # SPLIT_K programs per (BLOCK_M, BLOCK_N) tile
+        return (_cdiv(m, meta["BLOCK_M"]) * _cdiv(cout, meta["BLOCK_N"]), meta["SPLIT_K"])
 
-    if config is None and tk.INTERPRET:
-        config = tk.INTERPRET_BLOCKS
     if config is None:
         tk.tuned_kernel[grid](*args, **flags)
     else:
