@@ -56,7 +56,9 @@ _WORKSPACES: dict[torch.device, torch.Tensor] = {}
 def _workspace(device: torch.device, size: int) -> torch.Tensor:
     """A zero int32 buffer of at least ``size`` elements on ``device``, kept between calls: the
     split launches sum their partial dots in it and leave it zero (the last program of a tile
-    resets what its tile added). Launches on one stream at a time, as a network runs, share it."""
+    resets what its tile added). Launches on one stream at a time, as a network runs, share it.
+    Run a shape once before capturing it in a CUDA graph, as a warm-up does: a workspace first
+    allocated inside a capture is zeroed only when the graph is replayed."""
     workspace = _WORKSPACES.get(device)
     if workspace is None or workspace.numel() < size:
         workspace = _WORKSPACES[device] = torch.zeros(size, dtype=torch.int32, device=device)
