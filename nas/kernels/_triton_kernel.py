@@ -78,21 +78,16 @@ def _step_loads(
 
 @triton.jit
 def _epilogue(
-    acc, rows, cols, row_ok, col_ok, scale_ptr, shift_ptr, res_ptr, out_ptr, COUT, PAD_LANES,
-    CW: tl.constexpr, K: tl.constexpr, WORDS: tl.constexpr, HAS_SCALE: tl.constexpr,
-    HAS_SHIFT: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+    dot, cols, col_ok, offsets, mask, scale_ptr, shift_ptr, res_ptr, out_ptr,
+    HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
 ):  # fmt: skip
     """The float output of a tile's int32 dot, rounded step by step as ``reference_conv2d``
     (the kernel is launched without FMA fusion)."""
-    chunks = (2 * CW + WORDS - 1) // WORDS  # steps per tap
-    filled = K * K * (32 * WORDS * chunks - 64 * CW)  # +1 lanes that fill the taps' last steps
-    out = (acc - PAD_LANES - filled).to(tl.float32)
+    out = dot.to(tl.float32)
     if HAS_SCALE:
         out = out * tl.load(scale_ptr + cols, mask=col_ok, other=0.0)[None, :]
     if HAS_SHIFT:
         out = out + tl.load(shift_ptr + cols, mask=col_ok, other=0.0)[None, :]
-    offsets = rows[:, None] * COUT + cols[None, :]
-    mask = row_ok[:, None] & col_ok[None, :]
     if HAS_RESIDUAL:
         out = out + tl.load(res_ptr + offsets, mask=mask, other=0.0)
     tl.store(out_ptr + offsets, out, mask=mask)
@@ -177,23 +172,25 @@ def binary_conv_kernel(
         acc = tl.dot(a, b, acc, out_dtype=tl.int32)
         if PREFETCH:
             xs, ww = xn, wn
+    # +1 lanes in both operands: the padding lanes and those that fill the taps' last steps
+    filled = PAD_LANES + K * K * (32 * WORDS * chunks - 64 * CW)
+    offsets = rows[:, None] * COUT + cols[None, :]
+    mask = row_ok[:, None] & col_ok[None, :]
     if SPLIT_K == 1:
         _epilogue(
-            acc, rows, cols, row_ok, col_ok, scale_ptr, shift_ptr, res_ptr, out_ptr, COUT,
-            PAD_LANES, CW, K, WORDS, HAS_SCALE, HAS_SHIFT, HAS_RESIDUAL
+            acc - filled, cols, col_ok, offsets, mask, scale_ptr, shift_ptr, res_ptr, out_ptr,
+            HAS_SCALE, HAS_SHIFT, HAS_RESIDUAL
         )  # fmt: skip
     else:
-        sums = sums_ptr + rows[:, None] * COUT + cols[None, :]
-        mask = row_ok[:, None] & col_ok[None, :]
-        tl.atomic_add(sums, acc, mask=mask, sem="relaxed")  # ordered by the barrier and count
+        tl.atomic_add(sums_ptr + offsets, acc, mask=mask, sem="relaxed")  # ordered by the count
         tl.debug_barrier()  # every thread's adds are done before the count says so
         if tl.atomic_add(count_ptr + pid, 1) == SPLIT_K - 1:  # the tile's last program (acq_rel)
             # the whole dot, read at L2 where the adds were made, and zero for the next launch
-            acc = tl.atomic_xchg(sums, 0, mask=mask, sem="relaxed")
+            acc = tl.atomic_xchg(sums_ptr + offsets, 0, mask=mask, sem="relaxed")
             tl.atomic_xchg(count_ptr + pid, 0)
             _epilogue(
-                acc, rows, cols, row_ok, col_ok, scale_ptr, shift_ptr, res_ptr, out_ptr, COUT,
-                PAD_LANES, CW, K, WORDS, HAS_SCALE, HAS_SHIFT, HAS_RESIDUAL
+                acc - filled, cols, col_ok, offsets, mask, scale_ptr, shift_ptr, res_ptr,
+                out_ptr, HAS_SCALE, HAS_SHIFT, HAS_RESIDUAL
             )  # fmt: skip
 
 
