@@ -21,6 +21,42 @@ from results.run import (
 )
 
 SPACE_COLOURS = {"resnet": "#4575b4", "densenet": "#d73027"}
+METRICS = ("N_1st", "N_2nd", "N_3rd", "L_1st", "L_2nd", "L_3rd")
+# What the report reads of each table, and which of those columns are numbers.
+_NEEDED = {
+    CANDIDATES: (
+        ("rank", "arch_id", "space", "reference", "in_band", "flops", "storage_mbit", "width"),
+        ("rank", "flops", "storage_mbit", "width", "depth", *METRICS),
+    ),
+    "trained.csv": (("arch_id", "status", "epoch", "top1"), ("epoch", "top1")),
+}
+
+
+class TableError(ValueError):
+    """A run's table that cannot be read: one line naming the file and what to do."""
+
+
+def read_table(run_dir: Path, name: str) -> pd.DataFrame:
+    """``run_dir/name`` as a DataFrame, checked for the columns the report uses."""
+    path = run_dir / name
+    fix = "rebuild it with python -m nas.search --resume " + str(run_dir)
+    try:
+        table = pd.read_csv(path, dtype={"arch_id": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TableError(f"{path} cannot be read as CSV ({reason}); {fix}") from None
+    columns, numbers = _NEEDED[name]
+    missing = [c for c in (*columns, *numbers) if c not in table.columns]
+    if missing:
+        raise TableError(f"{path} lacks the columns {', '.join(missing)}; {fix}")
+    for column in numbers:
+        try:
+            table[column] = pd.to_numeric(table[column])
+        except (ValueError, TypeError):
+            raise TableError(
+                f"{path}: column {column} holds values that are not numbers; {fix}"
+            ) from None
+    return table
 
 
 def pareto_front(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -166,14 +202,11 @@ def _tables(table: pd.DataFrame, top: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     return found, refs
 
 
-METRICS = ("N_1st", "N_2nd", "N_3rd", "L_1st", "L_2nd", "L_3rd")
-
-
 def training_section(run_dir: Path, table: pd.DataFrame) -> tuple[list[str], str, dict]:
     """Markdown lines, HTML and plots of the trained candidates (``trained.csv``, ``curves.csv``):
     their accuracy, its rank correlation with each gradient-path metric (Kendall tau, Spearman
     rho), learning curves, and the trials that failed with their reason."""
-    trained = pd.read_csv(run_dir / "trained.csv", dtype={"arch_id": str})
+    trained = read_table(run_dir, "trained.csv")
     joined = trained.merge(
         table[["arch_id", "rank", "reference", *METRICS]], on="arch_id", how="left"
     )
@@ -284,10 +317,23 @@ def training_section(run_dir: Path, table: pd.DataFrame) -> tuple[list[str], str
     return md, html, plots
 
 
+def _study_place(storage: str) -> str:
+    """Where the study is, as the report names it: the run's own database, or the --storage URL
+    without its password."""
+    if not storage:
+        return "study.db (this run directory)"
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(storage).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads
+        return storage.split(":", 1)[0] + " storage"
+
+
 def build_report(run_dir: Path) -> Path:
     """Write report.md, report.html and the plots of ``run_dir``; returns report.md's path."""
     settings = read_settings(run_dir)
-    table = pd.read_csv(run_dir / CANDIDATES, dtype={"arch_id": str})
+    table = read_table(run_dir, CANDIDATES)
     table["reference"] = table["reference"].fillna("")
     plots = make_plots(run_dir, settings, table)
     found, refs = _tables(table, settings["top"])
@@ -304,7 +350,7 @@ def build_report(run_dir: Path) -> Path:
             ("input", f"{settings['input_size']} px, {settings['classes']} classes"),
             ("distinct candidates", n_found),
             ("ranking key", settings["scorer"]),
-            ("study", f"{settings['study_name']} at {settings['storage']}"),
+            ("study", f"{settings['study_name']} in {_study_place(settings['storage'])}"),
         ],
         columns=["setting", "value"],
     )
@@ -369,7 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise _cli.UsageError(
             f"{run_dir} is not a finished search run (no settings.json and {CANDIDATES})"
         )
-    print(build_report(run_dir))
+    try:
+        print(build_report(run_dir))
+    except TableError as e:
+        raise _cli.UsageError(str(e)) from None
     return 0
 
 

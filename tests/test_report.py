@@ -1,0 +1,128 @@
+"""The report of a run with trained candidates, built by ``python -m results.report`` in a fresh
+process: its training section and rank correlations, against a brute-force count of pairs."""
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+
+def kendall_tau(x: list[float], y: list[float]) -> float:
+    """Kendall's tau-a from its definition (no ties): (concordant - discordant) pairs / pairs."""
+    pairs = list(itertools.combinations(range(len(x)), 2))
+    sign = [
+        ((x[i] - x[j]) * (y[i] - y[j]) > 0) - ((x[i] - x[j]) * (y[i] - y[j]) < 0) for i, j in pairs
+    ]
+    return sum(sign) / len(pairs)
+
+
+def spearman_rho(x: list[float], y: list[float]) -> float:
+    """Spearman's rho from its definition (no ties): 1 - 6 sum d^2 / (n (n^2 - 1))."""
+    n = len(x)
+    rank = lambda v: {value: r for r, value in enumerate(sorted(v))}  # noqa: E731
+    rx, ry = rank(x), rank(y)
+    d2 = sum((rx[a] - ry[b]) ** 2 for a, b in zip(x, y, strict=True))
+    return 1 - 6 * d2 / (n * (n * n - 1))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    """A real search run, then trained.csv and curves.csv for four of its candidates whose
+    N_2nd differ (written as runners.tune writes them), one of which failed."""
+    run = tmp_path_factory.mktemp("report") / "run"
+    subprocess.run(
+        [sys.executable, "-m", "nas.search", "--no-progress", "--train-top", "0",
+         "--budget", "0.16GFLOPs", "--trials", "40", "--seed", "1", "--out", str(run)],
+        cwd=ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    table = pd.read_csv(run / "candidates.csv", dtype={"arch_id": str})
+    found = table[table["reference"].isna()].drop_duplicates("N_2nd").head(5)
+    assert len(found) == 5, "the run should hold five candidates with distinct N_2nd"
+    accuracy = [0.81, 0.86, 0.79, 0.84, None]  # the last one failed
+    trained = pd.DataFrame(
+        {
+            "arch_id": found["arch_id"],
+            "status": ["trained"] * 4 + ["failed"],
+            "error": [""] * 4 + ["data: broken.jpg: cannot decode the image"],
+            "epoch": [2] * 4 + [None],
+            "top1": accuracy,
+            "top5": [0.99] * 4 + [None],
+            "test_loss": [0.5, 0.4, 0.6, 0.45, None],
+            "train_loss": [0.6, 0.5, 0.7, 0.55, None],
+            "images_per_s": [900.0] * 4 + [None],
+            "node": ["n1"] * 5,
+            "train_seconds": [30.0] * 4 + [None],
+        }
+    )
+    trained.to_csv(run / "trained.csv", index=False)
+    curves = pd.DataFrame(
+        [
+            {"arch_id": a, "epoch": e, "top1": t - (0.05 if e == 1 else 0), "top5": 0.99,
+             "test_loss": 0.5, "train_loss": 0.6}
+            for a, t in zip(found["arch_id"][:4], accuracy[:4], strict=True) for e in (1, 2)
+        ]
+    )  # fmt: skip
+    curves.to_csv(run / "curves.csv", index=False)
+    return run, found.head(4).assign(top1=accuracy[:4])
+
+
+def test_report_has_the_training_section_with_rank_correlations(trained_run):
+    run, done = trained_run
+    out = subprocess.run(
+        [sys.executable, "-m", "results.report", str(run)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    text = (run / "report.md").read_text()
+    assert "## Trained candidates" in text and "### Failed trials" in text
+    assert "broken.jpg" in text
+    section = text[text.index("### Accuracy against the gradient-path metrics") :]
+    rows = {
+        cells[0]: cells[1:]
+        for line in section.splitlines()
+        if line.startswith("| N_") or line.startswith("| L_")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    x, y = list(done["N_2nd"]), list(done["top1"])
+    assert float(rows["N_2nd"][0]) == pytest.approx(kendall_tau(x, y), abs=1e-3)
+    assert float(rows["N_2nd"][1]) == pytest.approx(spearman_rho(x, y), abs=1e-3)
+    for name in ("learning_curves", "accuracy_vs_metrics"):
+        assert (run / "plots" / f"{name}.png").is_file()
+    assert "Trained candidates" in (run / "report.html").read_text()
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda p: p.write_bytes(b'"a,b\n1,"2\n\x00\xff'), "cannot be read as CSV"),
+        (lambda p: p.write_text(""), "cannot be read as CSV"),
+        (lambda p: p.write_text("rank,arch_id\n1,abc\n"), "lacks the columns"),
+        (
+            lambda p: p.write_text(
+                p.read_text().replace("\n1,", "\nfirst,", 1)  # a rank that is not a number
+            ),
+            "column rank holds values that are not numbers",
+        ),
+    ],
+)
+def test_broken_candidates_table_is_one_line(trained_run, tmp_path, damage, words):
+    """A damaged candidates.csv: one line naming it, exit 2, and the old report left as it was."""
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(trained_run[0], run)
+    report = (run / "report.md").read_bytes()
+    damage(run / "candidates.csv")
+    out = subprocess.run(
+        [sys.executable, "-m", "results.report", str(run)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.count("\n") == 1 and words in out.stderr, out.stderr
+    assert str(run / "candidates.csv") in out.stderr
+    assert (run / "report.md").read_bytes() == report
+    json.loads((run / "settings.json").read_text())  # untouched
