@@ -4,10 +4,12 @@ loading MODEL arguments (a zoo name or an ArchSpec JSON file)."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from nas._names import printable
 from nas.registry import UnknownModelError, model_spec
 from nas.spec import ArchSpec, SpecError
 
@@ -19,23 +21,60 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with a one-line error (no usage dump), exit code 2."""
+    """argparse with a one-line error (no usage dump), exit code 2, and no abbreviated flags
+    (``--resume`` checks which flags were given, so a flag must be spelt out)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message} (see --help)")
 
 
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535."""
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise ValueError(text)
+    return value
+
+
+port.__name__ = "port (1-65535)"
+
+
+def finite_positive(text: str) -> float:
+    """An argparse type: a finite number above zero."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(text)
+    return value
+
+
+finite_positive.__name__ = "finite positive number"
+
+
 def run(
     prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None
 ) -> int:
-    """Run a CLI ``main``; expected mistakes become one line on stderr and exit code 2."""
+    """Run a CLI ``main``; expected mistakes become one line on stderr and exit code 2: a usage
+    error, a bad spec or model name, a file that cannot be read or written (the message names
+    it)."""
     try:
         return main(argv)
     except (UsageError, SpecError, UnknownModelError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {printable(str(e))}", file=sys.stderr)
         return USAGE_ERROR
     except BrokenPipeError:  # output piped into `head`
         return 0
+    except OSError as e:
+        if e.filename is None:
+            raise
+        print(
+            f"{prog}: error: cannot use {printable(str(e.filename))}: {e.strerror or e}",
+            file=sys.stderr,
+        )
+        return USAGE_ERROR
 
 
 def load_model_arg(

@@ -3,6 +3,7 @@ one multiply-accumulate; FLOPs = FP MACs + BOPs / 64)."""
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
@@ -19,6 +20,8 @@ def parse_budget(text: str) -> float:
             f"cannot read the budget {text!r}; write it like 0.16GFLOPs, 160MFLOPs or 1.6e8"
         )
     value = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    if not math.isfinite(value):
+        raise ValueError(f"the budget must be a finite number, got {text!r}")
     if value <= 0:
         raise ValueError(f"the budget must be positive, got {text!r}")
     return value

@@ -13,12 +13,19 @@ killed at any point resumes with ``--resume RUN_DIR`` and ends with exactly the 
 and the same results as an uninterrupted run. The sampler works on an in-memory mirror of the
 study (fast), and every finished trial is added to the persistent study (SQLite in the run
 directory, or ``--storage URL``), which Optuna's own tools read.
+
+A run directory protects itself: one process at a time works on it (an exclusive lock held for
+the whole run, training and report included), ``--out`` never writes into a directory that holds
+something else, ``--resume`` refuses flags that contradict the run's settings (``--trials`` may
+grow, to extend a run), and the study is found relative to the directory, so a moved or copied
+run resumes into its own database.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -27,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from nas import _cli
-from nas._storage import StudyWriter, open_storage
+from nas._names import printable
+from nas._storage import StudyError, StudyWriter, open_study
 from nas.budget import format_flops, parse_budget
 
 PENALTY = 1e18  # objective of an infeasible trial (its constraint marks it infeasible too)
@@ -47,7 +55,7 @@ class Settings:
     top: int
     train_top: int
     sampler: str
-    storage: str
+    storage: str  # an Optuna storage URL given by --storage; "" for study.db in the run directory
     study_name: str
     input_size: int
     classes: int
@@ -64,6 +72,48 @@ class Settings:
     @property
     def band(self) -> tuple[float, float]:
         return self.budget * (1 - self.tolerance), self.budget
+
+    @property
+    def directions(self) -> list[str]:
+        return ["minimize", "minimize"] if self.sampler == "nsga2" else ["minimize"]
+
+    def study_url(self, run_dir: Path) -> str:
+        from results.run import study_url
+
+        return study_url(self.storage, run_dir)
+
+    @property
+    def has_secret(self) -> bool:
+        """Whether the --storage URL holds a password (settings.json is then private)."""
+        from sqlalchemy.engine import make_url
+
+        try:
+            return bool(self.storage) and make_url(self.storage).password is not None
+        except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: keep it private
+            return bool(self.storage)
+
+    @property
+    def study_fix(self) -> str:
+        """What to do when the study's database cannot be opened."""
+        if not self.storage:
+            return "restore it from a copy, or start a new run"
+        return (
+            "check --storage: an SQLAlchemy URL (postgresql://user:password@host/db) of a "
+            "reachable database whose driver is installed"
+        )
+
+    def study_where(self, run_dir: Path) -> str:
+        """The study's database as messages name it (never a password of a --storage URL)."""
+        from results.run import STUDY_DB
+
+        if not self.storage:
+            return str(run_dir / STUDY_DB)
+        from sqlalchemy.engine import make_url
+
+        try:
+            return make_url(self.storage).render_as_string(hide_password=True)
+        except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: name the scheme alone
+            return self.storage.split(":", 1)[0] + " storage"
 
 
 def _sampler(name: str, seed: int):
@@ -163,10 +213,10 @@ class Evaluator:
         return result
 
 
-def _evaluate_forever(settings: Settings, known: list[dict[str, Any]], conn) -> None:
+def _evaluate_forever(parent: int, settings: Settings, known: list[dict[str, Any]], conn) -> None:
     from nas._storage import die_with_parent
 
-    die_with_parent()
+    die_with_parent(parent)
     evaluator = Evaluator(settings, known)
     while (job := conn.recv()) is not None:
         conn.send(evaluator.evaluate(*job))
@@ -182,7 +232,7 @@ class _EvaluatorProcess:
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(
             target=_evaluate_forever,
-            args=(settings, known, child),
+            args=(os.getpid(), settings, known, child),
             name="nas-evaluator",
             daemon=True,
         )
@@ -231,14 +281,14 @@ class Search:
         self.settings = settings
         self.run_dir = run_dir
         self.spaces = {name: get_space(name) for name in settings.spaces}
-        directions = ["minimize", "minimize"] if settings.sampler == "nsga2" else ["minimize"]
-        self.study = optuna.create_study(
-            storage=open_storage(settings.storage),
-            study_name=settings.study_name,
-            directions=directions,
-            load_if_exists=True,
+        self.url = settings.study_url(run_dir)
+        self.study = open_study(
+            self.url,
+            settings.study_name,
+            where=settings.study_where(run_dir),
+            fix=settings.study_fix,
         )
-        self.mirror = optuna.create_study(directions=directions)
+        self.mirror = optuna.create_study(directions=settings.directions)
         finished = self.study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
         self.known = [t.user_attrs["result"] for t in finished]
         self.results = self.known[:-1]  # the last one is finished again as pending, below
@@ -324,7 +374,7 @@ class Search:
         )
         arch_ids = {r["arch_id"] for r in self.results if r["feasible"]}
         arch_ids_before = len(arch_ids)
-        writer = StudyWriter(self.settings.storage, self.settings.study_name)
+        writer = StudyWriter(self.url, self.settings.study_name)
         evaluator = _EvaluatorProcess(self.settings, self.known)
         try:
             while True:
@@ -499,17 +549,172 @@ def _new_run_dir(args, budget: float) -> Path:
     return path
 
 
-def _prepare(args) -> tuple[Settings, Path]:
-    from results.run import SETTINGS, atomic_write_json, is_run_dir, read_settings
+# What --resume lets change: --trials may grow (the run goes on to the new count); the rest is the
+# run's and must be left out or given as it was.
+RESUME_MAY_CHANGE = ("trials", "no_progress")
+_NOT_SETTINGS = ("out", "describe_space")
+
+
+def given_flags(parser, argv: Sequence[str]) -> set[str]:
+    """The ``dest`` of every option written on the command line (abbreviations are off)."""
+    given = set()
+    for action in parser._actions:
+        for option in action.option_strings:
+            if any(a == option or a.startswith(option + "=") for a in argv):
+                given.add(action.dest)
+    return given
+
+
+def _stored_value(stored: dict[str, Any], dest: str) -> tuple[bool, Any]:
+    training = stored.get("training") or {}
+    if dest in stored:
+        return True, stored[dest]
+    if dest in training:
+        return True, training[dest]
+    return False, None
+
+
+def _check_resume_flags(args, given: set[str], stored: dict[str, Any]) -> dict[str, Any]:
+    """Refuse flags that contradict the run's settings, naming the difference; returns the
+    settings to resume with (``--trials`` may grow)."""
+    for dest in sorted(given - {"resume", *RESUME_MAY_CHANGE}):
+        flag = "--" + dest.replace("_", "-")
+        value = getattr(args, dest)
+        known, before = _stored_value(stored, dest)
+        if dest == "budget":
+            try:
+                same = parse_budget(value) == stored["budget"]
+            except ValueError:
+                same = False
+            before = stored["budget_text"]
+        elif dest == "train_subset":
+            same = (value or None) == before
+        elif dest == "baseline":
+            same = (value if value != "none" else "") == before
+        elif dest == "storage":
+            same = value == before or (not before and value == stored.get("_url"))
+        else:
+            same = known and value == before
+        if not known:
+            raise _cli.UsageError(
+                f"{flag} cannot be given with --resume: the run keeps its own settings "
+                f"(only {', '.join('--' + d.replace('_', '-') for d in RESUME_MAY_CHANGE)} "
+                "may change)"
+            )
+        if not same:
+            raise _cli.UsageError(
+                f"--resume keeps the run's settings: {flag} {value} differs from the run's "
+                f"{before if before not in (None, '') else 'default'} (only --trials may change, "
+                "to extend the run; start a new run for other settings)"
+            )
+    if "trials" in given and args.trials != stored["trials"]:
+        if args.trials < stored["trials"]:
+            raise _cli.UsageError(
+                f"--trials {args.trials} is fewer than the run's {stored['trials']}: a run can "
+                "be extended, not shortened"
+            )
+        print(
+            f"extending the run from {stored['trials']} to {args.trials} trials",
+            file=sys.stderr,
+        )
+        return {**stored, "trials": args.trials}
+    return stored
+
+
+def _resume(args, given: set[str]) -> tuple[Settings, Path, int]:
+    from results.run import (
+        SETTINGS,
+        STUDY_DB,
+        RunInUse,
+        atomic_write_json,
+        is_run_dir,
+        lock_run_dir,
+        read_settings,
+    )
+
+    run_dir = Path(args.resume)
+    if not is_run_dir(run_dir):
+        raise _cli.UsageError(
+            f"{run_dir} is not a search run directory (no {SETTINGS} written by nas.search)"
+        )
+    try:
+        lock = lock_run_dir(run_dir)
+    except RunInUse as e:
+        raise _cli.UsageError(str(e)) from None
+    except OSError as e:
+        raise _cli.UsageError(f"cannot lock the run directory {run_dir}: {e.strerror}") from None
+    try:
+        stored = read_settings(run_dir)
+        fields = {f for f in Settings.__dataclass_fields__}
+        settings = Settings(**{k: v for k, v in stored.items() if k in fields})
+    except (OSError, ValueError, TypeError, RecursionError) as e:
+        raise _cli.UsageError(
+            f"{run_dir / SETTINGS} cannot be read ({type(e).__name__}); restore it from a copy"
+        ) from None
+    database = run_dir / STUDY_DB
+    if not settings.storage and not (database.is_file() and database.stat().st_size):
+        what = "is empty" if database.is_file() else "is missing"
+        raise _cli.UsageError(
+            f"{database} {what}: the study of this run is not in it; restore it from a copy, "
+            "or start a new run"
+        )
+    stored = {**asdict(settings), "_url": settings.study_url(run_dir)}
+    updated = _check_resume_flags(args, given, stored)
+    updated.pop("_url")
+    if updated["trials"] != settings.trials:
+        settings = Settings(**updated)
+        atomic_write_json(run_dir / SETTINGS, asdict(settings), private=settings.has_secret)
+    return settings, run_dir, lock
+
+
+# The numeric flags: (flag, lowest, highest), a bound in a list excluded. Checked when the command
+# line is read, whether or not the run trains, before any work.
+_RANGES = (
+    ("--tolerance", [0], [1]),
+    ("--trials", 1, math.inf),
+    ("--top", 1, math.inf),
+    ("--input-size", 8, 8192),
+    ("--classes", 2, 1_000_000),
+    ("--train-top", 0, math.inf),
+    ("--epochs", 1, math.inf),
+    ("--train-subset", 0, math.inf),
+    ("--width-mult", [0], 4),
+    ("--cpus-per-trial", [0], math.inf),
+    ("--gpus-per-trial", 0, math.inf),
+    ("--max-failures", 0, math.inf),
+)
+
+
+def check_numbers(args) -> None:
+    """Every numeric flag finite and in its range, or one line naming it."""
+    for flag, low, high in _RANGES:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        lo, hi = (b[0] if isinstance(b, list) else b for b in (low, high))
+        above = value > lo if isinstance(low, list) else value >= lo
+        below = value < hi if isinstance(high, list) else value <= hi
+        if not (math.isfinite(value) and above and below):
+            if hi == math.inf:
+                bounds = f"above {lo}" if isinstance(low, list) else f"at least {lo}"
+            else:
+                bounds = "in " + ("(" if isinstance(low, list) else "[") + f"{lo}, {hi}"
+                bounds += ")" if isinstance(high, list) else "]"
+            raise _cli.UsageError(f"{flag} must be {bounds}, got {value}")
+
+
+def _prepare(args) -> tuple[Settings, Path, int]:
+    """A new run: checks every flag, then claims the run directory (its lock), creates the study
+    and writes settings.json, in that order (a run directory always has its study)."""
+    from results.run import (
+        LOCK,
+        SETTINGS,
+        STUDY_DB,
+        RunInUse,
+        atomic_write_json,
+        is_run_dir,
+        lock_run_dir,
+    )
     from search_spaces import get_space, list_spaces
 
-    if args.resume:
-        run_dir = Path(args.resume)
-        if not is_run_dir(run_dir):
-            raise _cli.UsageError(
-                f"{run_dir} is not a search run directory (no {SETTINGS} written by nas.search)"
-            )
-        return Settings(**read_settings(run_dir)), run_dir
     if args.budget is None:
         raise _cli.UsageError("give a compute budget, e.g. --budget 0.16GFLOPs")
     try:
@@ -520,16 +725,6 @@ def _prepare(args) -> tuple[Settings, Path]:
         raise _cli.UsageError(
             f"unknown search space {args.space!r}; choose {', '.join(list_spaces())} or all"
         )
-    if not 0 < args.tolerance < 1:
-        raise _cli.UsageError(f"--tolerance must be between 0 and 1, got {args.tolerance}")
-    for flag, value, low in (
-        ("--trials", args.trials, 1),
-        ("--top", args.top, 1),
-        ("--input-size", args.input_size, 8),
-        ("--classes", args.classes, 2),
-    ):
-        if value < low:
-            raise _cli.UsageError(f"{flag} must be at least {low}, got {value}")
     training = None
     if args.train_top:
         training = _training_options(args)
@@ -547,20 +742,28 @@ def _prepare(args) -> tuple[Settings, Path]:
             f"{format_flops(largest)} in space {args.space!r}"
         )
     run_dir = _new_run_dir(args, budget)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise _cli.UsageError(
-            f"cannot write the output directory {run_dir}: {e.strerror}"
-        ) from None
     if is_run_dir(run_dir):
         raise _cli.UsageError(
             f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose --out"
         )
-    storage = args.storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
+    if run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir()):
+        raise _cli.UsageError(
+            f"--out {run_dir} is a directory that holds other files; give a new or empty directory"
+        )
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = lock_run_dir(run_dir)
+    except RunInUse as e:
+        raise _cli.UsageError(str(e)) from None
+    except OSError as e:
+        raise _cli.UsageError(
+            f"cannot write the output directory {run_dir}: {e.strerror}"
+        ) from None
+    if is_run_dir(run_dir):  # another process made it a run between our check and the lock
+        raise _cli.UsageError(
+            f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose --out"
+        )
     settings = Settings(
         budget=budget,
         budget_text=args.budget,
@@ -571,37 +774,42 @@ def _prepare(args) -> tuple[Settings, Path]:
         top=args.top,
         train_top=args.train_top,
         sampler=args.sampler,
-        storage=storage,
+        storage=args.storage or "",
         study_name=run_dir.resolve().name,
         input_size=args.input_size,
         classes=args.classes,
         training=training,
     )
-    atomic_write_json(run_dir / SETTINGS, asdict(settings))
-    return settings, run_dir
+    try:
+        open_study(
+            settings.study_url(run_dir),
+            settings.study_name,
+            settings.directions,
+            where=settings.study_where(run_dir),
+            fix=settings.study_fix,
+        )
+    except StudyError:  # leave the directory as it was found
+        for name in (STUDY_DB, f"{STUDY_DB}-wal", f"{STUDY_DB}-shm", LOCK):
+            if not settings.storage or name == LOCK:
+                (run_dir / name).unlink(missing_ok=True)
+        if created:
+            run_dir.rmdir()
+        raise
+    atomic_write_json(run_dir / SETTINGS, asdict(settings), private=settings.has_secret)
+    return settings, run_dir, lock
 
 
 def _training_options(args) -> dict[str, Any]:
     """The training flags, checked before the search starts (the data must be there)."""
-    from runners.datasets import DATASETS, DataNotFound, load_dataset
+    from runners.datasets import DATASETS, DataError, DataNotFound, load_dataset
     from runners.tune import TrainingOptions
     from search_spaces import get_space, list_spaces
 
     if args.dataset not in DATASETS:
         raise _cli.UsageError(f"unknown dataset {args.dataset!r}; known: {', '.join(DATASETS)}")
-    for flag, value in (
-        ("--train-top", args.train_top),
-        ("--epochs", args.epochs),
-    ):
-        if value < 1:
-            raise _cli.UsageError(f"{flag} must be at least 1, got {value}")
-    if args.train_subset < 0:
-        raise _cli.UsageError(f"--train-subset must be 0 (all) or more, got {args.train_subset}")
-    if not 0 < args.width_mult <= 4:
-        raise _cli.UsageError(f"--width-mult must be in (0, 4], got {args.width_mult}")
     try:
         load_dataset(args.dataset, args.data_dir)
-    except DataNotFound as e:
+    except (DataNotFound, DataError) as e:
         raise _cli.UsageError(str(e)) from None
     spaces = list_spaces() if args.space == "all" else [args.space]
     references = sorted(
@@ -635,8 +843,9 @@ def _training_options(args) -> dict[str, Any]:
     return asdict(options)
 
 
-def train_top(settings: Settings, run_dir: Path, table) -> None:
-    """Train the top candidates through Ray Tune and join their results to candidates.csv."""
+def train_top(settings: Settings, run_dir: Path, table) -> int:
+    """Train the top candidates through Ray Tune and join their results to candidates.csv; returns
+    the exit status: 1 when every trained candidate failed (the last line says why)."""
     from results.report import build_report
     from results.run import CANDIDATES, atomic_write_text
     from runners.tune import TrainingOptions, run_training
@@ -665,11 +874,21 @@ def train_top(settings: Settings, run_dir: Path, table) -> None:
     build_report(run_dir)
     for row in trained.itertuples():
         if row.status == "failed":
-            result = f"failed: {row.error}"
+            result = f"failed: {printable(str(row.error))}"
         else:
             early = " (stopped early by ASHA)" if row.status == "stopped" else ""
             result = f"test top-1 {row.top1:.4f} after {row.epoch:g} epochs{early}"
         print(f"  {row.arch_id}: {result}")
+    ours = trained[trained["arch_id"].isin(set(top["arch_id"]))]
+    if len(ours) and (ours["status"] == "failed").all():
+        print(
+            f"nas.search: error: every trained candidate failed ({len(ours)} of {len(ours)}; the "
+            f"first: {printable(str(ours['error'].iloc[0]))}); the ranking is in "
+            f"{run_dir / 'report.md'}; fix the cause and continue with --resume {run_dir}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -740,7 +959,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="retries of a crashed trial, from its last checkpoint",
     )
     parser.add_argument("--ray-address", help="join this Ray cluster instead of a local one")
-    parser.add_argument("--dashboard-port", type=int, default=8265)
+    parser.add_argument("--dashboard-port", type=_cli.port, default=8265)
     parser.add_argument("--out", help="run directory (default results/runs/<run-id>)")
     parser.add_argument("--storage", help="Optuna storage URL (default SQLite in the run dir)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or finished run")
@@ -749,7 +968,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--describe-space", metavar="NAME", help="print a space's parameters")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    check_numbers(args)
     if args.describe_space:
         from search_spaces import get_space
 
@@ -758,16 +979,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyError as e:
             raise _cli.UsageError(e.args[0]) from None
         return 0
-    settings, run_dir = _prepare(args)
-    print(f"run directory: {run_dir}", file=sys.stderr)
-    search = Search(settings, run_dir)
+    try:
+        if args.resume:
+            settings, run_dir, _lock = _resume(args, given_flags(parser, argv))
+        else:
+            settings, run_dir, _lock = _prepare(args)
+        search = Search(settings, run_dir)
+    except StudyError as e:
+        raise _cli.UsageError(str(e)) from None
+    print(f"run directory: {printable(str(run_dir))}", file=sys.stderr)
     started = time.perf_counter()
     search.run(progress=not args.no_progress)
     table = write_results(search, run_dir)
     seconds = time.perf_counter() - started
     _summary(settings, run_dir, table, seconds)
     if settings.train_top:
-        train_top(settings, run_dir, table)
+        return train_top(settings, run_dir, table)
     return 0
 
 

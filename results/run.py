@@ -3,17 +3,20 @@
 Layout (written by ``python -m nas.search``)::
 
     settings.json        what was asked (budget, space, trials, seed, ...); marks a run directory
+    .lock                held (flock) by the process working on the run, for as long as it runs
     study.db             the Optuna study (SQLite), unless --storage named another database
     candidates.csv       one row per distinct candidate and reference model (+ .parquet)
     specs/rank001-<id>.json ...   the top-k ArchSpecs, loadable by nas.profile and nas.paths
     report.md, report.html, plots/*.png
 
 Every file is written to a temporary name in the same directory and renamed over the target, so
-a reader (or a killed run) never sees half a file.
+a reader (or a killed run) never sees half a file. Paths inside a run are stored relative to it
+(the study is "study.db in this directory"), so a moved or copied run resumes into its own files.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -23,12 +26,54 @@ from typing import Any
 SETTINGS = "settings.json"
 CANDIDATES = "candidates.csv"
 RUNS_ROOT = Path("results") / "runs"
+STUDY_DB = "study.db"
+LOCK = ".lock"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+class RunInUse(Exception):
+    """Another process holds the run directory's lock."""
+
+
+def lock_run_dir(path: Path) -> int:
+    """Take the run directory's exclusive lock for the life of this process (or until the returned
+    descriptor is closed); raises :class:`RunInUse`, naming the holder, if another process has it.
+
+    An advisory ``flock`` on ``RUN_DIR/.lock``: the kernel drops it when its holder dies, however
+    it dies, so a killed run never leaves a stale lock behind. The descriptor is not inherited by
+    child processes (Python opens files close-on-exec)."""
+    fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RunInUse(
+            f"{path} is in use by another process (pid {holder}); wait for it to end"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def study_url(storage: str, run_dir: Path) -> str:
+    """The Optuna storage URL of a run: ``storage`` as given by ``--storage``, or (empty) the
+    run directory's own SQLite file wherever the directory now is."""
+    return storage or f"sqlite:///{(run_dir / STUDY_DB).resolve()}"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: Path, data: bytes, private: bool = False) -> None:
+    """Write ``path`` whole or not at all; ``private``: readable by this user alone (0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # as open() would make it (mkstemp makes every file 0600)
+        os.fchmod(fd, 0o600 if private else 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -43,8 +88,8 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+def atomic_write_json(path: Path, data: Any, private: bool = False) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode(), private)
 
 
 def atomic_savefig(fig, path: Path, **kwargs) -> None:
@@ -59,7 +104,7 @@ def atomic_savefig(fig, path: Path, **kwargs) -> None:
 def is_run_dir(path: Path) -> bool:
     try:
         return json.loads((path / SETTINGS).read_text()).get("kind") == "nas.search"
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return False
 
 

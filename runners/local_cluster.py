@@ -57,9 +57,9 @@ def cluster_env(home: Path) -> dict[str, str]:
     env = {**os.environ, **loopback_env(home), "RAY_AUTH_MODE": "token"}
     token = token_file(home)
     if not token.is_file():
-        token.parent.mkdir(parents=True, exist_ok=True)
-        token.write_text(secrets.token_hex(32))
-        token.chmod(0o600)
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
     env["RAY_AUTH_TOKEN_PATH"] = str(token)
     return env
 

@@ -8,6 +8,10 @@ usage stats off (and their "disabled" report sent to a closed loopback port),
 HOME holding ``ray_bootstrap_config.yaml`` with ``{}`` (no metadata probe), the dashboard on
 127.0.0.1, and ``address="local"`` so that a stray cluster is never joined. Binding to 127.0.0.1
 is also the safe default for users: the dashboard and jobs API run code for whoever reaches them.
+
+The access token that Ray 2.60 writes for a new local cluster is a credential (whoever holds it can
+run code as this user through the dashboard): its directories are made 0700 before Ray starts and
+the file 0600 once Ray has written it.
 """
 
 from __future__ import annotations
@@ -33,9 +37,16 @@ def token_file(home: Path) -> Path:
     return home / ".ray" / "auth_token"
 
 
+def private_home(home: Path) -> None:
+    """``home`` and its ``.ray`` directory, readable by this user alone (0700)."""
+    for folder in (home, token_file(home).parent):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+
+
 def loopback_env(home: Path) -> dict[str, str]:
-    """The environment that keeps Ray's processes on loopback, with HOME at ``home``."""
-    home.mkdir(parents=True, exist_ok=True)
+    """The environment that keeps Ray's processes on loopback, with HOME at ``home`` (private)."""
+    private_home(home)
     (home / "ray_bootstrap_config.yaml").write_text("{}\n")
     return {**LOOPBACK_ENV, "HOME": str(home.resolve())}
 
@@ -74,6 +85,8 @@ def ray_session(
                 log_to_driver=False,
             )
             url = f"http://{info.dashboard_url}" if info.dashboard_url else None
+            if token_file(home).is_file():
+                os.chmod(token_file(home), 0o600)
         yield url
     finally:
         ray.shutdown()

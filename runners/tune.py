@@ -6,11 +6,19 @@ ones early, actors are reused, each trial asks for ``cpus_per_trial`` CPUs and a
 checkpoint, and the experiment lives in ``RUN_DIR/tune`` so a killed run is restored without
 training finished trials again. Each trial trains its candidate's proxy (:mod:`runners.train`)
 and reports loss, top-1, top-5 and images per second every epoch with a ``tune.Checkpoint``.
+
+The experiment's configurations carry each candidate's spec as JSON text, not a path, and the
+experiment is named after its candidates (``train-<hash>``): a run directory that is moved or
+copied restores its own experiment, and a resumed run whose top candidates changed (``--trials``
+extended the search) trains the new ones instead of restoring the old. A restored experiment
+retries its errored trials, so a fault that was fixed (a corrupt image replaced) is trained again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -59,7 +67,10 @@ def train_candidate(config: dict[str, Any]) -> None:
     options = TrainingOptions(**config["options"])
     splits = load_dataset(options.dataset, options.data_dir)
     spec = proxy_spec(
-        ArchSpec.load(config["spec"]), splits, options.width_mult, stem_stride=options.stem_stride
+        ArchSpec.from_json(config["spec"]),
+        splits,
+        options.width_mult,
+        stem_stride=options.stem_stride,
     )
     train_config = TrainConfig(
         epochs=options.epochs,
@@ -132,18 +143,19 @@ def run_training(
         resources = tune.with_resources(
             trainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
         )
-        path = storage / "train"
+        space = [
+            {
+                "arch_id": aid,
+                "spec": Path(spec).read_text(),
+                "options": dataclasses.asdict(options),
+            }
+            for aid, spec in candidates
+        ]
+        name = "train-" + hashlib.sha256(json.dumps(space, sort_keys=True).encode()).hexdigest()[:8]
+        path = storage / name
         if tune.Tuner.can_restore(path):
-            tuner = tune.Tuner.restore(str(path), trainable=resources, resume_errored=False)
+            tuner = tune.Tuner.restore(str(path), trainable=resources, resume_errored=True)
         else:
-            space = [
-                {
-                    "arch_id": aid,
-                    "spec": str(Path(spec).resolve()),
-                    "options": dataclasses.asdict(options),
-                }
-                for aid, spec in candidates
-            ]
             tuner = tune.Tuner(
                 resources,
                 param_space={"candidate": tune.grid_search(space)},
@@ -156,7 +168,7 @@ def run_training(
                     trial_dirname_creator=_trial_name,
                 ),
                 run_config=tune.RunConfig(
-                    name="train",
+                    name=name,
                     storage_path=str(storage),
                     verbose=0,
                     callbacks=[Progress()],

@@ -160,7 +160,7 @@ def test_study_is_readable_by_optuna_tools_and_never_scores_twice(run):
             "--study-name",
             settings["study_name"],
             "--storage",
-            settings["storage"],
+            f"sqlite:///{run / 'study.db'}",  # settings.json: "" = study.db in the run dir
             "-f",
             "json",
         ],
@@ -169,7 +169,9 @@ def test_study_is_readable_by_optuna_tools_and_never_scores_twice(run):
     )
     assert out.returncode == 0, out.stderr
     assert len(json.loads(out.stdout)) == 60
-    study = optuna.load_study(study_name=settings["study_name"], storage=settings["storage"])
+    study = optuna.load_study(
+        study_name=settings["study_name"], storage=f"sqlite:///{run / 'study.db'}"
+    )
     results = [t.user_attrs["result"] for t in study.trials]
     scored = [r["arch_id"] for r in results if r["feasible"] and "duplicate_of" not in r]
     assert len(scored) == len(set(scored))  # each architecture scored once
@@ -314,21 +316,67 @@ def test_describe_space():
     assert "sc_<i>_<j>" in out.stdout and "bireal_resnet18" in out.stdout
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux only")
+def _marked(mark: str) -> list[int]:
+    """Live processes (zombies aside) whose environment holds ``NAS_TEST_MARK=<mark>``: a search
+    started with it, and every process it started, wherever they were reparented."""
+    needle = f"NAS_TEST_MARK={mark}".encode()
+    alive = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if needle not in (proc / "environ").read_bytes().split(b"\0"):
+                continue
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(int(proc.name))
+    return alive
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_helpers_die_with_the_search(tmp_path):
-    """SIGKILL of the search takes its writer and evaluator processes with it."""
-    out = tmp_path / "k"
-    proc = _start("--budget", "0.16GFLOPs", "--trials", "5000", "--out", str(out))
-    time.sleep(6)
-    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
-    pids = [int(p) for p in children.stdout.split()]
-    assert len(pids) >= 2
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    time.sleep(1)
-    for pid in pids:
-        status = Path(f"/proc/{pid}/status")
-        assert not status.exists() or "zombie" in status.read_text().lower()
+    """SIGKILL of the search, at moments from before its helpers start to deep in the search,
+    while both cores are busy: no process it started (study writer, evaluator, multiprocessing's
+    resource tracker) outlives it."""
+    burners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count())
+    ]
+    # Kill after a fixed delay (before the helpers exist, on a loaded machine), as soon as the
+    # first helper appears, when all three exist, and well into the search.
+    moments = [("after", 0.5), ("after", 2.0), ("after", 4.0), ("helpers", 2), ("helpers", 3)]
+    moments += [("helpers", 2), ("helpers", 3), ("after helpers", 2.0)]
+    try:
+        for i, (when, value) in enumerate(moments):
+            mark = f"{os.getpid()}-{i}"
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "nas.search", "--no-progress", "--train-top", "0",
+                 "--budget", "0.16GFLOPs", "--trials", "5000", "--out", str(tmp_path / str(i))],
+                cwd=ROOT,
+                env={**os.environ, "NAS_TEST_MARK": mark},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            if when == "after":
+                time.sleep(value)
+            else:
+                deadline = time.time() + 120
+                while len(_marked(mark)) < (value if when == "helpers" else 3):
+                    assert time.time() < deadline and proc.poll() is None, "no helpers started"
+                    time.sleep(0.02)
+                if when == "after helpers":
+                    time.sleep(value)
+            started = len(_marked(mark))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            # a helper still starting up reaches its check within seconds, even on a busy machine
+            deadline = time.time() + 60
+            while _marked(mark) and time.time() < deadline:
+                time.sleep(0.2)
+            assert not _marked(mark), f"{when} {value}: {started} processes when killed"
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
 
 
 def test_train_top_through_ray_tune(tmp_path):
@@ -367,4 +415,40 @@ def test_train_top_through_ray_tune(tmp_path):
     assert top["trained_top1"] == row["top1"]
     report = (out / "report.md").read_text()
     assert "## Trained candidates" in report and "Kendall tau" in report
-    assert (out / "tune" / "train").is_dir()
+    assert len(list((out / "tune").glob("train-*/candidate-*"))) == 2
+    # the dashboard's access token is a credential: this user's alone
+    home = out / ".ray_home"
+    token = home / ".ray" / "auth_token"
+    assert token.is_file()
+    assert [p.stat().st_mode & 0o777 for p in (home, token.parent, token)] == [0o700, 0o700, 0o600]
+
+
+def test_every_trained_candidate_failed_is_a_failed_run(tmp_path):
+    """An image folder with a corrupt JPEG: the only trained candidate fails; the command exits 1
+    and its last line says why, naming the file."""
+    from PIL import Image
+
+    data = tmp_path / "images"
+    for split in ("train", "val"):
+        for k, name in enumerate(("cat", "dog")):
+            folder = data / split / name
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (40, 40), (80 * k, 60 * i, 20)).save(folder / f"{i}.jpg")
+    broken = data / "train" / "dog" / "1.jpg"
+    broken.write_bytes(broken.read_bytes()[:60])  # truncated mid-header
+    out = tmp_path / "failing-run"
+    result = _search(
+        "--budget", "0.16GFLOPs", "--space", "resnet", "--trials", "6", "--out", str(out),
+        "--train-top", "1", "--baseline", "none", "--dataset", "imagefolder",
+        "--data-dir", str(data), "--epochs", "1", "--train-subset", "0", "--width-mult",
+        "0.125", "--max-failures", "0", "--dashboard-port", "8278",
+        check=False, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("nas.search: error: every trained candidate failed"), last
+    assert str(broken) in last
+    trained = pd.read_csv(out / "trained.csv")
+    assert list(trained["status"]) == ["failed"] and str(broken) in trained["error"].iloc[0]
+    assert (out / "report.md").is_file()  # the ranking is kept

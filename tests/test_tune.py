@@ -115,12 +115,12 @@ def test_sigkill_during_training_then_resume_retrains_nothing_finished(tmp_path)
         "--baseline", "none",
     ]  # fmt: skip
     proc = _search(*args)
-    tune_dir = run_dir / "tune" / "train"
+    tune_dir = run_dir / "tune"  # its experiment: train-<hash of the candidates>
     deadline = time.time() + 400
     finished = None
     while finished is None and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
-        for trial in tune_dir.glob("candidate-*") if tune_dir.is_dir() else []:
+        for trial in tune_dir.glob("train-*/candidate-*") if tune_dir.is_dir() else []:
             if len(_reports(trial)) == 2:
                 finished = trial
     assert finished is not None, "no trial finished in time"
@@ -145,7 +145,8 @@ def test_sigkill_during_training_then_resume_retrains_nothing_finished(tmp_path)
     trained = pd.read_csv(run_dir / "trained.csv", dtype={"arch_id": str})
     # ASHA may stop the second candidate after its first epoch if it trails the first one
     assert set(trained["status"]) <= {"trained", "stopped"} and len(trained) == 2
-    for trial in tune_dir.glob("candidate-*"):
+    assert len(list(tune_dir.glob("train-*"))) == 1  # the same experiment, restored
+    for trial in tune_dir.glob("train-*/candidate-*"):
         epochs = [r["epoch"] for r in _reports(trial)]
         assert epochs in ([1], [1, 2])  # each epoch reported once: nothing trained twice
 
