@@ -11,7 +11,7 @@ from pathlib import Path
 
 from nas._names import printable
 from nas.registry import UnknownModelError, model_spec
-from nas.spec import ArchSpec, SpecError
+from nas.spec import MAX_CLASSES, MAX_INPUT_SIZE, ArchSpec, SpecError
 
 USAGE_ERROR = 2
 
@@ -52,6 +52,46 @@ def finite_positive(text: str) -> float:
 
 
 finite_positive.__name__ = "finite positive number"
+
+
+def int_range(low: int, high: int, what: str) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high`` (``what`` names it in the error:
+    ``invalid input size (1-8192) value: '0'``)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(text)
+        return value
+
+    parse.__name__ = f"{what} ({low}-{high})"
+    return parse
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a duration in seconds, finite, above 0 and at most an hour (a timed
+    run of ``nan`` or ``1e300`` seconds never ends)."""
+    value = finite_positive(text)
+    if value > 3600:
+        raise ValueError(text)
+    return value
+
+
+seconds.__name__ = "number of seconds (0 < s <= 3600)"
+
+
+def add_spec_options(parser) -> None:
+    """``--input-size`` and ``--classes``, checked against the spec's limits as they are parsed."""
+    parser.add_argument(
+        "--input-size",
+        type=int_range(1, MAX_INPUT_SIZE, "input size"),
+        help="input side in pixels (default: 224)",
+    )
+    parser.add_argument(
+        "--classes",
+        type=int_range(1, MAX_CLASSES, "number of classes"),
+        help="number of classes (default: 1000)",
+    )
 
 
 def run(

@@ -9,6 +9,12 @@ model at 28 px (small-image stem, full width, batch 64, Adam), bf16 autocast + c
 against fp32, on all cores with pinned threads. Target (issue 5): bf16 1.7x fp32 or better.
 ``--device cuda`` times the full ``bireal_resnet18`` at 224 px (1000 classes) on the GPU instead.
 
+``python -m nas.benchmarks spec-size``: how ``nas.paths`` and ``nas.profile`` scale with the size
+of a spec: wall time in-process, end to end from the JSON text to the printed string (parse,
+validate, lower, metrics or cost, arch id, format), for generated specs of 1,000, 10,000 and
+100,000 Bi-Real blocks (:func:`chain_spec`), and the time per block at each size; linear work
+keeps the ratio of the time per block at 100k to that at 1k near 1. ``--sizes`` to choose.
+
 ``python -m nas.benchmarks ray``: Ray's overhead: the start of a local Ray (loopback, dashboard
 on) and the wall time per trial of a Tuner running trials that do no work (each reports three
 epochs and a checkpoint), with ``reuse_actors`` as the product runs them; what every trained
@@ -18,7 +24,9 @@ candidate pays on top of its training.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import math
 import os
 import statistics
 import sys
@@ -26,9 +34,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from nas import _cli
+from nas.spec import MAX_BLOCKS
+
 PINNING = {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}
 TARGET_PER_S = 500
 TARGET_BF16_RATIO = 1.7
+SPEC_SIZES = (1_000, 10_000, 100_000)
 
 
 def _pin(one_core: bool) -> None:
@@ -141,6 +153,75 @@ def training(steps: int = 8, repeats: int = 3, batch: int = 64, device: str = "c
     return rows
 
 
+def chain_spec(blocks: int, width: int = 64):
+    """A generated spec of ``blocks`` Bi-Real blocks (one binary 3x3 conv and an identity beside
+    it) in one stage, 32 px, 10 classes: ``2 * blocks + 7`` ops. Its network N is (0, c, 2c)
+    with c = one conv's BOPs / 64, with ``blocks`` and ``blocks * (blocks - 1) / 2`` paths for
+    c and 2c; its depth is ``blocks + 2``."""
+    from nas.blocks import chain_block
+    from nas.spec import ArchSpec, Stage, Stem
+
+    block = chain_block(width, 1, "bireal")
+    return ArchSpec(
+        name=f"bireal_chain{blocks}",
+        stages=(Stage(blocks=(block,) * blocks),),
+        stem=Stem("small", width),
+        input_size=32,
+        classes=10,
+    )
+
+
+def spec_size(sizes: Sequence[int] = SPEC_SIZES, repeats: int = 1) -> list[dict]:
+    """Seconds from JSON text to output string of ``nas.paths`` and ``nas.profile`` (text and
+    ``--json``) on :func:`chain_spec` of each size; the best of ``repeats`` runs."""
+    from nas import paths, profile
+    from nas.spec import ArchSpec
+
+    commands = {
+        "paths": lambda spec: paths.render(spec),
+        "paths --json": lambda spec: paths.render(spec, as_json=True),
+        "profile": lambda spec: profile.render(spec),
+        "profile --json": lambda spec: profile.render(spec, as_json=True),
+    }
+    rows = []
+    for blocks in sizes:
+        text = chain_spec(blocks).to_json()
+        row: dict = {"blocks": blocks, "json_mb": round(len(text) / 1e6, 2)}
+        for command, render in commands.items():
+            best = math.inf
+            for _ in range(repeats):
+                gc.collect()
+                start = time.perf_counter()
+                out = render(ArchSpec.from_json(text))
+                best = min(best, time.perf_counter() - start)
+                del out
+            row[command] = round(best, 3)
+            row[f"{command} us/block"] = round(best / blocks * 1e6, 2)
+        rows.append(row)
+    for command in commands:
+        first, last = rows[0][f"{command} us/block"], rows[-1][f"{command} us/block"]
+        rows[-1][f"{command} per-block ratio"] = round(last / first, 2)
+    return rows
+
+
+def _print_spec_size(rows: list[dict]) -> None:
+    commands = ("paths", "paths --json", "profile", "profile --json")
+    print(
+        "nas.paths and nas.profile against spec size (one stage of Bi-Real blocks; JSON text to "
+        "output string, in-process, 1 core pinned): seconds (microseconds per block)"
+    )
+    print(f"  {'blocks':>8s} {'JSON MB':>8s}" + "".join(f" {c:>22s}" for c in commands))
+    for r in rows:
+        cells = "".join(f" {r[c]:>10.3f} s ({r[f'{c} us/block']:6.1f})" for c in commands)
+        print(f"  {r['blocks']:>8,d} {r['json_mb']:>8.2f}{cells}")
+    last = rows[-1]
+    ratios = ", ".join(f"{c} {last[f'{c} per-block ratio']:.2f}" for c in commands)
+    print(
+        f"  time per block at {rows[-1]['blocks']:,} over that at {rows[0]['blocks']:,} "
+        f"blocks: {ratios} (1 = linear)"
+    )
+
+
 def _idle_trial(config: dict) -> None:
     """A trial that only reports: three epochs, each with a checkpoint, like a training trial."""
     import tempfile
@@ -196,10 +277,25 @@ def ray_overhead(trials: int = 16, repeats: int = 3) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nas.benchmarks", description=__doc__)
-    parser.add_argument("which", choices=["scoring", "training", "ray"])
-    parser.add_argument("--seconds", type=float, default=1.0, help="length of one timed run")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is kept")
+    parser = _cli.Parser(
+        prog="python -m nas.benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("which", choices=["scoring", "training", "ray", "spec-size"])
+    parser.add_argument("--seconds", type=_cli.seconds, default=1.0, help="length of one timed run")
+    parser.add_argument(
+        "--repeats",
+        type=_cli.int_range(1, 1000, "number of runs"),
+        help="timed runs; the median is kept (spec-size: the best; default 5, spec-size 1)",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=_cli.int_range(1, MAX_BLOCKS, "number of blocks"),
+        nargs="+",
+        default=SPEC_SIZES,
+        help="spec-size only: the numbers of blocks (default: 1000 10000 100000)",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
         "--device",
@@ -208,7 +304,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="training only: cuda times the full bireal_resnet18 at 224 px on the GPU",
     )
     args = parser.parse_args(argv)
-    _pin(one_core=args.which == "scoring")
+    _pin(one_core=args.which in ("scoring", "spec-size"))
+    if args.which == "spec-size":
+        rows = spec_size(args.sizes, args.repeats or 1)
+        if args.json:
+            print(json.dumps(rows, indent=1))
+        else:
+            _print_spec_size(rows)
+        return 0
+    args.repeats = args.repeats or 5
     if args.which == "ray":
         rows = ray_overhead(repeats=args.repeats)
         if args.json:
@@ -222,11 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         if args.device == "cuda" and not torch.cuda.is_available():
-            print(
-                "--device cuda needs a CUDA GPU (torch.cuda.is_available() is False)",
-                file=sys.stderr,
+            raise _cli.UsageError(
+                "--device cuda needs a CUDA GPU (torch.cuda.is_available() is False)"
             )
-            return 2
         rows = training(repeats=args.repeats, device=args.device)
         if args.json:
             print(json.dumps(rows, indent=1))
@@ -258,4 +360,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_cli.run("nas.benchmarks", main))

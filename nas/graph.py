@@ -169,8 +169,10 @@ class _Lowering:
                 bn=block.width,
             )
         reads: dict[int, tuple[str, int]] = {0: (x, ch)}  # conv input of edges leaving node i
-        for j in range(1, block.depth + 1):
-            conv_srcs, short_srcs = block.in_edges(j)
+        incoming = block.incoming()
+        depth = max(incoming)
+        for j in range(1, depth + 1):
+            conv_srcs, short_srcs = incoming[j]
             inputs = []
             for i in conv_srcs:
                 if i not in reads:  # dense: node i's convs read concat(node 0..i)
@@ -218,7 +220,7 @@ class _Lowering:
                     size=out_size,
                     stage=stage,
                 )
-        out, out_ch = node[block.depth], block.width
+        out, out_ch = node[depth], block.width
         if dense:
             out_ch = ch + block.width
             out = self.emit(
@@ -284,14 +286,25 @@ def scopes(ops: list[Op]) -> dict[str, list[tuple[str, str, str]]]:
     op that feeds the scope (its input), the sink the op that gives its output. A stage starts with
     its downsampling transition (DESIGN.md section 5); blocks are named by their module path."""
     found: dict[str, dict[str, list[Op]]] = {"stages": {}, "blocks": {}}
-    for op in ops:
+    stages, blocks = found["stages"], found["blocks"]
+    for op in ops:  # each scope keeps [first op, last op]
         if op.stage.startswith("stage"):
-            found["stages"].setdefault(op.stage, []).append(op)
-        parts = op.name.split(".")
-        if len(parts) > 4 and parts[0] == "stages" and parts[2] == "blocks":
-            found["blocks"].setdefault(".".join(parts[:4]), []).append(op)
+            ends = stages.get(op.stage)
+            if ends is None:
+                stages[op.stage] = [op, op]
+            else:
+                ends[1] = op
+        if op.name.startswith("stages."):
+            parts = op.name.split(".", 4)
+            if len(parts) > 4 and parts[2] == "blocks":
+                name = f"stages.{parts[1]}.blocks.{parts[3]}"
+                ends = blocks.get(name)
+                if ends is None:
+                    blocks[name] = [op, op]
+                else:
+                    ends[1] = op
     return {
-        kind: [(name, members[0].inputs[0], members[-1].name) for name, members in groups.items()]
+        kind: [(name, first.inputs[0], last.name) for name, (first, last) in groups.items()]
         for kind, groups in found.items()
     }
 
@@ -357,15 +370,19 @@ def ops_arch_id(ops: list[Op], iterations: int = 4) -> str:
             consumers[i].append(op.name)
     inputs = {op.name: op.inputs for op in ops}
     seen = Counter(label.values())
+    hashed: dict[str, str] = {}  # a network repeats its blocks: most neighbourhoods recur
     for _ in range(iterations):
-        label = {
-            n: hashlib.blake2b(
-                f"{label[n]}<{','.join(sorted(label[i] for i in inputs[n]))}"
-                f">{','.join(sorted(label[c] for c in consumers[n]))}".encode(),
-                digest_size=8,
-            ).hexdigest()
-            for n in label
-        }
+        relabelled = {}
+        for n in label:
+            text = (
+                f"{label[n]}<{','.join(sorted([label[i] for i in inputs[n]]))}"
+                f">{','.join(sorted([label[c] for c in consumers[n]]))}"
+            )
+            h = hashed.get(text)
+            if h is None:
+                h = hashed[text] = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+            relabelled[n] = h
+        label = relabelled
         seen.update(label.values())
     text = ",".join(f"{k}:{v}" for k, v in sorted(seen.items()))
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()

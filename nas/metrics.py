@@ -23,6 +23,7 @@ the network output, excluding the conv itself (what the gradient pays before it 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,25 @@ class PathGraph:
     @property
     def binary(self) -> list[str]:
         return [n for n in self.order if self.bops[n] > 0]
+
+    @functools.cached_property
+    def position(self) -> dict[str, int]:
+        """Each op's index in ``order`` (``order.index`` per scope made the scopes quadratic)."""
+        return {n: k for k, n in enumerate(self.order)}
+
+    @functools.cached_property
+    def lengths(self) -> dict[str, int]:
+        """The weights of the lengths L: 1 for a binary conv, 0 for every other op."""
+        return {n: 1 if b else 0 for n, b in self.bops.items()}
+
+    @functools.cached_property
+    def succs(self) -> dict[str, list[str]]:
+        """The consumers of each op."""
+        succs: dict[str, list[str]] = {n: [] for n in self.order}
+        for v in self.order:
+            for u in self.preds[v]:
+                succs[u].append(v)
+        return succs
 
     @classmethod
     def from_ops(cls, ops: list[Op], scopes: dict[str, list[tuple[str, str, str]]]) -> PathGraph:
@@ -113,55 +133,98 @@ def forward_tables(
 ) -> dict[str, dict[int, int]]:
     """For every op reachable from ``source`` (up to ``sink``), the K smallest distinct costs of
     paths source -> op with their counts. The source's own weight is not counted. ``unit``: each
-    binary conv weighs 1 (lengths L) instead of its BOPs (costs N)."""
-    start = g.order.index(source)
-    stop = g.order.index(sink) + 1 if sink is not None else len(g.order)
-    tables: dict[str, dict[int, int]] = {source: {0: 1}}
-    for v in g.order[start + 1 : stop]:
-        w = g.bops[v]
-        if unit:
-            w = 1 if w else 0
-        acc: dict[int, int] = {}
-        for u in g.preds[v]:
-            t = tables.get(u)
-            if t is None:
-                continue
-            for c, n in t.items():
-                acc[c + w] = acc.get(c + w, 0) + n
-        if acc:
-            tables[v] = _smallest(acc)
-    return tables
+    binary conv weighs 1 (lengths L) instead of its BOPs (costs N). Tables are shared between ops
+    where they are equal (an op of weight 0 with one input has its input's): read, never change
+    them."""
+    start = g.position[source]
+    stop = g.position[sink] + 1 if sink is not None else len(g.order)
+    return _tables(g.order[start + 1 : stop], g.preds, g.lengths if unit else g.bops, source, 0)
 
 
 def backward_tables(g: PathGraph, sink: str, unit: bool = False) -> dict[str, dict[int, int]]:
     """For every op that reaches ``sink``, the K smallest distinct costs of paths op -> sink with
-    their counts, the op's own weight excluded and the sink's included."""
-    succs: dict[str, list[str]] = {n: [] for n in g.order}
-    for v in g.order:
-        for u in g.preds[v]:
-            succs[u].append(v)
-    weight = {n: (1 if b else 0) if unit else b for n, b in g.bops.items()}
-    stop = g.order.index(sink)
-    tables: dict[str, dict[int, int]] = {sink: {weight[sink]: 1}}
-    for u in reversed(g.order[:stop]):
+    their counts, the op's own weight excluded and the sink's included (tables shared as in
+    :func:`forward_tables`)."""
+    weight = g.lengths if unit else g.bops
+    stop = g.position[sink]
+    order = g.order[stop - 1 :: -1] if stop else []
+    return _tables(order, g.succs, weight, sink, weight[sink], backward=True)
+
+
+def _tables(
+    order: list[str],
+    preds: dict[str, list[str]],
+    weight: dict[str, int],
+    source: str,
+    start: int,
+    backward: bool = False,
+) -> dict[str, dict[int, int]]:
+    """The dynamic programme over ``order`` from ``source`` (whose table is ``{start: 1}``): an
+    op's table holds the K smallest distinct values of the union of its predecessors' tables,
+    each shifted by the op's weight, or in the ``backward`` pass (``preds`` are then consumers) by
+    the predecessor's weight, the source's excluded."""
+    tables: dict[str, dict[int, int]] = {source: {start: 1}}
+    get = tables.get
+    for v in order:
+        inputs = preds[v]
+        if len(inputs) == 1:  # most ops: the input's table, shifted (shared where w = 0)
+            u = inputs[0]
+            t = get(u)
+            if t is not None:
+                w = (0 if u == source else weight[u]) if backward else weight[v]
+                tables[v] = {c + w: n for c, n in t.items()} if w else t
+            continue
         acc: dict[int, int] = {}
-        for v in succs[u]:
-            t = tables.get(v)
+        w = 0 if backward else weight[v]
+        for u in inputs:
+            t = get(u)
             if t is None:
                 continue
-            wv = 0 if v == sink else weight[v]
+            if backward:
+                w = 0 if u == source else weight[u]
             for c, n in t.items():
-                acc[c + wv] = acc.get(c + wv, 0) + n
+                c += w
+                acc[c] = acc.get(c, 0) + n
         if acc:
-            tables[u] = _smallest(acc)
+            tables[v] = acc if len(acc) <= K else _smallest(acc)
     return tables
 
 
 def scope_stats(g: PathGraph, source: str, sink: str) -> PathStats:
-    """N and L over all source -> sink paths."""
-    cost = forward_tables(g, source, sink).get(sink, {})
-    length = forward_tables(g, source, sink, unit=True).get(sink, {})
-    return PathStats.from_tables(cost, length)
+    """N and L over all source -> sink paths: :func:`forward_tables` of costs and of lengths, in
+    one pass (the scorer's inner loop; every block of a network is a scope)."""
+    start, stop = g.position[source], g.position[sink] + 1
+    bops, preds = g.bops, g.preds
+    tables: dict[str, tuple[dict[int, int], dict[int, int]]] = {source: ({0: 1}, {0: 1})}
+    get = tables.get
+    for v in g.order[start + 1 : stop]:
+        inputs, w = preds[v], bops[v]
+        if len(inputs) == 1:
+            t = get(inputs[0])
+            if t is not None:
+                tables[v] = (
+                    ({c + w: n for c, n in t[0].items()}, {c + 1: n for c, n in t[1].items()})
+                    if w
+                    else t
+                )
+            continue
+        cost: dict[int, int] = {}
+        length: dict[int, int] = {}
+        one = 1 if w else 0
+        for u in inputs:
+            t = get(u)
+            if t is None:
+                continue
+            for c, n in t[0].items():
+                c += w
+                cost[c] = cost.get(c, 0) + n
+            for c, n in t[1].items():
+                c += one
+                length[c] = length.get(c, 0) + n
+        if cost:
+            tables[v] = (_smallest(cost), _smallest(length))
+    found = tables.get(sink, ({}, {}))
+    return PathStats.from_tables(found[0], found[1])
 
 
 def layer_stats(g: PathGraph) -> dict[str, PathStats]:

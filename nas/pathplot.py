@@ -8,12 +8,19 @@ through every edge.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import networkx as nx
 
+from nas._names import printable
 from nas.metrics import PathGraph, backward_tables, forward_tables, scope_stats
 from nas.spec import ArchSpec
 
 COLOURS = ("#1a9850", "#fc8d59", "#d73027")  # N_1st, N_2nd, N_3rd
+MAX_DRAWN_OPS = 1000
+"""The largest scope drawn: beyond it the labels overlap into a grey band (a stage of the densenet
+space has about 400 ops; a block of any space fewer than 40)."""
+MAX_WIDTH_INCHES = 400  # 44,000 px at 110 dpi: matplotlib refuses images over 2^16 px a side
 KIND_COLOURS = {
     "binconv": "#4575b4",
     "conv": "#abd9e9",
@@ -33,7 +40,9 @@ def _short(name: str, kind: str, prefix: str) -> str:
 
 
 def plot_scope(spec: ArchSpec, graph: PathGraph, scope: str, path: str) -> None:
-    """Write a PNG of ``scope`` (a stage or block name of ``graph``) to ``path``."""
+    """Write a PNG (or SVG, PDF: by the suffix) of ``scope`` (a stage or block name of ``graph``)
+    to ``path``, atomically: a failed write leaves what was there. A scope of more than
+    :data:`MAX_DRAWN_OPS` ops is a ValueError; an unwritable ``path`` an OSError naming it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,6 +54,11 @@ def plot_scope(spec: ArchSpec, graph: PathGraph, scope: str, path: str) -> None:
     fwd = forward_tables(graph, source, sink)
     bwd = backward_tables(graph, sink)
     on_path = [n for n in graph.order if n in fwd and n in bwd]
+    if len(on_path) > MAX_DRAWN_OPS:
+        raise ValueError(
+            f"{scope} has {len(on_path):,} ops, too many to draw (at most {MAX_DRAWN_OPS:,}): "
+            "draw one of its blocks (--scope stages.S.blocks.B)"
+        )
     best = sorted(fwd.get(sink, {}))[:3]
 
     def through(u: str, v: str) -> int | None:
@@ -70,7 +84,7 @@ def plot_scope(spec: ArchSpec, graph: PathGraph, scope: str, path: str) -> None:
         if scope.startswith("stage") and scope[5:].isdigit()
         else scope
     )
-    width = max(6, 1.3 * (max(layer.values()) + 1))
+    width = min(max(6, 1.3 * (max(layer.values()) + 1)), MAX_WIDTH_INCHES)
     fig, ax = plt.subplots(figsize=(width, 5))
     for rank in (None, 2, 1, 0):  # cheapest drawn last, on top
         for skip in (False, True):  # edges that skip a layer bend around the nodes between
@@ -113,11 +127,29 @@ def plot_scope(spec: ArchSpec, graph: PathGraph, scope: str, path: str) -> None:
             )
     ax.legend(loc="upper left", fontsize=8)
     n_text = _fmt([None if v is None else v / 1e6 for v in stats.N])
-    ax.set_title(f"{spec.name} {scope}: N = {n_text} MFLOP-eq, L = {_fmt(stats.L)}", fontsize=10)
+    name = printable(spec.name).replace("$", r"\$")  # a label, not mathtext
+    ax.set_title(f"{name} {scope}: N = {n_text} MFLOP-eq, L = {_fmt(stats.L)}", fontsize=10)
     ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def _save(fig, path: str) -> None:
+    """``fig.savefig(path)`` in the format of its suffix, written atomically; an OSError names
+    ``path`` (not the temporary file beside it)."""
+    import io
+
+    from results.run import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format=(Path(path).suffix or ".png")[1:].lower())
+    try:
+        atomic_write_bytes(Path(path), buffer.getvalue())
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from None
 
 
 def _fmt(values) -> str:

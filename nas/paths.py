@@ -4,15 +4,22 @@ as a drawing of one stage or block with its cheapest paths (``--plot``)."""
 
 from __future__ import annotations
 
-import json
+import errno
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from nas import _cli
-from nas.graph import arch_id, lower, scopes
+from nas._names import printable
+from nas.graph import lower, ops_arch_id, scopes
 from nas.metrics import PathGraph, PathReport, PathStats, path_report
+from nas.profile import json_text, text_table
 from nas.scorers import DEFAULT_SCORER, get_scorer, list_scorers
+from nas.spec import ArchSpec
+
+PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
 def _fmt(values: Sequence[Any], scale: float = 1.0) -> str:
@@ -21,23 +28,25 @@ def _fmt(values: Sequence[Any], scale: float = 1.0) -> str:
 
 def format_report(name: str, report: PathReport, key: tuple, scorer: str) -> str:
     """The human-readable report (default output)."""
-    import pandas as pd
 
     def rows(stats: dict[str, PathStats]) -> str:
-        return pd.DataFrame(
-            {
-                "scope": n,
-                "N (MFLOP-eq)": _fmt(s.N, 1e6),
-                "paths per N": _fmt(s.count),
-                "L (binary convs)": _fmt(s.L),
-                "paths per L": _fmt(s.L_count),
-            }
-            for n, s in stats.items()
-        ).to_string(index=False)
+        return text_table(
+            [
+                {
+                    "scope": n,
+                    "N (MFLOP-eq)": _fmt(s.N, 1e6),
+                    "paths per N": _fmt(s.count),
+                    "L (binary convs)": _fmt(s.L),
+                    "paths per L": _fmt(s.L_count),
+                }
+                for n, s in stats.items()
+            ]
+        )
 
     net = report.network
     parts = [
-        f"{name}: gradient paths (N in millions of FLOP-equivalents = BOPs/64; '-' = missing)",
+        f"{printable(name)}: gradient paths (N in millions of FLOP-equivalents = BOPs/64; "
+        "'-' = missing)",
         f"network  N = ({_fmt(net.N, 1e6)})  L = ({_fmt(net.L)})  "
         f"paths per N = ({_fmt(net.count)})",
         f"ranking key ({scorer}, smaller is better): ({_fmt(key, 1e6)})",
@@ -54,17 +63,64 @@ def format_report(name: str, report: PathReport, key: tuple, scorer: str) -> str
     return "\n\n".join(parts)
 
 
+def analyse(spec: ArchSpec, scorer: Callable[[PathReport], tuple] | None = None):
+    """The path graph, the report and the ranking key of ``spec`` (what every output needs)."""
+    ops = lower(spec)
+    graph = PathGraph.from_ops(ops, scopes(ops))
+    report = path_report(graph)
+    key = (scorer or get_scorer(DEFAULT_SCORER))(report)
+    return ops, graph, report, key
+
+
+def render(spec: ArchSpec, scorer: str = DEFAULT_SCORER, as_json: bool = False) -> str:
+    """What the command prints for ``spec``: the tables, or the JSON object."""
+    ops, _, report, key = analyse(spec, get_scorer(scorer))
+    return _output(spec, ops, report, key, scorer, as_json)
+
+
+def _output(spec, ops, report: PathReport, key: tuple, scorer: str, as_json: bool) -> str:
+    if not as_json:
+        return format_report(spec.name, report, key, scorer)
+    out = {
+        "model": spec.name,
+        "arch_id": ops_arch_id(ops),
+        "scorer": scorer,
+        "key": [None if k == float("inf") else k for k in key],
+        **report.to_dict(),
+    }
+    return json_text(out)
+
+
+def _check_plot_file(path: str) -> None:
+    """Refuse a ``--plot`` file that cannot be written before any work is done: an unknown image
+    format (a usage error) or a folder that is missing or no folder (an OSError naming it)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in PLOT_FORMATS:
+        raise _cli.UsageError(
+            f"--plot {printable(path)}: give a file name ending in {', '.join(PLOT_FORMATS)}"
+        )
+    folder = Path(path).parent
+    if not folder.is_dir():
+        code = errno.ENOTDIR if folder.exists() or _under_a_file(folder) else errno.ENOENT
+        raise OSError(code, os.strerror(code), path)
+
+
+def _under_a_file(folder: Path) -> bool:
+    return any(p.exists() and not p.is_dir() for p in folder.parents)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _cli.Parser(
         prog="python -m nas.paths",
         description="Gradient-path metrics N_1st/N_2nd/N_3rd and L_1st/L_2nd/L_3rd of a network.",
     )
     parser.add_argument("model", help="a zoo model name, or a path to an ArchSpec .json")
-    parser.add_argument("--input-size", type=int, help="input side in pixels (default: 224)")
-    parser.add_argument("--classes", type=int, help="number of classes (default: 1000)")
+    _cli.add_spec_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
-        "--plot", metavar="FILE.png", help="draw a stage or block with its cheapest gradient paths"
+        "--plot",
+        metavar="FILE.png",
+        help="draw a stage or block with its cheapest gradient paths (.png, .svg or .pdf)",
     )
     parser.add_argument(
         "--scope",
@@ -79,33 +135,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         scorer = get_scorer(args.scorer)
     except KeyError as e:
         raise _cli.UsageError(e.args[0]) from None
+    if args.plot:
+        _check_plot_file(args.plot)
     spec = _cli.load_model_arg(args.model, args.input_size, args.classes)
-    ops = lower(spec)
-    graph = PathGraph.from_ops(ops, scopes(ops))
-    report = path_report(graph)
-    key = scorer(report)
+    ops, graph, report, key = analyse(spec, scorer)
     if args.plot:
         from nas.pathplot import plot_scope
 
         known = [n for n, _, _ in graph.scopes["stages"] + graph.scopes["blocks"]]
         if args.scope not in known:
             raise _cli.UsageError(
-                f"unknown scope {args.scope!r}; choose one of {', '.join(known[:6])}, ..."
+                f"unknown scope {printable(repr(args.scope))}; choose one of "
+                f"{', '.join(known[:6])}, ..."
             )
-        plot_scope(spec, graph, args.scope, args.plot)
-    if args.json:
-        out = {
-            "model": spec.name,
-            "arch_id": arch_id(spec),
-            "scorer": args.scorer,
-            "key": [None if k == float("inf") else k for k in key],
-            **report.to_dict(),
-        }
-        print(json.dumps(out, indent=1))
-    else:
-        print(format_report(spec.name, report, key, args.scorer))
-        if args.plot:
-            print(f"\nplot of {args.scope} written to {args.plot}")
+        try:
+            plot_scope(spec, graph, args.scope, args.plot)
+        except ValueError as e:  # a scope too large to draw
+            raise _cli.UsageError(str(e)) from None
+    print(_output(spec, ops, report, key, args.scorer, args.json))
+    if args.plot and not args.json:
+        print(f"\nplot of {args.scope} written to {printable(args.plot)}")
     return 0
 
 

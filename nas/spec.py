@@ -31,14 +31,24 @@ Layout of a network::
 * **Head**: [BN -> ReLU] -> global average pool -> FP fully connected layer (with bias).
 
 Every downsampling (stride-2 conv, pooling) maps a side of H pixels to ceil(H / 2).
+
+**Limits.** A spec is refused (:class:`SpecError`, naming the field and the limit) beyond the
+bounds below. They are far above any network of the zoo or of the search spaces (widths up to
+4096, 224 px, 1000 classes, a few hundred blocks, dense units of depth 4), and they keep what the
+tools compute from a spec finite and linear in its size: a width of 10^9 is no network, only an
+overflow of every count (FLOPs of 10^62), and a spec of millions of blocks, or a JSON file of
+gigabytes, would only exhaust the memory of the commands that read it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import reprlib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +61,30 @@ ACTIVATIONS = ("ste", "approxsign")
 PADDINGS = ("zero", "one")
 
 Edge = tuple[int, int]
+
+# Limits (see the module docstring): generous bounds, refused with the field's name.
+MAX_CHANNELS = 65_536
+"""Channels of any tensor: a block's ``width``, the stem's and a transition's ``channels``,
+``in_channels``, and what a run of dense units concatenates (the zoo and the search spaces stay
+under 4096; a 65536-channel 3x3 conv already holds 38.7 G weights)."""
+MAX_INPUT_SIZE = 8_192
+"""``input_size`` in pixels: 36x ImageNet's 224 px training side, a 67-megapixel image."""
+MAX_CLASSES = 1_000_000
+"""``classes``: 46x ImageNet-21k's classes."""
+MAX_BLOCKS = 200_000
+"""Blocks over all stages: 10,000x Bi-Real ResNet18's 8 blocks (the search spaces have at most
+96)."""
+MAX_EDGES = 1_000_000
+"""Conv and shortcut edges over all blocks: what the layer graph and its dynamic programmes grow
+with (time and memory linear in it; the zoo's largest spec has 220)."""
+MAX_DENSE_DEPTH = 64
+"""A dense unit's depth M: each of its nodes reads the concatenation of all earlier ones, so its
+layer graph grows with M^2 (BinaryDenseNet's units have M = 1, the densenet space's up to 4)."""
+MAX_NAME_LENGTH = 256
+"""``name``: a label (printed in headers, used in file names), not a document."""
+MAX_SPEC_BYTES = 64 * 2**20
+"""A spec's JSON text or file: 64 MiB (a spec of 200,000 Bi-Real blocks, written by
+:meth:`ArchSpec.to_json`, takes 51 MB)."""
 
 
 class SpecError(ValueError):
@@ -81,7 +115,7 @@ class Stem:
 
     def validate(self, where: str) -> None:
         _choice(self.kind, STEM_KINDS, f"{where}.kind")
-        _positive(self.channels, f"{where}.channels")
+        _count(self.channels, f"{where}.channels", MAX_CHANNELS)
 
 
 @dataclass(frozen=True)
@@ -93,7 +127,7 @@ class Transition:
 
     def validate(self, where: str) -> None:
         _choice(self.kind, TRANSITION_KINDS, f"{where}.kind")
-        _positive(self.channels, f"{where}.channels")
+        _count(self.channels, f"{where}.channels", MAX_CHANNELS)
 
 
 @dataclass(frozen=True)
@@ -121,14 +155,25 @@ class Block:
             [i for i, j in self.shortcuts if j == node],
         )
 
+    def incoming(self) -> dict[int, tuple[list[int], list[int]]]:
+        """:meth:`in_edges` of every node that has an incoming edge, in one pass over the edges
+        (a block may have many nodes: calling ``in_edges`` per node would be quadratic)."""
+        found: dict[int, tuple[list[int], list[int]]] = {}
+        for k, edges in enumerate((self.convs, self.shortcuts)):
+            for i, j in edges:
+                if j not in found:
+                    found[j] = ([], [])
+                found[j][k].append(i)
+        return found
+
     def validate(self, where: str) -> None:
         _choice(self.kind, BLOCK_KINDS, f"{where}.kind")
         _choice(self.join, JOINS, f"{where}.join")
-        _positive(self.width, f"{where}.width")
+        _count(self.width, f"{where}.width", MAX_CHANNELS)
         if self.stride not in (1, 2):
-            raise SpecError(f"{where}.stride", f"must be 1 or 2, got {self.stride}")
+            raise SpecError(f"{where}.stride", f"must be 1 or 2, got {_show(self.stride)}")
         if self.kernel not in (1, 3, 5, 7):
-            raise SpecError(f"{where}.kernel", f"must be 1, 3, 5 or 7, got {self.kernel}")
+            raise SpecError(f"{where}.kernel", f"must be 1, 3, 5 or 7, got {_show(self.kernel)}")
         if not self.convs:
             raise SpecError(f"{where}.convs", "a block needs at least one conv edge")
         for name in ("convs", "shortcuts"):
@@ -137,20 +182,24 @@ class Block:
                 if not 0 <= i < j:
                     raise SpecError(
                         f"{where}.{name}[{n}]",
-                        f"edge ({i}, {j}) must go forward from a node >= 0 to a higher node",
+                        f"edge ({_show(i)}, {_show(j)}) must go forward from a node >= 0 to a "
+                        "higher node",
                     )
             if len(set(edges)) != len(edges):
                 raise SpecError(f"{where}.{name}", "lists the same edge twice")
+        # Every node 1..M has an incoming conv edge, so M <= the number of convs: the checks
+        # below look at no more nodes than there are edges (an edge to node 10^9 is one edge).
         m = self.depth
-        for node in range(1, m + 1):
-            convs, shortcuts = self.in_edges(node)
-            if not convs:
-                raise SpecError(
-                    f"{where}",
-                    f"node {node} has no incoming conv edge "
-                    "(a node fed only by shortcuts is a copy)",
-                )
-            if node < m and not any(i == node for i, _ in self.convs + self.shortcuts):
+        conv_targets = {j for _, j in self.convs}
+        if len(conv_targets) < m:
+            node = next(n for n in range(1, m + 1) if n not in conv_targets)
+            raise SpecError(
+                f"{where}",
+                f"node {node} has no incoming conv edge (a node fed only by shortcuts is a copy)",
+            )
+        sources = {i for i, _ in self.convs + self.shortcuts}
+        for node in range(1, m):
+            if node not in sources:
                 raise SpecError(
                     f"{where}", f"node {node} has no outgoing edge (its result is unused)"
                 )
@@ -162,6 +211,11 @@ class Block:
                     f"{where}.shortcuts",
                     "a dense unit's shortcut cannot leave node 0 "
                     "(input and growth channels differ)",
+                )
+            if m > MAX_DENSE_DEPTH:
+                raise SpecError(
+                    f"{where}",
+                    f"a dense unit of depth {m} is over the limit of {MAX_DENSE_DEPTH} nodes",
                 )
 
 
@@ -208,16 +262,36 @@ class ArchSpec:
         self.validate()
 
     def validate(self) -> None:
-        _positive(self.input_size, "input_size")
-        _positive(self.in_channels, "in_channels")
-        _positive(self.classes, "classes")
+        _label(self.name, "name")
+        _count(self.input_size, "input_size", MAX_INPUT_SIZE)
+        _count(self.in_channels, "in_channels", MAX_CHANNELS)
+        _count(self.classes, "classes", MAX_CLASSES)
         _choice(self.activation, ACTIVATIONS, "activation")
         _choice(self.padding, PADDINGS, "padding")
         self.stem.validate("stem")
         if not self.stages:
             raise SpecError("stages", "a network needs at least one stage")
+        blocks = sum(len(stage.blocks) for stage in self.stages)
+        if blocks > MAX_BLOCKS:
+            raise SpecError("stages", f"{blocks:,} blocks, over the limit of {MAX_BLOCKS:,}")
+        edges = sum(len(b.convs) + len(b.shortcuts) for stage in self.stages for b in stage.blocks)
+        if edges > MAX_EDGES:
+            raise SpecError(
+                "stages", f"{edges:,} conv and shortcut edges, over the limit of {MAX_EDGES:,}"
+            )
+        channels = self.stem.channels
         for n, stage in enumerate(self.stages):
             stage.validate(f"stages[{n}]")
+            if stage.transition is not None:
+                channels = stage.transition.channels
+            for b, block in enumerate(stage.blocks):
+                channels = channels + block.width if block.kind == "dense" else block.width
+                if channels > MAX_CHANNELS:
+                    raise SpecError(
+                        f"stages[{n}].blocks[{b}]",
+                        f"its output has {channels:,} channels (a dense unit adds its width to "
+                        f"its input's), over the limit of {MAX_CHANNELS:,}",
+                    )
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -231,23 +305,37 @@ class ArchSpec:
         return _from_plain(cls, data, "")
 
     @classmethod
-    def from_json(cls, text: str) -> ArchSpec:
+    def from_json(cls, text: str | bytes) -> ArchSpec:
+        if len(text) > MAX_SPEC_BYTES:
+            raise SpecError(
+                "", f"{_size(len(text))} of JSON, over the limit of {_size(MAX_SPEC_BYTES)}"
+            )
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise SpecError(
                 "", f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
             ) from None
+        except RecursionError:  # json's parser recurses: ~1000 levels exhaust the stack
+            raise SpecError("", "nested too deeply (a spec's JSON nests 6 levels)") from None
+        except ValueError as e:  # an integer of more than 4300 digits, invalid UTF-8 bytes
+            raise SpecError("", f"not valid JSON ({str(e).split(':')[0]})") from None
         return cls.from_dict(data)
 
     @classmethod
     def load(cls, path: str | Path) -> ArchSpec:
+        """Read a spec file (at most :data:`MAX_SPEC_BYTES`); errors name the file."""
         try:
-            text = Path(path).read_text()
+            with open(path, "rb") as f:
+                data = f.read(MAX_SPEC_BYTES + 1)
         except OSError as e:
             raise SpecError(str(path), f"cannot read the spec file ({e.strerror})") from None
         try:
-            return cls.from_json(text)
+            if len(data) > MAX_SPEC_BYTES:
+                raise SpecError(
+                    "", f"the file is over the limit of {_size(MAX_SPEC_BYTES)} for a spec"
+                )
+            return cls.from_json(data)
         except SpecError as e:
             raise SpecError(f"{path}: {e.where}" if e.where else str(path), e.problem) from None
 
@@ -264,12 +352,47 @@ class ArchSpec:
 
 def _choice(value: Any, options: tuple[str, ...], where: str) -> None:
     if value not in options:
-        raise SpecError(where, f"must be one of {', '.join(options)}; got {value!r}")
+        raise SpecError(where, f"must be one of {', '.join(options)}; got {_show(value)}")
 
 
 def _positive(value: int, where: str) -> None:
     if value < 1:
-        raise SpecError(where, f"must be a positive integer, got {value}")
+        raise SpecError(where, f"must be a positive integer, got {_show(value)}")
+
+
+def _count(value: int, where: str, limit: int) -> None:
+    """A positive integer up to ``limit`` (one of the module's limits)."""
+    _positive(value, where)
+    if value > limit:
+        raise SpecError(where, f"must be at most {limit:,}, got {_show(value)}")
+
+
+def _label(value: str, where: str) -> None:
+    """A name: a label, printed and used in file names, so no control characters."""
+    if len(value) > MAX_NAME_LENGTH:
+        raise SpecError(
+            where, f"{len(value):,} characters, over the limit of {MAX_NAME_LENGTH} for a name"
+        )
+    if not value.isprintable():
+        raise SpecError(where, f"control characters are not allowed (got {_show(value)})")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n:,} bytes"
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 40
+_SHORT.maxlong = 24
+
+
+def _show(value: Any) -> str:
+    """``repr(value)`` cut short: what a one-line message can quote of a value (a field may hold
+    a megabyte of JSON, or an integer of thousands of digits)."""
+    try:
+        return _SHORT.repr(value)
+    except ValueError:  # an int too long to convert to text
+        return f"an integer of about {int(value.bit_length() * 0.30103):,} digits"
 
 
 def _to_plain(obj: Any) -> Any:
@@ -282,52 +405,103 @@ def _to_plain(obj: Any) -> Any:
 
 def _from_plain(tp: Any, data: Any, where: str) -> Any:
     """Build ``tp`` from JSON data, checking every type; errors name the field's path."""
+    return _converter(tp)(data, where)
+
+
+Converter = Callable[[Any, str], Any]
+
+
+@functools.cache
+def _converter(tp: Any) -> Converter:
+    """The function that builds ``tp`` from JSON data, made once per type: the type hints of a
+    dataclass are read once, not once per block (that cost 0.4 ms a block)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        options = [t for t in typing.get_args(tp) if t is not type(None)]
-        return None if data is None else _from_plain(options[0], data, where)
+        option = _converter(next(t for t in typing.get_args(tp) if t is not type(None)))
+        return lambda data, where: None if data is None else option(data, where)
     if dataclasses.is_dataclass(tp):
+        return _dataclass_converter(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = _converter(args[0])
+
+            def many(data: Any, where: str) -> tuple:
+                if not isinstance(data, list):
+                    raise SpecError(where, f"must be a JSON list, got {type(data).__name__}")
+                return tuple([item(x, f"{where}[{n}]") for n, x in enumerate(data)])
+
+            return many
+        items = [_converter(a) for a in args]
+        ints = all(c is _int for c in items)
+
+        def fixed(data: Any, where: str) -> tuple:
+            if not isinstance(data, list):
+                raise SpecError(where, f"must be a JSON list, got {type(data).__name__}")
+            if len(data) != len(items):
+                raise SpecError(where, f"must be a list of {len(items)} items, got {len(data)}")
+            if ints and all(type(x) is int for x in data):  # an edge: no call per item
+                return tuple(data)
+            return tuple(
+                [c(x, f"{where}[{n}]") for n, (c, x) in enumerate(zip(items, data, strict=True))]
+            )
+
+        return fixed
+    if tp is bool:
+        return _bool
+    if tp is int:
+        return _int
+    if tp is str:
+        return _str
+    raise TypeError(f"unsupported annotation {tp!r}")  # pragma: no cover - a bug in this module
+
+
+def _dataclass_converter(tp: Any) -> Converter:
+    hints = typing.get_type_hints(tp)
+    fields = dataclasses.fields(tp)
+    names = {f.name for f in fields}
+    known = ", ".join(sorted(names))
+    required = [
+        f.name
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    converters: dict[str, Converter] = {}
+
+    def build(data: Any, where: str) -> Any:
         if not isinstance(data, dict):
             raise SpecError(where or "spec", f"must be a JSON object, got {type(data).__name__}")
-        hints = typing.get_type_hints(tp)
-        names = {f.name for f in dataclasses.fields(tp)}
-        unknown = sorted(set(data) - names)
-        if unknown:
+        if not converters:  # filled on first use: a field's type may name a later class
+            converters.update({name: _converter(hints[name]) for name in names})
+        if not names.issuperset(data):
+            unknown = sorted(set(data) - names, key=str)
             raise SpecError(
-                _join(where, unknown[0]), f"unknown field; known: {', '.join(sorted(names))}"
+                _join(where, _SHORT.repr(str(unknown[0]))[1:-1]), f"unknown field; known: {known}"
             )
-        required = [
-            f.name
-            for f in dataclasses.fields(tp)
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        ]
         for name in required:
             if name not in data:
                 raise SpecError(_join(where, name), "missing required field")
-        return tp(**{k: _from_plain(hints[k], v, _join(where, k)) for k, v in data.items()})
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(data, list):
-            raise SpecError(where, f"must be a JSON list, got {type(data).__name__}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_from_plain(args[0], x, f"{where}[{n}]") for n, x in enumerate(data))
-        if len(data) != len(args):
-            raise SpecError(where, f"must be a list of {len(args)} items, got {len(data)}")
-        pairs = enumerate(zip(args, data, strict=True))
-        return tuple(_from_plain(a, x, f"{where}[{n}]") for n, (a, x) in pairs)
-    if tp is bool:
-        if not isinstance(data, bool):
-            raise SpecError(where, f"must be true or false, got {data!r}")
-        return data
-    if tp is int:
-        if isinstance(data, bool) or not isinstance(data, int):
-            raise SpecError(where, f"must be an integer, got {data!r}")
-        return data
-    if tp is str:
-        if not isinstance(data, str):
-            raise SpecError(where, f"must be a string, got {data!r}")
-        return data
-    raise TypeError(f"unsupported annotation {tp!r}")  # pragma: no cover - a bug in this module
+        return tp(**{k: converters[k](v, _join(where, k)) for k, v in data.items()})
+
+    return build
+
+
+def _bool(data: Any, where: str) -> bool:
+    if not isinstance(data, bool):
+        raise SpecError(where, f"must be true or false, got {_show(data)}")
+    return data
+
+
+def _int(data: Any, where: str) -> int:
+    if isinstance(data, bool) or not isinstance(data, int):
+        raise SpecError(where, f"must be an integer, got {_show(data)}")
+    return data
+
+
+def _str(data: Any, where: str) -> str:
+    if not isinstance(data, str):
+        raise SpecError(where, f"must be a string, got {_show(data)}")
+    return data
 
 
 def _join(where: str, name: str) -> str:

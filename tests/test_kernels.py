@@ -673,3 +673,66 @@ def test_bench_text_gives_each_layer_and_its_share_of_the_ceiling():
     assert "whole networks at 224 px, ms per image:" in done.stdout
     for name in ("bireal_resnet18", "igp_resnet37", "binary_densenet28"):
         assert name in rows and rows[name].split()[1] == "packed"
+
+
+def test_pack_writes_where_o_says_or_a_plain_file_name_here(tmp_path, monkeypatch, capsys):
+    """Without ``-o`` the file is NAME.packed.pt in the current folder, NAME the spec's name made
+    a plain file name: a name with ``../`` or an absolute path writes nowhere else."""
+    from pathlib import Path
+
+    from nas import _cli
+    from nas.kernels.pack import default_output, main
+
+    spec = model_spec("bireal_resnet18", input_size=8, classes=3)
+    for name, expected in [
+        ("bireal_resnet18", "bireal_resnet18.packed.pt"),
+        ("../../escaped", "_.._escaped.packed.pt"),
+        ("/etc/cron.d/x", "_etc_cron.d_x.packed.pt"),
+        (".hidden", "hidden.packed.pt"),
+        ("..", f"{spec.arch_id}.packed.pt"),
+        ("", f"{spec.arch_id}.packed.pt"),
+        ("résumé net", "r_sum__net.packed.pt"),
+        ("n" * 256, "n" * 100 + ".packed.pt"),
+    ]:
+        assert default_output(spec.replace(name=name)) == Path(expected), name
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "spec.json").write_text(spec.replace(name="../escaped").to_json())
+    monkeypatch.chdir(work)
+    assert _cli.run("pack", main, [str(tmp_path / "spec.json"), "--check", "1"]) == 0
+    assert "wrote _escaped.packed.pt" in capsys.readouterr().out
+    assert [p.name for p in tmp_path.rglob("*.pt")] == ["_escaped.packed.pt"]
+    assert (work / "_escaped.packed.pt").is_file()
+    out = tmp_path / "elsewhere.pt"
+    assert (
+        _cli.run("pack", main, [str(tmp_path / "spec.json"), "--check", "1", "-o", str(out)]) == 0
+    )
+    assert out.is_file()
+
+
+def test_pack_says_in_one_whole_line_why_a_checkpoint_was_refused(tmp_path, capsys):
+    """A whole pickled module (torch.load(weights_only=True) refuses it), an empty file: the line
+    says what was refused and what to save instead, not torch's first 90 characters."""
+    from nas import _cli
+    from nas.kernels.pack import main
+
+    spec = model_spec("bireal_resnet18", input_size=8, classes=3).replace(padding="one")
+    (tmp_path / "spec.json").write_text(spec.to_json())
+    torch.save(build_model(spec), tmp_path / "module.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    for checkpoint, says in [
+        (
+            "module.pt",
+            "torch.load(weights_only=True) refused it (Unsupported global: GLOBAL "
+            "nas.model.Network was not an allowed global by default); a checkpoint is a state "
+            "dict saved with torch.save(model.state_dict(), path)",
+        ),
+        ("empty.pt", "not a file of torch.save (EOFError: the file ends early)"),
+    ]:
+        path = tmp_path / checkpoint
+        argv = [str(tmp_path / "spec.json"), "--checkpoint", str(path), "-o", str(tmp_path / "x")]
+        assert _cli.run("pack", main, argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"cannot read the checkpoint {path}: {says}" in err, err
+        assert "\x1b" not in err and "PyTorch 2.6" not in err
+    assert not (tmp_path / "x").exists()

@@ -276,3 +276,26 @@ def test_python_api_matches_cli(tmp_path):
     out = json.loads(_cli(str(path), "--json").stdout)
     api = analyze(build_model(spec), torch.randn(1, 3, 32, 32)).to_dict()
     assert {k: out[k] for k in api} == api
+
+
+def test_cli_plot_into_a_place_that_cannot_be_written(tmp_path):
+    """A missing folder, a path under a regular file (as root, a read-only folder does not stop
+    a write), an unknown image format, a scope too large to draw: one line, exit 2, naming the
+    file or the scope, and no image written."""
+    from nas.benchmarks import chain_spec
+
+    (tmp_path / "afile").write_text("")
+    chain = tmp_path / "chain.json"
+    chain.write_text(chain_spec(600).to_json())
+    for args, says in [
+        (["--plot", str(tmp_path / "afile" / "x.png")], f"cannot use {tmp_path}/afile/x.png"),
+        (["--plot", str(tmp_path / "none" / "x.png")], f"cannot use {tmp_path}/none/x.png: No"),
+        (["--plot", str(tmp_path / "x.bmp")], f"--plot {tmp_path}/x.bmp: give a file name"),
+    ]:
+        out = _cli("bireal_resnet18", *args)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+        assert says in out.stderr and "Traceback" not in out.stderr, out.stderr
+    out = _cli(str(chain), "--plot", str(tmp_path / "big.png"), "--scope", "stage1")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "stage1 has 1,201 ops, too many to draw" in out.stderr
+    assert not any(p.suffix in (".png", ".tmp") for p in tmp_path.rglob("*"))

@@ -26,6 +26,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from nas import _cli
+
 LAYERS = ((56, 64), (28, 128), (14, 256), (7, 512))
 MODELS = ("bireal_resnet18", "igp_resnet37", "binary_densenet28")
 ANCHORS_MS = {  # DESIGN.md section 8, one core, batch 1
@@ -224,11 +226,17 @@ def models(batch: int, threads: int, seconds: float) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nas.kernels.bench", description=__doc__)
+    parser = _cli.Parser(
+        prog="python -m nas.kernels.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.add_argument("--threads", type=int, choices=(1, 2), default=1)
     parser.add_argument("--batch", type=int, choices=(1, 16), default=1)
-    parser.add_argument("--seconds", type=float, default=1.5, help="time per measurement")
+    parser.add_argument(
+        "--seconds", type=_cli.seconds, default=1.5, help="time per measurement (0 < s <= 3600)"
+    )
     args = parser.parse_args(argv)
     if any(os.environ.get(k) != v for k, v in PIN.items()):  # pin before OpenMP starts
         env = {**os.environ, **PIN, "OMP_NUM_THREADS": str(args.threads)}
@@ -301,4 +309,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_cli.run("nas.kernels.bench", main))

@@ -11,32 +11,69 @@ of how far rounding alone moves this network's logits), and written atomically b
 counts for the spec. Packed inference is exact for networks trained with +1 padding
 (``"padding": "one"``): a checkpoint of a network that pads with zeros is refused. Without a
 checkpoint the network is packed as initialised (seeded, with +1 padding), which is enough to see
-its size and speed. Load the file with
-:func:`~nas.kernels.packed.load_packed`.
+its size and speed. The file is ``-o FILE``, or else ``NAME.packed.pt`` in the current folder, NAME
+the spec's name made a plain file name (:func:`default_output`: a spec names a network, never
+where to write). Load the file with :func:`~nas.kernels.packed.load_packed`.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from nas import _cli
+from nas._names import printable
+
+MAX_FILE_NAME = 100  # characters of the default output's name taken from the spec's name
+
+
+def default_output(spec) -> Path:
+    """``NAME.packed.pt`` in the current folder: NAME is the spec's name with every character
+    but ``A-Za-z0-9._-`` replaced by ``_``, no leading dot or dash, at most
+    :data:`MAX_FILE_NAME` characters, or the spec's arch id where nothing is left. A name such as
+    ``../../x`` or ``/etc/x`` cannot write outside the folder."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", spec.name)[:MAX_FILE_NAME].lstrip(".-")
+    return Path(f"{name or spec.arch_id}.packed.pt")
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence of an exception's message, on one line, without terminal escapes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text).strip()
+    line = text.splitlines()[0].strip() if text else ""
+    end = line.find(". ")
+    return line[:end] if end > 0 else line.rstrip(".")
 
 
 def _state_dict(path: str) -> dict:
     """The network weights in ``path``: a state dict, or a training checkpoint holding one."""
+    import pickle
+
     import torch
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise _cli.UsageError(f"no checkpoint at {path}") from None
-    except Exception as e:  # not a torch.save file: the unpickler fails in many ways
-        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:90]
-        raise _cli.UsageError(f"cannot read the checkpoint {path} ({why})") from None
+    except OSError:  # a folder, no permission: _cli names the file
+        raise
+    except pickle.UnpicklingError as e:  # torch's message runs over 10 lines: say why, briefly
+        message = str(e)
+        detail = message.split("WeightsUnpickler error:", 1)[-1]
+        raise _cli.UsageError(
+            f"cannot read the checkpoint {path}: torch.load(weights_only=True) refused it "
+            f"({_first_sentence(detail)}); a checkpoint is a state dict saved with "
+            "torch.save(model.state_dict(), path) or a runners.train checkpoint"
+        ) from None
+    except Exception as e:  # not a torch.save file: the reader fails in many ways
+        why = _first_sentence(str(e)) or ("the file ends early" if isinstance(e, EOFError) else "")
+        raise _cli.UsageError(
+            f"cannot read the checkpoint {path}: not a file of torch.save "
+            f"({type(e).__name__}{': ' if why else ''}{why})"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # runners.train's checkpoint
     if not isinstance(state, dict):
@@ -58,8 +95,8 @@ def pack(
         spec = spec.replace(padding="one")
     elif spec.padding != "one":
         raise _cli.UsageError(
-            f"{spec.name} pads its binary convs with {spec.padding!r}: packed inference is exact "
-            'only for networks trained with "padding": "one"'
+            f"{printable(spec.name)} pads its binary convs with {spec.padding!r}: packed "
+            'inference is exact only for networks trained with "padding": "one"'
         )
     with torch.random.fork_rng():
         torch.manual_seed(seed)  # the same initialised network each run, where none is given
@@ -71,12 +108,13 @@ def pack(
             missing, unexpected = result.missing_keys, result.unexpected_keys
         except RuntimeError as e:  # a tensor of another shape
             raise _cli.UsageError(
-                f"{checkpoint} does not fit {spec.name}: {str(e).splitlines()[-1].strip()}"
+                f"{checkpoint} does not fit {printable(spec.name)}: "
+                f"{str(e).splitlines()[-1].strip()}"
             ) from None
         if missing or unexpected:
             example = (missing or unexpected)[0]
             raise _cli.UsageError(
-                f"{checkpoint} does not fit {spec.name}: {len(missing)} missing and "
+                f"{checkpoint} does not fit {printable(spec.name)}: {len(missing)} missing and "
                 f"{len(unexpected)} unexpected tensors (e.g. {example!r}); a candidate trained "
                 "as a proxy needs its proxy spec"
             )
@@ -88,7 +126,7 @@ def pack(
         expected, got = model(x), packed(x)
         in_float64 = copy.deepcopy(model).double()(x.double()).float()
     scale = expected.abs().max().item() or 1.0
-    path = Path(out or f"{spec.name}.packed.pt")
+    path = Path(out) if out else default_output(spec)
     save_packed(packed, path)
     file_mbit = path.stat().st_size * 8 / 1e6
     storage = spec_cost(spec).total.storage_mbit
@@ -112,20 +150,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("model", help="a zoo model name, or a path to an ArchSpec .json")
     parser.add_argument("--checkpoint", help="its weights: a state dict or a training checkpoint")
-    parser.add_argument("-o", "--out", help="the packed file (default: MODEL.packed.pt)")
     parser.add_argument(
-        "--check", type=int, default=4, help="random images to compare on (default: 4)"
+        "-o",
+        "--out",
+        help="the packed file (default: NAME.packed.pt here, NAME the spec's name as a file name)",
+    )
+    parser.add_argument(
+        "--check",
+        type=_cli.int_range(1, 4096, "number of images"),
+        default=4,
+        help="random images to compare on (default: 4)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    if args.check < 1:
-        parser.error("--check must be at least 1")
     result = pack(args.model, args.checkpoint, args.out, args.check)
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
     print(
-        f"{result['model']}: wrote {result['file']}, {result['file_mbit']:.2f} Mbit "
+        f"{printable(result['model'])}: wrote {printable(result['file'])}, "
+        f"{result['file_mbit']:.2f} Mbit "
         f"({result['file_over_storage']:.3f}x the {result['storage_mbit']:.2f} Mbit of its "
         "binary and 32-bit weights)"
     )
