@@ -108,74 +108,93 @@ def run_training(
     options: TrainingOptions,
     trainable: Callable[[dict[str, Any]], None] = train_candidate,
 ) -> pd.DataFrame:
-    """Train ``candidates`` ((arch id, spec file) pairs); returns one row per candidate and
-    writes ``trained.csv`` and ``curves.csv`` in ``run_dir``."""
+    """Train ``candidates`` ((arch id, spec file) pairs) in a Ray session of their own; returns
+    one row per candidate and writes ``trained.csv`` and ``curves.csv`` in ``run_dir``."""
     from results.run import atomic_write_text
     from runners.ray_local import ray_session, token_file
 
-    storage = (run_dir / "tune").resolve()
     home = run_dir / ".ray_home"
     with ray_session(home, options.ray_address, dashboard_port=options.dashboard_port) as url:
-        from ray import tune  # only now: Ray reads its environment when it is imported
-        from ray.tune.schedulers import ASHAScheduler
-
         if url:
             print(
                 f"Ray dashboard: {url} (127.0.0.1 only); its access token is in "
                 f"{token_file(home)}, or run: HOME={home} ray get-auth-token",
                 flush=True,
             )
+        specs = [(aid, Path(spec).read_text()) for aid, spec in candidates]
+        trained, curves = tune_candidates(run_dir / "tune", specs, options, trainable)
+    atomic_write_text(run_dir / "trained.csv", trained.to_csv(index=False))
+    atomic_write_text(run_dir / "curves.csv", curves.to_csv(index=False))
+    return trained
 
-        class Progress(tune.Callback):
-            """One line per reported epoch and per finished trial, instead of Tune's tables."""
 
-            def on_trial_result(self, iteration, trials, trial, result, **info):
-                print(
-                    f"  {_trial_name(trial)} epoch {result['epoch']}/{options.epochs}: "
-                    f"test top-1 {result['top1']:.4f}, loss {result['test_loss']:.3f}, "
-                    f"{result['images_per_s']:.0f} images/s",
-                    flush=True,
-                )
+def tune_candidates(
+    storage: Path,
+    candidates: list[tuple[str, str]],
+    options: TrainingOptions,
+    trainable: Callable[[dict[str, Any]], None] = train_candidate,
+    stop_early: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train ``candidates`` ((arch id, spec JSON text) pairs) as one Tune experiment under
+    ``storage``, in the Ray session already started (:func:`runners.ray_local.ray_session`).
+    Returns one row per candidate and their learning curves (one row per epoch). An experiment
+    of the same candidates and options found under ``storage`` is restored, its finished trials
+    kept. ``stop_early``: ASHA stops weak trials (the search's top candidates); without it every
+    trial trains all its epochs (the benchmark study)."""
+    from ray import tune  # only now: Ray reads its environment when it is imported
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-            def on_trial_error(self, iteration, trials, trial, **info):
-                print(f"  {_trial_name(trial)} failed", flush=True)
+    storage = storage.resolve()
 
-        resources = tune.with_resources(
-            trainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
-        )
-        space = [
-            {
-                "arch_id": aid,
-                "spec": Path(spec).read_text(),
-                "options": dataclasses.asdict(options),
-            }
-            for aid, spec in candidates
-        ]
-        name = "train-" + hashlib.sha256(json.dumps(space, sort_keys=True).encode()).hexdigest()[:8]
-        path = storage / name
-        if tune.Tuner.can_restore(path):
-            tuner = tune.Tuner.restore(str(path), trainable=resources, resume_errored=True)
-        else:
-            tuner = tune.Tuner(
-                resources,
-                param_space={"candidate": tune.grid_search(space)},
-                tune_config=tune.TuneConfig(
-                    metric="top1",
-                    mode="max",
-                    reuse_actors=True,
-                    scheduler=ASHAScheduler(max_t=options.epochs, grace_period=1),
-                    trial_name_creator=_trial_name,
-                    trial_dirname_creator=_trial_name,
-                ),
-                run_config=tune.RunConfig(
-                    name=name,
-                    storage_path=str(storage),
-                    verbose=0,
-                    callbacks=[Progress()],
-                    failure_config=tune.FailureConfig(max_failures=options.max_failures),
-                ),
+    class Progress(tune.Callback):
+        """One line per reported epoch and per finished trial, instead of Tune's tables."""
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            print(
+                f"  {_trial_name(trial)} epoch {result['epoch']}/{options.epochs}: "
+                f"test top-1 {result['top1']:.4f}, loss {result['test_loss']:.3f}, "
+                f"{result['images_per_s']:.0f} images/s",
+                flush=True,
             )
-        grid = tuner.fit()
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            print(f"  {_trial_name(trial)} failed", flush=True)
+
+    resources = tune.with_resources(
+        trainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+    )
+    space = [
+        {"arch_id": aid, "spec": text, "options": dataclasses.asdict(options)}
+        for aid, text in candidates
+    ]
+    name = "train-" + hashlib.sha256(json.dumps(space, sort_keys=True).encode()).hexdigest()[:8]
+    path = storage / name
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(str(path), trainable=resources, resume_errored=True)
+    else:
+        scheduler = (
+            ASHAScheduler(max_t=options.epochs, grace_period=1) if stop_early else FIFOScheduler()
+        )
+        tuner = tune.Tuner(
+            resources,
+            param_space={"candidate": tune.grid_search(space)},
+            tune_config=tune.TuneConfig(
+                metric="top1",
+                mode="max",
+                reuse_actors=True,
+                scheduler=scheduler,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(storage),
+                verbose=0,
+                callbacks=[Progress()],
+                failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            ),
+        )
+    grid = tuner.fit()
     rows, curves = [], []
     for result in grid:
         config = result.config["candidate"]
@@ -204,10 +223,7 @@ def run_training(
                         **{k: h[k] for k in ("epoch", "top1", "top5", "test_loss", "train_loss")},
                     }
                 )
-    trained = pd.DataFrame(rows)
-    atomic_write_text(run_dir / "trained.csv", trained.to_csv(index=False))
-    atomic_write_text(run_dir / "curves.csv", pd.DataFrame(curves).to_csv(index=False))
-    return trained
+    return pd.DataFrame(rows), pd.DataFrame(curves)
 
 
 def _trial_name(trial) -> str:

@@ -91,14 +91,23 @@ class SearchSpace(ABC):
         return ops_flops(lower(spec))
 
     def solve(
-        self, structure: Structure, budget: float, tolerance: float, input_size: int, classes: int
+        self,
+        structure: Structure,
+        budget: float,
+        tolerance: float,
+        input_size: int,
+        classes: int,
+        min_width: int | None = None,
     ) -> Solved:
-        """The largest width whose FLOPs fit ``budget``.
+        """The largest width whose FLOPs fit ``budget``, at least ``min_width`` (default: the
+        space's floor, ``width_bounds[0]``; the benchmark study lowers it to see whether the
+        floor is justified).
 
         FLOPs grow with the width, nearly as a quadratic (binary and FP convs scale with W^2 or
         W, the stem and fc with W or not at all): a quadratic through three widths guesses the
         answer, and exact evaluations step from the guess to the largest fitting width."""
         lo, hi = self.width_bounds
+        lo = lo if min_width is None else min_width
         known: dict[int, float] = {}
 
         def f(w: int) -> float:

@@ -1,0 +1,38 @@
+"""The benchmark of trained binary CNNs, as a table: evaluate a new proxy without training.
+
+``load_benchmark()`` gives one row per architecture x recipe x seed of the study that
+``python -m runners.study`` trains (committed in ``results/study``): the architecture's name,
+space, role (``sample`` or ``reference``: a zoo model at its own FLOPs), structure, spec (JSON at
+224 px and 1000 classes), every training-free metric (costs, depth, width, gradient-path
+components N and L at network, stage and block scope, every scorer's key, the zero-cost proxies)
+and what training measured (final and best test top-1, top-5, losses, images per second, the
+learning curve as JSON lists). As NAS-Bench users do::
+
+    from results.benchmark import load_benchmark
+
+    bench = load_benchmark()
+    short = bench[bench.recipe == "short"]
+    short.groupby("arch_id").top1.mean()
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+STUDY_DIR = Path(__file__).parent / "study"
+
+
+def load_archs(folder: str | Path = STUDY_DIR) -> pd.DataFrame:
+    """One row per architecture of the study in ``folder``: its spec and every metric."""
+    return pd.read_csv(Path(folder) / "archs.csv", dtype={"arch_id": str})
+
+
+def load_benchmark(folder: str | Path = STUDY_DIR) -> pd.DataFrame:
+    """One row per finished job (architecture x recipe x seed) of the study in ``folder``, with
+    the architecture's columns joined. Raises FileNotFoundError where the study has no
+    results yet."""
+    folder = Path(folder)
+    runs = pd.read_csv(folder / "runs.csv", dtype={"arch_id": str})
+    return runs.merge(load_archs(folder), on="arch_id", how="left", validate="many_to_one")

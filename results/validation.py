@@ -1,0 +1,476 @@
+"""Does the gradient-path key predict what trains best? The benchmark study's analysis.
+
+``python -m results.validation`` reads the study (:func:`results.benchmark.load_benchmark`) and
+writes ``docs/validation.md`` with its figures in ``docs/validation/``:
+
+* **seed noise**: the standard deviation of final test top-1 over seeds, per architecture trained
+  with several seeds, and pooled (root mean of the variances);
+* **rank correlations** of every metric with accuracy (short recipe, mean over seeds), Kendall tau
+  and Spearman rho, over the sampled architectures (equal FLOPs) pooled and per space, each with
+  a 95% bootstrap interval that includes seed noise: each resample draws architectures with
+  replacement and, for each, one of its seeds' accuracies, or, where it has one seed, that
+  accuracy plus Gaussian noise of the pooled seed deviation. A scorer's key (a tuple compared
+  lexicographically, smaller first) enters as its rank, negated, so that for every metric a
+  positive tau means "larger metric, higher accuracy" except keys, where positive means "the
+  key's order agrees with accuracy";
+* **proxy fidelity**: Kendall tau between the short and the long recipe's accuracies;
+* **the paper's claims**: accuracy differences between zoo models, 3 seeds each, with Welch
+  t intervals.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from results.benchmark import STUDY_DIR, load_archs, load_benchmark
+
+DOC = Path(__file__).parent.parent / "docs" / "validation.md"
+FIGURES = "validation"  # folder beside the document
+BOOTSTRAP = 2000
+ORDINALS = ("1st", "2nd", "3rd")
+PROXIES = ("grad_norm", "snip", "synflow", "naswot", "zen_score")
+BASELINES = ("params", "binary_params", "storage_mbit", "fp_macs", "bops", "depth", "width")
+CLAIMS = (  # (model, against): the paper's Table 1 and Figure 2
+    ("igp_resnet21", "bireal_resnet18"),
+    ("igp_resnet37", "bireal_resnet18"),
+    ("igp_resnet69", "bireal_resnet18"),
+    ("binary_resnet18", "bireal_resnet18"),
+    ("ebireal_resnet18", "bireal_resnet18"),
+)
+
+
+def metric_columns(archs: pd.DataFrame) -> dict[str, str]:
+    """The compared metrics: column or key name -> its group (scorer, component, baseline,
+    proxy)."""
+    columns: dict[str, str] = {}
+    scorers = sorted({c[4:].rsplit("_", 1)[0] for c in archs if c.startswith("key_")})
+    for name in scorers:
+        columns[f"key:{name}"] = "scorer key"
+    for scope in ("network", "stage", "block"):
+        for field in ("N", "L"):
+            for o in ORDINALS:
+                columns[f"{scope}_{field}_{o}"] = f"{scope} component"
+    columns |= {c: "baseline" for c in BASELINES}
+    columns |= {c: "zero-cost proxy" for c in PROXIES}
+    return {c: g for c, g in columns.items() if c.startswith("key:") or c in archs}
+
+
+def metric_values(archs: pd.DataFrame, metric: str) -> pd.Series:
+    """A metric per architecture (indexed by arch id); a scorer's key as its negated
+    lexicographic rank (missing values last), so that larger is better for a key too."""
+    if not metric.startswith("key:"):
+        return pd.Series(archs[metric].to_numpy(dtype=float), index=archs["arch_id"])
+    name = metric[4:]
+    parts = sorted(
+        c for c in archs if c.startswith(f"key_{name}_") and c[len(name) + 5 :].isdigit()
+    )
+    keys = archs[parts].astype(float).fillna(math.inf)
+    rank = keys.apply(tuple, axis=1).rank(method="average")
+    return pd.Series(-rank.to_numpy(), index=archs["arch_id"])
+
+
+@dataclass
+class Correlation:
+    metric: str
+    group: str
+    population: str
+    n: int
+    tau: float
+    tau_lo: float
+    tau_hi: float
+    rho: float
+    rho_lo: float
+    rho_hi: float
+
+
+def seed_table(short: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """Per architecture trained with 2 or more seeds: its seeds, mean and standard deviation of
+    final top-1; and the pooled deviation (root mean of the per-architecture variances)."""
+    groups = short.groupby("arch_id")["top1"]
+    table = pd.DataFrame({"seeds": groups.count(), "mean": groups.mean(), "sd": groups.std()})
+    table = table[table["seeds"] >= 2]
+    pooled = float(np.sqrt((table["sd"] ** 2).mean())) if len(table) else float("nan")
+    return table, pooled
+
+
+def _kendall_spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    from scipy import stats
+
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan"), float("nan")
+    return float(stats.kendalltau(x, y).statistic), float(stats.spearmanr(x, y).statistic)
+
+
+def correlate(
+    x: pd.Series,
+    seeds: dict[str, np.ndarray],
+    noise: float,
+    rng: np.random.Generator,
+    resamples: int = BOOTSTRAP,
+) -> tuple[int, float, float, float, float, float, float]:
+    """(n, tau, lo, hi, rho, lo, hi) of ``x`` against the mean accuracy in ``seeds`` (arch id ->
+    its seeds' accuracies), with the bootstrap interval described in the module docstring."""
+    ids = [a for a in x.index if a in seeds and math.isfinite(x[a])]
+    n = len(ids)
+    if n < 4:
+        return n, *(float("nan"),) * 6
+    xs = x[ids].to_numpy(dtype=float)
+    accs = [seeds[a] for a in ids]
+    tau, rho = _kendall_spearman(xs, np.array([a.mean() for a in accs]))
+    if math.isnan(tau):
+        return n, *(float("nan"),) * 6
+    taus, rhos = [], []
+    sd = noise if math.isfinite(noise) else 0.0
+    for _ in range(resamples):
+        pick = rng.integers(0, n, n)
+        y = np.array(
+            [
+                accs[i][rng.integers(len(accs[i]))]
+                if len(accs[i]) > 1
+                else accs[i][0] + rng.normal(0, sd)
+                for i in pick
+            ]
+        )
+        t, r = _kendall_spearman(xs[pick], y)
+        if not math.isnan(t):
+            taus.append(t)
+            rhos.append(r)
+    tl, th = np.percentile(taus, [2.5, 97.5])
+    rl, rh = np.percentile(rhos, [2.5, 97.5])
+    return n, tau, float(tl), float(th), rho, float(rl), float(rh)
+
+
+def correlations(
+    archs: pd.DataFrame, seeds: dict[str, np.ndarray], noise: float, seed: int = 0
+) -> pd.DataFrame:
+    """Every metric against accuracy over the sampled architectures, pooled and per space."""
+    rng = np.random.default_rng(seed)
+    sample = archs[archs["role"] == "sample"]
+    populations = {"pooled": sample} | {
+        f"{s} space": sample[sample["space"] == s] for s in sorted(sample["space"].unique())
+    }
+    rows = []
+    for metric, group in metric_columns(archs).items():
+        for population, part in populations.items():
+            values = metric_values(part, metric)
+            rows.append(
+                Correlation(metric, group, population, *correlate(values, seeds, noise, rng))
+            )
+    return pd.DataFrame([r.__dict__ for r in rows])
+
+
+def fidelity(bench: pd.DataFrame, noise: float, seed: int = 0) -> dict[str, float]:
+    """Kendall tau between the short (seed-mean) and the long recipe's final top-1 over the
+    architectures trained with both, with its bootstrap interval."""
+    long = bench[bench["recipe"] == "long"].groupby("arch_id")["top1"].mean()
+    short = bench[bench["recipe"] == "short"].groupby("arch_id")["top1"].apply(np.array)
+    both = {a: short[a] for a in long.index if a in short.index}
+    n, tau, lo, hi, rho, rlo, rhi = correlate(
+        long[list(both)], both, noise, np.random.default_rng(seed)
+    )
+    return {"n": n, "tau": tau, "lo": lo, "hi": hi, "rho": rho, "rho_lo": rlo, "rho_hi": rhi}
+
+
+def claims(bench: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy differences between zoo models (short recipe), mean over seeds with a Welch t
+    interval."""
+    from scipy import stats
+
+    short = bench[(bench["recipe"] == "short") & (bench["role"] == "reference")]
+    by = short.groupby("name")["top1"].apply(np.array)
+    rows = []
+    for model, against in CLAIMS:
+        if model not in by or against not in by:
+            continue
+        a, b = by[model], by[against]
+        diff = a.mean() - b.mean()
+        lo = hi = float("nan")
+        if len(a) > 1 and len(b) > 1:
+            va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+            se = math.sqrt(va + vb)
+            df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se else 1
+            half = stats.t.ppf(0.975, df) * se
+            lo, hi = diff - half, diff + half
+        rows.append(
+            {
+                "model": model,
+                "against": against,
+                "seeds": f"{len(a)} / {len(b)}",
+                "model top-1": a.mean(),
+                "against top-1": b.mean(),
+                "difference": diff,
+                "lo": lo,
+                "hi": hi,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def width_floor(archs: pd.DataFrame, seeds: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per space: mean accuracy of sampled architectures below the space's width floor (32)
+    against those at or above it."""
+    rows = []
+    sample = archs[archs["role"] == "sample"]
+    for space, part in sample.groupby("space"):
+        acc = part["arch_id"].map(lambda a: seeds[a].mean() if a in seeds else np.nan)
+        below, above = acc[part["width"] < 32].dropna(), acc[part["width"] >= 32].dropna()
+        rows.append(
+            {
+                "space": space,
+                "below 32: n": len(below),
+                "below 32: top-1": below.mean(),
+                "32 or more: n": len(above),
+                "32 or more: top-1": above.mean(),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# -- the document -------------------------------------------------------------------------------
+
+
+def _ci(v: float, lo: float, hi: float, digits: int = 2) -> str:
+    if math.isnan(v):
+        return "-"
+    return f"{v:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def _verdict(lo: float, hi: float) -> str:
+    if math.isnan(lo):
+        return "not measurable"
+    if lo > 0:
+        return "agrees with accuracy"
+    if hi < 0:
+        return "runs against accuracy"
+    return "no detectable relation"
+
+
+def _plots(folder: Path, archs, seeds, table: pd.DataFrame, bench: pd.DataFrame) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from results.run import atomic_savefig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    acc = archs["arch_id"].map(lambda a: seeds[a].mean() if a in seeds else np.nan)
+    shown = [
+        ("key:stage_mean_n", "default key (stage_mean_n), negated rank"),
+        ("stage_N_2nd", "stage mean N_2nd"),
+        ("params", "parameters"),
+        ("depth", "depth"),
+        ("naswot", "NASWOT"),
+        ("synflow", "synflow (ln)"),
+    ]
+    shown = [(m, label) for m, label in shown if m.startswith("key:") or m in archs]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    for ax, (metric, label) in zip(axes.flat, shown, strict=False):
+        x = metric_values(archs, metric).to_numpy()
+        for space, marker in (("resnet", "o"), ("densenet", "s"), ("zoo", "*")):
+            mask = (archs["space"] == space).to_numpy()
+            ax.scatter(x[mask], acc[mask], marker=marker, s=60 if space == "zoo" else 22,
+                       label=space, alpha=0.8)  # fmt: skip
+        for i in np.flatnonzero((archs["role"] == "reference").to_numpy()):
+            if math.isfinite(x[i]) and math.isfinite(acc.iloc[i]):
+                ax.annotate(archs["name"].iloc[i], (x[i], acc.iloc[i]), fontsize=6)
+        ax.set_xlabel(label)
+        ax.set_ylabel("test top-1 (short recipe)")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    atomic_savefig(fig, folder / "accuracy_vs_metrics.png", dpi=90)
+    plt.close(fig)
+    names.append("accuracy_vs_metrics.png")
+
+    pooled = table[(table["population"] == "pooled") & table["tau"].notna()]
+    pooled = pooled.sort_values("tau")
+    fig, ax = plt.subplots(figsize=(8, max(4, 0.22 * len(pooled))))
+    y = np.arange(len(pooled))
+    # a percentile interval need not hold the point estimate (noise shifts the resamples)
+    ax.hlines(y, pooled["tau_lo"], pooled["tau_hi"], color="tab:blue", lw=1.5)
+    ax.plot(pooled["tau"], y, "o", ms=3, color="black")
+    ax.set_yticks(y, pooled["metric"], fontsize=7)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_xlabel("Kendall tau with test top-1 (95% bootstrap interval, seed noise included)")
+    fig.tight_layout()
+    atomic_savefig(fig, folder / "tau.png", dpi=90)
+    plt.close(fig)
+    names.append("tau.png")
+
+    short = bench[(bench["recipe"] == "short") & (bench["seed"] == 0)].sort_values("top1")
+    if len(short) >= 2:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        picks = [short.iloc[0], short.iloc[-1]]
+        picks += [r for _, r in short.iterrows() if r["name"] == "bireal_resnet18"]
+        for r in picks:
+            curve = json.loads(r["curve_top1"])
+            ax.plot(range(1, len(curve) + 1), curve, marker="o", label=f"{r['name']}")
+        ax.set_xlabel("epoch")
+        ax.set_xticks(range(1, int(short["epochs"].max()) + 1))
+        ax.set_ylabel("test top-1")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        atomic_savefig(fig, folder / "curves.png", dpi=90)
+        plt.close(fig)
+        names.append("curves.png")
+    return names
+
+
+def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
+    """Analyse the study in ``folder`` and write ``doc`` (and its figures); returns the text."""
+    from results.run import atomic_write_text
+
+    archs = load_archs(folder)
+    bench = load_benchmark(folder)
+    jobs = json.loads((folder / "study.json").read_text())["jobs"]
+    short = bench[bench["recipe"] == "short"]
+    seeds = short.groupby("arch_id")["top1"].apply(np.array).to_dict()
+    noise_table, noise = seed_table(short)
+    table = correlations(archs, seeds, noise)
+    fid = fidelity(bench, noise)
+    claim = claims(bench)
+    floor = width_floor(archs, seeds)
+    figures = _plots(doc.parent / FIGURES, archs, seeds, table, bench)
+
+    sample = archs[archs["role"] == "sample"]
+    trained = sample["arch_id"].isin(seeds)
+    key = table[(table["metric"] == "key:stage_mean_n") & (table["population"] == "pooled")]
+    key = key.iloc[0]
+    pooled = table[(table["population"] == "pooled") & table["tau"].notna()]
+    best = pooled.loc[pooled["tau"].abs().idxmax()] if len(pooled) else None
+    lines = [
+        "# Does the gradient-path key predict what trains best?",
+        "",
+        "Written by `python -m results.validation` from the benchmark study (`python -m "
+        "runners.study`, data in `results/study/`, loaded by `results.benchmark.load_benchmark()`"
+        "). Do not edit by hand: rerun the command.",
+        "",
+        "## Status",
+        "",
+        f"{len(set(bench['job']))} of {len(jobs)} jobs trained: {int(trained.sum())} of "
+        f"{len(sample)} sampled architectures on the short recipe, "
+        f"{(bench['recipe'] == 'long').sum()} long-recipe runs, {len(noise_table)} architectures "
+        "with several seeds. Until every job is trained, every figure below is provisional.",
+        "",
+        "## Conclusion",
+        "",
+    ]
+    if key["n"] >= 4 and not math.isnan(key["tau"]):
+        lines.append(
+            f"Over {key['n']} sampled architectures of equal FLOPs, the paper's key "
+            f"(`stage_mean_n`, smaller ranks first) has Kendall tau "
+            f"{_ci(key['tau'], key['tau_lo'], key['tau_hi'])} with short-recipe accuracy "
+            "(positive: its order agrees with accuracy): it "
+            f"**{_verdict(key['tau_lo'], key['tau_hi'])}**."
+        )
+        if best is not None:
+            lines.append(
+                f"The metric of largest |tau| is `{best['metric']}` ({best['group']}): tau "
+                f"{_ci(best['tau'], best['tau_lo'], best['tau_hi'])}."
+            )
+    else:
+        lines.append("Too few architectures are trained yet for a conclusion.")
+    if not math.isnan(noise):
+        lines.append(
+            f"Seed noise: the pooled standard deviation of final top-1 over seeds is "
+            f"{100 * noise:.2f} points ({len(noise_table)} architectures)."
+        )
+    if fid["n"] >= 4 and not math.isnan(fid["tau"]):
+        lines.append(
+            f"Proxy fidelity: short and long recipe rank {fid['n']} architectures with Kendall "
+            f"tau {_ci(fid['tau'], fid['lo'], fid['hi'])}."
+        )
+    lines += ["", "## Rank correlations with accuracy", ""]
+    lines.append(
+        "Kendall tau and Spearman rho of each metric with final test top-1 (short recipe, mean "
+        "over seeds), 95% bootstrap intervals with seed noise. A positive value: the larger the "
+        "metric, the higher the accuracy; for a scorer's key: its order (smaller first) agrees "
+        "with accuracy."
+    )
+    lines.append("")
+    for population, part in table.groupby("population", sort=False):
+        lines += [f"### {population}", ""]
+        lines.append("| metric | group | n | Kendall tau | Spearman rho |")
+        lines.append("|---|---|---|---|---|")
+        for _, r in part.iterrows():
+            tau = _ci(r["tau"], r["tau_lo"], r["tau_hi"]) if r["n"] >= 4 else "-"
+            rho = _ci(r["rho"], r["rho_lo"], r["rho_hi"]) if r["n"] >= 4 else "-"
+            if r["n"] >= 4 and math.isnan(r["tau"]):
+                tau = rho = "constant"
+            lines.append(f"| `{r['metric']}` | {r['group']} | {r['n']} | {tau} | {rho} |")
+        lines.append("")
+    lines += ["## Seed noise", ""]
+    if len(noise_table):
+        names = archs.set_index("arch_id")["name"]
+        lines += ["| architecture | seeds | mean top-1 | SD |", "|---|---|---|---|"]
+        for aid, r in noise_table.iterrows():
+            lines.append(
+                f"| {names.get(aid, aid)} | {r['seeds']} | {r['mean']:.4f} | {r['sd']:.4f} |"
+            )
+        lines += ["", f"Pooled SD: {noise:.4f}.", ""]
+    else:
+        lines += ["No architecture has several seeds yet.", ""]
+    lines += ["## Proxy fidelity (short against long recipe)", ""]
+    lines.append(
+        f"n = {fid['n']}: Kendall tau {_ci(fid['tau'], fid['lo'], fid['hi'])}, Spearman rho "
+        f"{_ci(fid['rho'], fid['rho_lo'], fid['rho_hi'])}."
+        if fid["n"] >= 4
+        else f"n = {fid['n']}: too few architectures with both recipes yet."
+    )
+    lines += ["", "## The paper's claims (short recipe)", ""]
+    if len(claim):
+        lines += [
+            "| model | against | seeds | model top-1 | against top-1 | difference [95% CI] |",
+            "|---|---|---|---|---|---|",
+        ]
+        for _, r in claim.iterrows():
+            diff = _ci(100 * r["difference"], 100 * r["lo"], 100 * r["hi"])
+            lines.append(
+                f"| {r['model']} | {r['against']} | {r['seeds']} | {r['model top-1']:.4f} | "
+                f"{r['against top-1']:.4f} | {diff} points |"
+            )
+    else:
+        lines.append("Not trained yet.")
+    lines += ["", "## The width floor", ""]
+    lines.append(
+        "The search keeps base widths and growth rates of at least 32; the study's sample has "
+        "no floor. Mean short-recipe top-1 of sampled architectures below and above it:"
+    )
+    lines += ["", floor.to_markdown(index=False, floatfmt=".4f") if len(floor) else "-", ""]
+    lines += ["## Figures", ""] + [f"![{f}]({FIGURES}/{f})" for f in figures] + [""]
+    text = "\n".join(lines)
+    atomic_write_text(doc, text)
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from nas import _cli
+
+    parser = _cli.Parser(prog="python -m results.validation", description=__doc__)
+    parser.add_argument("--study", default=str(STUDY_DIR), help="the study directory")
+    parser.add_argument("--doc", default=str(DOC), help="the document to write")
+    args = parser.parse_args(argv)
+    folder = Path(args.study)
+    for name in ("study.json", "archs.csv", "runs.csv"):
+        if not (folder / name).is_file():
+            raise _cli.UsageError(
+                f"{folder} has no {name}: run python -m runners.study --out {folder} first"
+            )
+    write_document(folder, Path(args.doc))
+    print(f"wrote {args.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    from nas import _cli
+
+    sys.exit(_cli.run("results.validation", main))

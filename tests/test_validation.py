@@ -1,0 +1,147 @@
+"""The study's analysis (``python -m results.validation``) on a synthetic benchmark whose answers
+are known: rank correlations against a brute-force pair count, seed noise against numpy, the
+claims' differences against scipy's Welch test, and the document written in a fresh process."""
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from results.validation import claims, correlate, metric_values, seed_table
+
+ROOT = Path(__file__).parent.parent
+
+
+def _brute_kendall(x, y) -> float:
+    """tau-a by counting pairs (no ties in these tests, so tau-a = tau-b)."""
+    s = 0
+    for i, j in itertools.combinations(range(len(x)), 2):
+        s += np.sign(x[i] - x[j]) * np.sign(y[i] - y[j])
+    return s / (len(x) * (len(x) - 1) / 2)
+
+
+def _study(folder: Path, n: int = 12) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """n sampled architectures whose accuracy rises with ``params`` and falls with the key's
+    first value; three zoo models with 3 seeds each, igp_resnet37 2 points above bireal."""
+    rng = np.random.default_rng(0)
+    rows, runs = [], []
+    for i in range(n):
+        rows.append(
+            {
+                "arch_id": f"a{i:02d}",
+                "name": f"resnet-{i:02d}",
+                "space": "resnet" if i % 2 else "densenet",
+                "role": "sample",
+                "width": 16 + 4 * i,
+                "params": 1000 + 10 * i,
+                "depth": 20,  # constant: no correlation to report
+                "naswot": float(rng.permutation(n)[0]),
+                "key_stage_mean_n_0": float(n - i),
+                "key_stage_mean_n_1": 5.0,
+                "key_stage_mean_n_2": None,
+            }
+        )
+        for seed in (0, 1, 2) if i < 4 else (0,):
+            job = f"short-s{seed}-a{i:02d}"
+            top1 = 0.5 + 0.02 * i + 0.001 * seed
+            runs.append(_run(job, f"a{i:02d}", "short", seed, top1))
+        if i % 3 == 0:
+            runs.append(_run(f"long-s0-a{i:02d}", f"a{i:02d}", "long", 0, 0.6 + 0.02 * i))
+    for name, base in (("bireal_resnet18", 0.70), ("igp_resnet37", 0.72), ("binary_resnet18", 0.6)):
+        rows.append({"arch_id": name[:6] + "id", "name": name, "space": "zoo", "role": "reference"})
+        for seed, noise in zip((0, 1, 2), (-0.01, 0.0, 0.01), strict=True):
+            job = f"short-s{seed}-{name[:6]}id"
+            runs.append(_run(job, name[:6] + "id", "short", seed, base + noise * (1 + seed)))
+    archs, table = pd.DataFrame(rows), pd.DataFrame(runs)
+    folder.mkdir(parents=True, exist_ok=True)
+    archs.to_csv(folder / "archs.csv", index=False)
+    table.to_csv(folder / "runs.csv", index=False)
+    jobs = [{"job": j, "arch_id": a} for j, a in zip(table["job"], table["arch_id"], strict=True)]
+    (folder / "study.json").write_text(json.dumps({"settings": {}, "jobs": jobs}))
+    return archs, table
+
+
+def _run(job, aid, recipe, seed, top1) -> dict:
+    return {
+        "job": job,
+        "arch_id": aid,
+        "recipe": recipe,
+        "seed": seed,
+        "epochs": 2,
+        "top1": top1,
+        "top1_best": top1,
+        "curve_top1": json.dumps([top1 - 0.1, top1]),
+    }
+
+
+def test_correlate_matches_a_brute_force_count_and_its_interval_holds_it():
+    rng = np.random.default_rng(3)
+    x = pd.Series(rng.normal(size=15), index=[f"a{i}" for i in range(15)])
+    accs = {a: np.array([v + rng.normal(0, 0.5)]) for a, v in x.items()}
+    n, tau, lo, hi, rho, rlo, rhi = correlate(x, accs, 0.05, np.random.default_rng(0), 300)
+    y = np.array([accs[a][0] for a in x.index])
+    assert n == 15 and tau == pytest.approx(_brute_kendall(x.to_numpy(), y))
+    ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    assert rho == pytest.approx(np.corrcoef(ranks(x.to_numpy()), ranks(y))[0, 1])
+    assert lo <= tau <= hi and rlo <= rho <= rhi and hi - lo > 0.05
+
+
+def test_a_key_enters_as_its_negated_lexicographic_rank(tmp_path):
+    archs, _ = _study(tmp_path)
+    values = metric_values(archs[archs["role"] == "sample"], "key:stage_mean_n")
+    # the first value decreases with i, so the key's order puts a11 first: largest value
+    assert list(values.sort_values().index) == [f"a{i:02d}" for i in range(12)]
+
+
+def test_seed_noise_and_claims_against_numpy_and_scipy(tmp_path):
+    from scipy import stats
+
+    _, runs = _study(tmp_path)
+    runs = runs.merge(
+        pd.read_csv(tmp_path / "archs.csv")[["arch_id", "name", "role"]], on="arch_id"
+    )
+    short = runs[runs["recipe"] == "short"]
+    table, pooled = seed_table(short)
+    sds = [np.std(short[short["arch_id"] == a]["top1"], ddof=1) for a in table.index]
+    assert list(table["sd"]) == pytest.approx(sds)
+    assert pooled == pytest.approx(np.sqrt(np.mean(np.square(sds))))
+    found = claims(runs).set_index("model")
+    a = runs[runs["name"] == "igp_resnet37"]["top1"].to_numpy()
+    b = runs[runs["name"] == "bireal_resnet18"]["top1"].to_numpy()
+    welch = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    row = found.loc["igp_resnet37"]
+    assert row["difference"] == pytest.approx(a.mean() - b.mean())
+    assert (row["lo"], row["hi"]) == pytest.approx((welch.low, welch.high))
+    assert "igp_resnet21" not in found.index  # not trained: no row
+
+
+def test_the_document_is_written_with_its_tables_and_figures(tmp_path):
+    _study(tmp_path / "study")
+    doc = tmp_path / "docs" / "validation.md"
+    out = subprocess.run(
+        [sys.executable, "-m", "results.validation", "--study", str(tmp_path / "study"),
+         "--doc", str(doc)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = doc.read_text()
+    # params rises with accuracy, the key's order agrees with it: tau +1 exactly
+    assert "| `params` | baseline | 12 | +1.00 [" in text
+    assert "| `key:stage_mean_n` | scorer key | 12 | +1.00 [" in text
+    assert "| `depth` | baseline | 12 | constant | constant |" in text
+    assert "it **agrees with accuracy**" in text
+    assert "| igp_resnet37 | bireal_resnet18 | 3 / 3 |" in text
+    for figure in ("accuracy_vs_metrics.png", "tau.png", "curves.png"):
+        assert (doc.parent / "validation" / figure).stat().st_size > 1000
+        assert f"](validation/{figure})" in text
+    missing = subprocess.run(
+        [sys.executable, "-m", "results.validation", "--study", str(tmp_path / "nothing")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
+    assert "runners.study" in missing.stderr
