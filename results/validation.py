@@ -77,6 +77,14 @@ def metric_values(archs: pd.DataFrame, metric: str) -> pd.Series:
     return pd.Series(-rank.to_numpy(), index=archs["arch_id"])
 
 
+def with_proxies(archs: pd.DataFrame, short: pd.DataFrame) -> pd.DataFrame:
+    """``archs`` with the zero-cost proxies of each architecture's short-recipe run of seed 0
+    (measured at the initialisation that run trained from)."""
+    columns = [p for p in PROXIES if p in short]
+    first = short[short["seed"] == 0].drop_duplicates("arch_id").set_index("arch_id")[columns]
+    return archs.drop(columns=columns, errors="ignore").join(first, on="arch_id")
+
+
 @dataclass
 class Correlation:
     metric: str
@@ -333,6 +341,7 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
     bench = load_benchmark(folder)
     jobs = json.loads((folder / "study.json").read_text())["jobs"]
     short = bench[bench["recipe"] == "short"]
+    archs = with_proxies(archs, short)
     seeds = short.groupby("arch_id")["top1"].apply(np.array).to_dict()
     noise_table, noise = seed_table(short)
     table = correlations(archs, seeds, noise)
@@ -379,7 +388,12 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
             )
     else:
         lines.append("Too few architectures are trained yet for a conclusion.")
-    if not math.isnan(noise):
+    if math.isnan(noise):
+        lines.append(
+            "Seed noise is not measured yet (no architecture has several seeds): the intervals "
+            "cover the sampling of architectures only."
+        )
+    else:
         lines.append(
             f"Seed noise: the pooled standard deviation of final top-1 over seeds is "
             f"{100 * noise:.2f} points ({len(noise_table)} architectures)."

@@ -21,8 +21,9 @@ architectures spanning the key (the proxy's fidelity).
 
 **Files** of a study directory (default ``results/study``, committed): ``study.json`` (the
 settings and the job list, written last when a study is planned), ``archs.csv`` (one row per
-architecture: its spec and every metric, the zero-cost proxies included), ``runs.csv`` (one row
-per finished job: accuracies and curves). ``.work/`` holds the Tune experiments and Ray's files
+architecture: its spec and every training-free metric of its graph), ``runs.csv`` (one row per
+finished job: accuracies and curves, and for the short recipe the zero-cost proxies of the network
+at the initialisation it trained from). ``.work/`` holds the Tune experiments and Ray's files
 (not committed). A killed study resumes where it stopped: finished jobs are never trained again,
 and a batch cut short is restored by Tune with its finished trials kept.
 """
@@ -182,25 +183,46 @@ def arch_metrics(spec) -> dict[str, Any]:
     return row
 
 
-def proxy_metrics(spec, splits, recipe: dict[str, Any], seed: int = 0) -> dict[str, float]:
-    """The zero-cost proxies of the network that is trained (the recipe's proxy of ``spec``),
-    at initialisation with ``seed``, on the first :data:`PROXY_BATCH` training images."""
+def proxy_metrics(spec, splits, seed: int) -> dict[str, float]:
+    """The zero-cost proxies of ``spec`` (the network that is trained) at its initialisation
+    with ``seed`` (the one training starts from), on the first :data:`PROXY_BATCH` training
+    images."""
     import torch
 
     from nas.model import build_model
     from nas.proxies import zero_cost_proxies
     from runners.datasets import augment
-    from runners.train import proxy_spec
 
-    proxy = proxy_spec(spec, splits, recipe["width_mult"], stem_stride=recipe["stem_stride"])
     torch.manual_seed(seed)
-    model = build_model(proxy)
+    model = build_model(spec)
     images, labels = next(iter(torch.utils.data.DataLoader(splits.train, batch_size=PROXY_BATCH)))
-    x = augment(images, splits, train=False)
-    return zero_cost_proxies(model, x, labels, seed=seed)
+    return zero_cost_proxies(model, augment(images, splits, train=False), labels, seed=seed)
 
 
-def plan(settings: StudySettings, splits) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def train_with_proxies(config: dict[str, Any]) -> None:
+    """The study's trainable for the short recipe: the zero-cost proxies of the network at the
+    initialisation it trains from, reported with every epoch, then the training of
+    :func:`runners.tune.train_candidate`. The proxies run in the trial, beside the other trials,
+    and a restored trial computes them again (they are deterministic)."""
+    from nas.spec import ArchSpec
+    from runners.datasets import load_dataset
+    from runners.train import proxy_spec
+    from runners.tune import EXTRA_PREFIX, TrainingOptions, train_candidate
+
+    candidate = config["candidate"]
+    options = TrainingOptions(**candidate["options"])
+    splits = load_dataset(options.dataset, options.data_dir)
+    spec = proxy_spec(
+        ArchSpec.from_json(candidate["spec"]),
+        splits,
+        options.width_mult,
+        stem_stride=options.stem_stride,
+    )
+    proxies = proxy_metrics(spec, splits, options.seed)
+    train_candidate(config, extra={EXTRA_PREFIX + k: v for k, v in proxies.items()})
+
+
+def plan(settings: StudySettings) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """The study's architectures (one row each, with every metric) and its jobs."""
     import optuna
 
@@ -265,9 +287,7 @@ def plan(settings: StudySettings, splits) -> tuple[pd.DataFrame, list[dict[str, 
     from nas.spec import ArchSpec
 
     for row in rows:
-        spec = ArchSpec.from_json(row["spec"])
-        row.update(arch_metrics(spec))
-        row.update(proxy_metrics(spec, splits, s.recipes["short"], seed=0))
+        row.update(arch_metrics(ArchSpec.from_json(row["spec"])))
     archs = pd.DataFrame(rows)
     return archs, jobs_of(archs, settings)
 
@@ -289,9 +309,13 @@ def jobs_of(archs: pd.DataFrame, settings: StudySettings) -> list[dict[str, Any]
         strata_value([r[f"key_stage_mean_n_{k}"] for k in range(3)]) for _, r in sample.iterrows()
     ]
     seeded = [sample["arch_id"][i] for i in spanning(values, settings.seeded)]
-    seeded += [a for a, n in zip(archs["arch_id"], archs["name"], strict=True) if n in CLAIM_MODELS]
-    jobs = [_job("short", 0, a) for a in archs["arch_id"]]
-    jobs += [_job("short", seed, a, "seeds") for seed in (1, 2) for a in seeded]
+    # The claims' zoo models first, then the rest in a seeded random order: a study stopped
+    # part-way has trained a random subsample of the key's range, not one end of it.
+    claims = [a for a, n in zip(archs["arch_id"], archs["name"], strict=True) if n in CLAIM_MODELS]
+    rest = [a for a in archs["arch_id"] if a not in claims]
+    random.Random(f"{settings.seed}-order").shuffle(rest)
+    jobs = [_job("short", 0, a) for a in claims + rest]
+    jobs += [_job("short", seed, a, "seeds") for seed in (1, 2) for a in seeded + claims]
     jobs += [_job("long", 0, sample["arch_id"][i]) for i in spanning(values, settings.long)]
     return jobs
 
@@ -341,7 +365,7 @@ def run_jobs(
     """Train ``jobs`` in batches (one Tune experiment each, jobs of one recipe and seed), each
     batch's results appended to ``runs.csv`` as it ends; returns how many failed."""
     from runners.ray_local import ray_session, token_file
-    from runners.tune import TrainingOptions, tune_candidates
+    from runners.tune import EXTRA_PREFIX, TrainingOptions, train_candidate, tune_candidates
 
     spec_of = dict(zip(archs["arch_id"], archs["spec"], strict=True))
     name_of = dict(zip(archs["arch_id"], archs["name"], strict=True))
@@ -371,6 +395,7 @@ def run_jobs(
                 folder / WORK / "tune",
                 [(j["arch_id"], spec_of[j["arch_id"]]) for j in chunk],
                 options,
+                trainable=train_with_proxies if recipe == "short" else train_candidate,
                 stop_early=False,
             )
             rows = []
@@ -394,6 +419,11 @@ def run_jobs(
                         "train_seconds": result["train_seconds"],
                         "curve_top1": json.dumps([round(v, 6) for v in curve["top1"]]),
                         "curve_train_loss": json.dumps([round(v, 6) for v in curve["train_loss"]]),
+                        **{
+                            k[len(EXTRA_PREFIX) :]: result[k]
+                            for k in result.index
+                            if k.startswith(EXTRA_PREFIX)
+                        },
                     }
                 )
             if rows:
@@ -507,7 +537,7 @@ def _load_data(settings: StudySettings, data_dir: str | None):
         raise _cli.UsageError(str(e)) from None
 
 
-def _open_study(folder: Path, settings: StudySettings, splits):
+def _open_study(folder: Path, settings: StudySettings):
     """The study's architectures and jobs: read from ``folder``, or planned there now."""
     from results.run import atomic_write_json, atomic_write_text
 
@@ -536,7 +566,7 @@ def _open_study(folder: Path, settings: StudySettings, splits):
             f"{folder} is not empty and holds no {STUDY}: give an empty or new --out"
         )
     print(f"planning the study in {folder} (a few minutes) ...", flush=True)
-    archs, jobs = plan(settings, splits)
+    archs, jobs = plan(settings)
     atomic_write_text(folder / ARCHS, archs.to_csv(index=False))
     atomic_write_json(path, {"settings": settings.to_dict(), "jobs": jobs})
     return pd.read_csv(folder / ARCHS, dtype={"arch_id": str}), jobs
@@ -593,7 +623,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunInUse as e:
         raise _cli.UsageError(str(e)) from None
     try:
-        archs, jobs = _open_study(folder, settings, _load_data(settings, args.data_dir))
+        _load_data(settings, args.data_dir)  # missing or damaged data: one line, before any work
+        archs, jobs = _open_study(folder, settings)
         done = set(read_runs(folder)["job"])
         pending = [
             j
@@ -606,7 +637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pending = pending[: args.limit]
         print(
             f"{folder}: {len(archs)} architectures, {len(jobs)} jobs, {len(done)} done; "
-            f"{len(pending)} to train now",
+            f"{len(pending)} to train now" + (" (--plan-only: none)" if args.plan_only else ""),
             flush=True,
         )
         failed = 0

@@ -28,6 +28,8 @@ from typing import Any
 
 import pandas as pd
 
+EXTRA_PREFIX = "probe_"  # reported metrics that a wrapping trainable adds (kept in the rows)
+
 
 @dataclass(frozen=True)
 class TrainingOptions:
@@ -54,8 +56,9 @@ class TrainingOptions:
     baseline: str = "bireal_resnet18"  # a reference model trained beside them ("" for none)
 
 
-def train_candidate(config: dict[str, Any]) -> None:
-    """The Ray Tune trainable: trains one candidate's proxy, reporting every epoch."""
+def train_candidate(config: dict[str, Any], extra: dict[str, float] | None = None) -> None:
+    """The Ray Tune trainable: trains one candidate's proxy, reporting every epoch (with
+    ``extra`` metrics in every report, where a wrapping trainable measured some)."""
     import ray
     from ray import tune
 
@@ -95,6 +98,7 @@ def train_candidate(config: dict[str, Any]) -> None:
                     **dataclasses.asdict(stats),
                     "arch_id": config["arch_id"],
                     "node": ray.get_runtime_context().get_node_id()[:12],
+                    **(extra or {}),
                 },
                 checkpoint=tune.Checkpoint.from_directory(folder),
             )
@@ -211,6 +215,7 @@ def tune_candidates(
         }
         for key in ("epoch", "top1", "top5", "test_loss", "train_loss", "images_per_s", "node"):
             row[key] = metrics.get(key)
+        row |= {k: v for k, v in metrics.items() if k.startswith(EXTRA_PREFIX)}
         row["train_seconds"] = (
             float(history["seconds"].sum()) if history is not None and len(history) else None
         )

@@ -18,7 +18,7 @@ import torch
 from nas.graph import lower, ops_arch_id
 from nas.spec import ArchSpec
 from results.benchmark import STUDY_DIR, load_benchmark
-from runners.study import spanning, strata_value, stratified_pick
+from runners.study import proxy_metrics, spanning, strata_value, stratified_pick
 
 ROOT = Path(__file__).parent.parent
 TINY = {
@@ -171,8 +171,12 @@ def test_a_study_row_is_reproduced_from_scratch_and_a_kill_loses_nothing(tmp_pat
                 seed=0,
             ),
         )
+        proxy = proxy_spec(spec, splits, recipe["width_mult"], stem_stride=recipe["stem_stride"])
+        proxies = proxy_metrics(proxy, splits, 0)
     finally:
         torch.set_num_threads(threads)
+    for name, value in proxies.items():  # measured in the trial, at the init it trained from
+        assert row[name] == pytest.approx(value, rel=1e-6), name
     assert row["top1"] == pytest.approx(history[-1].top1)
     assert json.loads(row["curve_top1"]) == pytest.approx([h.top1 for h in history], abs=1e-6)
     assert row["train_loss"] == pytest.approx(history[-1].train_loss, rel=1e-6)
