@@ -248,17 +248,20 @@ def width_floor(archs: pd.DataFrame, seeds: dict[str, np.ndarray]) -> pd.DataFra
 def _ci(v: float, lo: float, hi: float, digits: int = 2) -> str:
     if math.isnan(v):
         return "-"
+    if math.isnan(lo):  # one seed: no interval
+        return f"{v:+.{digits}f} [no interval]"
     return f"{v:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
 
 
 def _verdict(lo: float, hi: float) -> str:
+    """What a tau interval says, as the end of a sentence about a key."""
     if math.isnan(lo):
-        return "not measurable"
+        return "cannot be measured yet"
     if lo > 0:
-        return "agrees with accuracy"
+        return "its order agrees with accuracy"
     if hi < 0:
-        return "runs against accuracy"
-    return "no detectable relation"
+        return "its order runs against accuracy"
+    return "no relation with accuracy is detectable (the interval holds 0)"
 
 
 def _plots(folder: Path, archs, seeds, table: pd.DataFrame, bench: pd.DataFrame) -> list[str]:
@@ -378,7 +381,7 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
             f"Over {key['n']} sampled architectures of equal FLOPs, the paper's key "
             f"(`stage_mean_n`, smaller ranks first) has Kendall tau "
             f"{_ci(key['tau'], key['tau_lo'], key['tau_hi'])} with short-recipe accuracy "
-            "(positive: its order agrees with accuracy): it "
+            "(positive: its order agrees with accuracy): "
             f"**{_verdict(key['tau_lo'], key['tau_hi'])}**."
         )
         if best is not None:

@@ -600,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--limit", type=count, help="train at most this many jobs in this run")
     parser.add_argument("--shard", type=_shard, help="K/N: run only the K-th of N shards of jobs")
-    parser.add_argument("--batch", type=count, default=8, help="jobs per Tune experiment")
+    parser.add_argument("--batch", type=count, default=4, help="jobs per Tune experiment")
     parser.add_argument("--plan-only", action="store_true", help="plan the study, train nothing")
     parser.add_argument("--data-dir", help="where the dataset's files are")
     parser.add_argument("--cpus-per-trial", type=_cli.finite_positive, default=1.0)
