@@ -4,10 +4,24 @@
 graph + gradient-path metrics at every scope + ranking key), on one core with pinned threads.
 Target (issue 3): 500 or more Bi-Real18-sized candidates per second.
 
-``python -m nas.benchmarks training``: training images per second of a Bi-Real18-structured proxy
-model at 28 px (small-image stem, full width, batch 64, Adam), bf16 autocast + channels_last
-against fp32, on all cores with pinned threads. Target (issue 5): bf16 1.7x fp32 or better.
-``--device cuda`` times the full ``bireal_resnet18`` at 224 px (1000 classes) on the GPU instead.
+``python -m nas.benchmarks training``: the proxy training of the study (issue 18): the recipe of
+``runners.tune.TrainingOptions`` (Fashion-MNIST at 28 px, width x0.5, stride-2 small stem, batch
+128, Adam, bf16 autocast + channels_last, no augmentation) on one thread pinned to one core, as a
+trial runs, for three networks of different shape (``bireal_resnet18``, ``igp_resnet37`` and
+:func:`deep_thin_spec`, a search candidate of 161 binary convs). Per network the reference path
+(``runners.train.train(..., reference=True)``: a DataLoader, the reference binary conv modules)
+and the fast one (the default) train the same images in interleaved rounds (each path an epoch
+of ``--images`` images per round, in alternating order), from the same seed: training images per
+second, wall clock and process CPU time (the CPU figure holds on a loaded machine), medians over
+the rounds, and whether the two paths' losses agree bit for bit; then evaluation images per
+second (the test-split pass after every epoch). Target (issue 18): the fast path 1.5x the
+reference. ``--precision``: the issue-5 figure instead (below).
+
+``python -m nas.benchmarks training --precision``: training images per second of a
+Bi-Real18-structured proxy model at 28 px (small-image stem, full width, batch 64, Adam), bf16
+autocast + channels_last against fp32, on all cores with pinned threads. Target (issue 5): bf16
+1.7x fp32 or better. ``--device cuda`` times the full ``bireal_resnet18`` at 224 px (1000
+classes) on the GPU instead.
 
 ``python -m nas.benchmarks spec-size``: how ``nas.paths`` and ``nas.profile`` scale with the size
 of a spec: wall time in-process, end to end from the JSON text to the printed string (parse,
@@ -40,6 +54,8 @@ from nas.spec import MAX_BLOCKS
 PINNING = {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}
 TARGET_PER_S = 500
 TARGET_BF16_RATIO = 1.7
+TARGET_PROXY_SPEEDUP = 1.5
+PROXY_NETWORKS = ("bireal_resnet18", "igp_resnet37", "deep_thin")
 SPEC_SIZES = (1_000, 10_000, 100_000)
 
 
@@ -151,6 +167,180 @@ def training(steps: int = 8, repeats: int = 3, batch: int = 64, device: str = "c
         )
     rows[1]["vs_fp32"] = round(rows[1]["images_per_s"] / rows[0]["images_per_s"], 2)
     return rows
+
+
+def deep_thin_spec():
+    """A deep, thin search candidate (``nas.search --budget 0.16GFLOPs``, resnet space): 23
+    blocks of 7 binary convs (FractalNet's expansion with 3 columns, summed, one identity around
+    the block) in 4 stages of widths 35, 70, 140 and 280 joined by AvgPool + 1x1 conv
+    transitions, ApproxSign; 161 binary convs, ImageNet shapes (proxy it with
+    ``runners.train.proxy_spec``)."""
+    from nas.blocks import fractal_convs, shortcuts
+    from nas.spec import ArchSpec, Block, Stage, Stem, Transition
+
+    def block(width: int) -> Block:
+        return Block("residual", width, convs=fractal_convs(3), shortcuts=shortcuts("outer", 4))
+
+    stages = tuple(
+        Stage(
+            blocks=(block(width),) * count,
+            transition=None if i == 0 else Transition("avgpool_conv", width),
+        )
+        for i, (width, count) in enumerate(((35, 6), (70, 6), (140, 6), (280, 5)))
+    )
+    return ArchSpec(
+        name="deep_thin", stages=stages, stem=Stem("imagenet", 35), activation="approxsign"
+    )
+
+
+def _proxy_data():
+    """Fashion-MNIST, or where it is not installed random images of its shapes (said in the
+    output: the speed is the same, the losses mean nothing)."""
+    from runners.datasets import DataNotFound, Splits, load_dataset
+
+    try:
+        return load_dataset("fashion_mnist"), "Fashion-MNIST"
+    except DataNotFound:
+        import torch
+
+        g = torch.Generator().manual_seed(0)
+
+        def part(n: int):
+            x = torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+            return torch.utils.data.TensorDataset(x, torch.randint(0, 10, (n,), generator=g))
+
+        splits = Splits("synthetic", part(60000), part(10000), 10, 1, 28, (0.286,), (0.353,), True)
+        return splits, "random images (Fashion-MNIST not installed)"
+
+
+def proxy_training(
+    images: int = 1280,
+    repeats: int = 5,
+    networks: Sequence[str] = PROXY_NETWORKS,
+    eval_images: int = 2048,
+) -> tuple[list[dict], str]:
+    """Rows of the issue-18 benchmark (module docstring) and the data's name. Runs torch on one
+    thread; call in a process pinned to one core (``_pin(one_core=True)``, whose
+    OMP_NUM_THREADS comes too late for torch, which ``nas`` imports)."""
+    import dataclasses
+
+    import torch
+
+    torch.set_num_threads(1)
+    from nas.registry import model_spec
+    from runners.train import (
+        TrainConfig,
+        _subset,
+        evaluate,
+        make_model,
+        pick_device,
+        proxy_spec,
+        train_epoch,
+    )
+    from runners.tune import TrainingOptions
+
+    splits, data_name = _proxy_data()
+    options = TrainingOptions()
+    config = TrainConfig(
+        epochs=max(repeats + 1, 3),
+        batch_size=options.batch_size,
+        lr=options.lr,
+        precision=options.precision,
+        seed=options.seed,
+        train_subset=images,
+        eval_subset=eval_images,
+        augment=options.augment,
+        device="cpu",
+    )
+    device = pick_device("cpu")
+    data = _subset(splits.train, images, config.seed)
+    rows = []
+    for name in networks:
+        base = deep_thin_spec() if name == "deep_thin" else model_spec(name)
+        spec = proxy_spec(base, splits, options.width_mult, stem_stride=options.stem_stride)
+        paths = {}
+        for reference in (True, False):
+            model, optimizer = make_model(spec, config, device, reference)
+            warm = dataclasses.replace(config, train_subset=2 * config.batch_size)
+            train_epoch(model, optimizer, _subset(splits.train, warm.train_subset, 0), splits,
+                        warm, device, 0, reference)  # fmt: skip
+            paths[reference] = (model, optimizer)
+        # the warm-up steps were the same on both paths, so the rounds start from equal states
+        wall: dict[bool, list[float]] = {True: [], False: []}
+        cpu: dict[bool, list[float]] = {True: [], False: []}
+        losses: dict[bool, list[float]] = {True: [], False: []}
+        for r in range(repeats):
+            for reference in (True, False) if r % 2 == 0 else (False, True):
+                model, optimizer = paths[reference]
+                start = time.process_time()
+                running, seen, seconds = train_epoch(
+                    model, optimizer, data, splits, config, device, r + 1, reference
+                )
+                cpu[reference].append(seen / (time.process_time() - start))
+                wall[reference].append(seen / seconds)
+                losses[reference].append(running)
+        evals: dict[bool, float] = {}
+        results = {}
+        for reference in (True, False):
+            model, _ = paths[reference]
+            start = time.perf_counter()
+            results[reference] = evaluate(model, splits, config, device, reference)
+            evals[reference] = min(eval_images, len(splits.test)) / (time.perf_counter() - start)
+        row = {"network": name, "convs": sum(len(b.convs) for s in spec.stages for b in s.blocks)}
+        for reference, label in ((True, "reference"), (False, "fast")):
+            row[f"{label}_images_per_s"] = round(statistics.median(wall[reference]), 1)
+            row[f"{label}_cpu_images_per_s"] = round(statistics.median(cpu[reference]), 1)
+            row[f"{label}_eval_images_per_s"] = round(evals[reference], 1)
+        row["speedup"] = round(row["fast_images_per_s"] / row["reference_images_per_s"], 3)
+        row["speedup_cpu"] = round(
+            row["fast_cpu_images_per_s"] / row["reference_cpu_images_per_s"], 3
+        )
+        row["speedup_eval"] = round(
+            row["fast_eval_images_per_s"] / row["reference_eval_images_per_s"], 3
+        )
+        # an epoch of the main job's proxy (TrainingOptions.train_subset images trained, the test
+        # split evaluated), from these rates
+        train_n, test_n = options.train_subset or len(splits.train), len(splits.test)
+        epoch = {
+            label: train_n / row[f"{label}_images_per_s"]
+            + test_n / row[f"{label}_eval_images_per_s"]
+            for label in ("reference", "fast")
+        }
+        row["epoch_seconds_reference"] = round(epoch["reference"], 1)
+        row["epoch_seconds_fast"] = round(epoch["fast"], 1)
+        row["speedup_epoch"] = round(epoch["reference"] / epoch["fast"], 3)
+        row["epoch_images"] = [train_n, test_n]
+        row["identical"] = losses[True] == losses[False] and results[True] == results[False]
+        row["threads"] = torch.get_num_threads()
+        rows.append(row)
+    return rows, data_name
+
+
+def _print_proxy_training(rows: list[dict], data_name: str, repeats: int, load: tuple) -> None:
+    print(
+        f"proxy training (runners.tune.TrainingOptions recipe, {data_name}), 1 thread pinned, "
+        f"median of {repeats} interleaved rounds; target fast >= {TARGET_PROXY_SPEEDUP}x reference"
+    )
+    print(
+        f"  {'network':16s} {'convs':>5s} {'reference':>10s} {'fast':>8s} {'ratio':>6s}   "
+        f"{'CPU-time ratio':>14s}   {'eval ratio':>10s}   {'epoch s':>13s} {'ratio':>6s}   "
+        "same bits"
+    )
+    for r in rows:
+        print(
+            f"  {r['network']:16s} {r['convs']:5d} {r['reference_images_per_s']:10.1f} "
+            f"{r['fast_images_per_s']:8.1f} {r['speedup']:5.2f}x   "
+            f"{r['speedup_cpu']:13.2f}x   {r['speedup_eval']:9.2f}x   "
+            f"{r['epoch_seconds_reference']:6.0f} {r['epoch_seconds_fast']:6.0f} "
+            f"{r['speedup_epoch']:5.2f}x   {'yes' if r['identical'] else 'NO'}"
+        )
+    trained, evaluated = rows[0]["epoch_images"] if rows else (0, 0)
+    print(
+        "  (training images/s, wall clock; CPU-time ratio: the same from process CPU time; eval: "
+        f"the test-split pass;\n   epoch s: an epoch of the main job's proxy, {trained} images "
+        f"trained and {evaluated} test images evaluated, at these rates)"
+    )
+    print(f"  load average before, after: {load[0]:.2f}, {load[1]:.2f} on {os.cpu_count()} CPUs")
 
 
 def chain_spec(blocks: int, width: int = 64):
@@ -301,10 +491,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--device",
         choices=["cpu", "cuda"],
         default="cpu",
-        help="training only: cuda times the full bireal_resnet18 at 224 px on the GPU",
+        help="training --precision only: cuda times the full bireal_resnet18 at 224 px on the GPU",
+    )
+    parser.add_argument(
+        "--precision",
+        action="store_true",
+        help="training: bf16 autocast against fp32 on all cores (issue 5) instead of the proxy",
+    )
+    parser.add_argument(
+        "--images",
+        type=_cli.int_range(128, 60000, "number of images"),
+        default=1280,
+        help="training: images per path and round (default 1280: 10 batches)",
     )
     args = parser.parse_args(argv)
-    _pin(one_core=args.which in ("scoring", "spec-size"))
+    proxy = args.which == "training" and not args.precision and args.device == "cpu"
+    _pin(one_core=args.which in ("scoring", "spec-size") or proxy)
     if args.which == "spec-size":
         rows = spec_size(args.sizes, args.repeats or 1)
         if args.json:
@@ -321,6 +523,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Ray overhead (local Ray on loopback)")
         for r in rows:
             print(f"  {r['what']:64s} {r['seconds']:8.3f} s")
+        return 0
+    if proxy:
+        load = os.getloadavg()
+        rows, data_name = proxy_training(args.images, args.repeats)
+        if args.json:
+            print(json.dumps(rows, indent=1))
+            return 0
+        _print_proxy_training(rows, data_name, args.repeats, (load[0], os.getloadavg()[0]))
         return 0
     if args.which == "training":
         import torch

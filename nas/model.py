@@ -1,5 +1,7 @@
 """ArchSpec -> ``nn.Module``. The layout and semantics are those of :mod:`nas.spec`; the qualified
-names of the conv and fc modules are the node names of :func:`nas.spec_graph`."""
+names of the conv and fc modules are the node names of :func:`nas.spec_graph`. ``fused`` picks
+how the binary convs run (:class:`nas.binary.BinaryConv2d`: fused, the default, or the reference
+modules; the same bits either way)."""
 
 from __future__ import annotations
 
@@ -48,12 +50,12 @@ class ConvEdge(nn.Module):
     """One conv edge: residual binary BN(BinConv(Sign(x))); residual FP BN(Conv(ReLU(x)));
     dense BinConv(Sign(BN(x)))."""
 
-    def __init__(self, block: Block, cin: int, stride: int, spec: ArchSpec):
+    def __init__(self, block: Block, cin: int, stride: int, spec: ArchSpec, fused: bool = True):
         super().__init__()
         k, cout = block.kernel, block.width
         if block.binary:
             pad = 1.0 if spec.padding == "one" else 0.0
-            self.conv = BinaryConv2d(cin, cout, k, stride, spec.activation, pad)
+            self.conv = BinaryConv2d(cin, cout, k, stride, spec.activation, pad, fused=fused)
         else:
             self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
         dense = block.kind == "dense"
@@ -85,7 +87,7 @@ class Projection(nn.Module):
 class BlockLayer(nn.Module):
     """A block's DAG (:class:`nas.Block`): nodes computed in index order, joined by add or mean."""
 
-    def __init__(self, block: Block, cin: int, spec: ArchSpec):
+    def __init__(self, block: Block, cin: int, spec: ArchSpec, fused: bool = True):
         super().__init__()
         self.dense = block.kind == "dense"
         self.join = block.join
@@ -94,7 +96,8 @@ class BlockLayer(nn.Module):
         convs = {}
         for i, j in block.convs:
             edge_cin = cin + i * block.width if self.dense else (cin if i == 0 else block.width)
-            convs[f"{i}_{j}"] = ConvEdge(block, edge_cin, block.stride if i == 0 else 1, spec)
+            stride = block.stride if i == 0 else 1
+            convs[f"{i}_{j}"] = ConvEdge(block, edge_cin, stride, spec, fused)
         self.convs = nn.ModuleDict(convs)
         needs_projection = block.stride != 1 or cin != block.width
         has_input_shortcut = any(i == 0 for i, _ in block.shortcuts)
@@ -157,7 +160,7 @@ class HeadLayer(nn.Module):
 class Network(nn.Module):
     """The network of an ArchSpec; ``spec`` is kept as an attribute."""
 
-    def __init__(self, spec: ArchSpec):
+    def __init__(self, spec: ArchSpec, fused: bool = True):
         super().__init__()
         self.spec = spec
         self.stem = StemLayer(spec.stem, spec.in_channels)
@@ -170,7 +173,7 @@ class Network(nn.Module):
                 ch = stage.transition.channels
             blocks = []
             for block in stage.blocks:
-                blocks.append(BlockLayer(block, ch, spec))
+                blocks.append(BlockLayer(block, ch, spec, fused))
                 ch = ch + block.width if block.kind == "dense" else block.width
             stages.append(StageLayer(transition, blocks))
         self.stages = nn.ModuleList(stages)
@@ -183,6 +186,7 @@ class Network(nn.Module):
         return self.head(x)
 
 
-def build_model(spec: ArchSpec) -> Network:
-    """The trainable PyTorch network of ``spec``."""
-    return Network(spec)
+def build_model(spec: ArchSpec, fused: bool = True) -> Network:
+    """The trainable PyTorch network of ``spec``; ``fused=False``: its binary convs as the
+    reference modules (same results, slower; :mod:`nas.binary`)."""
+    return Network(spec, fused)

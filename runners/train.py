@@ -8,6 +8,12 @@ turns it off. Seeded. Reports top-1, top-5, loss and images per second every epo
 
 Proxy settings for small machines (:func:`proxy_spec`): the small-image stem (stride 2 halves the
 resolution, a quarter of the MACs), a width multiplier, a train subset and few epochs.
+
+Speed (issue 18; ``python -m nas.benchmarks training``, docs/training_speed.md): batches are cut
+from the dataset's tensors in memory (the order a shuffling ``DataLoader`` with the same generator
+gives, its draws replayed), and binary convs run fused (:class:`nas.binary.BinaryConv2d`). Both
+give the same bits as the ``reference=True`` path (a ``DataLoader`` and the reference modules),
+which the benchmark and the tests run beside them.
 """
 
 from __future__ import annotations
@@ -111,15 +117,19 @@ def _schedule(kind: str, total_steps: int) -> Callable[[int], float]:
     raise ValueError(f"unknown schedule {kind!r}; use cosine or linear")
 
 
-def evaluate(model: nn.Module, splits: Splits, config: TrainConfig, device: torch.device):
+def evaluate(
+    model: nn.Module,
+    splits: Splits,
+    config: TrainConfig,
+    device: torch.device,
+    reference: bool = False,
+):
     """(loss, top-1, top-5) on the test split."""
     model.eval()
-    loader = torch.utils.data.DataLoader(
-        _subset(splits.test, config.eval_subset, config.seed), batch_size=512
-    )
+    data = _subset(splits.test, config.eval_subset, config.seed)
     total, loss, top1, top5 = 0, 0.0, 0, 0
     with torch.no_grad(), _autocast(config, device):
-        for images, labels in loader:
+        for images, labels in _batches(data, 512, None, reference):
             x = augment(images.to(device), splits, train=False)
             x = x.contiguous(memory_format=torch.channels_last)
             logits = model(x).float()
@@ -134,6 +144,49 @@ def evaluate(model: nn.Module, splits: Splits, config: TrainConfig, device: torc
 
 def _autocast(config: TrainConfig, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+
+
+def _tensors(data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+    """(images, labels, indices or None) of a TensorDataset of two tensors, or of a Subset of
+    one; None for any other dataset (read item by item through a DataLoader)."""
+    indices = None
+    if isinstance(data, torch.utils.data.Subset):
+        indices = torch.as_tensor(data.indices, dtype=torch.int64)
+        data = data.dataset
+    if not isinstance(data, torch.utils.data.TensorDataset) or len(data.tensors) != 2:
+        return None
+    return data.tensors[0], data.tensors[1], indices
+
+
+def _batches(data, batch_size: int, generator: torch.Generator | None, reference: bool = False):
+    """(images, labels) batches of ``data``, shuffled with ``generator`` (in order without one),
+    the last one short, as ``DataLoader(data, batch_size, shuffle=generator is not None,
+    generator=generator)`` gives them. A dataset held in tensors is cut from them directly: the
+    DataLoader's draws from the generator are replayed (its base seed, then the sampler's
+    permutation, and the permutation it draws when it runs dry, before a short last batch is
+    returned), so ``augment`` sees the generator in the same state. ``reference``: the
+    DataLoader itself."""
+    tensors = None if reference else _tensors(data)
+    if tensors is None:
+        loader = torch.utils.data.DataLoader(
+            data, batch_size=batch_size, shuffle=generator is not None, generator=generator
+        )
+        yield from loader
+        return
+    images, labels, indices = tensors
+    n = len(data)
+    if generator is None:
+        order = torch.arange(n)
+    else:
+        torch.empty((), dtype=torch.int64).random_(generator=generator)  # the loader's base seed
+        order = torch.randperm(n, generator=generator)
+    if indices is not None:
+        order = indices[order]
+    for start in range(0, n, batch_size):
+        if generator is not None and start + batch_size > n:
+            torch.randperm(n, generator=generator)  # the sampler runs dry before a short batch
+        index = order[start : start + batch_size]
+        yield images[index], labels[index]
 
 
 def _subset(dataset, n: int | None, seed: int):
@@ -161,23 +214,14 @@ def save_checkpoint(
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
-def train(
-    spec: ArchSpec,
-    splits: Splits,
-    config: TrainConfig,
-    on_epoch: Callable[[EpochStats, nn.Module, torch.optim.Optimizer], None] | None = None,
-    checkpoint: Path | None = None,
-) -> list[EpochStats]:
-    """Train ``spec`` on ``splits``; ``on_epoch`` sees each epoch's figures. With ``checkpoint``,
-    the state is saved there after every epoch, and a run finds it and goes on from the next
-    epoch (loaded with ``weights_only=True``): a killed run loses at most the epoch in progress,
-    and ends as an uninterrupted one would. A non-finite loss raises FloatingPointError naming the
-    epoch and step."""
+def make_model(
+    spec: ArchSpec, config: TrainConfig, device: torch.device, reference: bool = False
+) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The seeded model of ``spec`` (channels_last on ``device``) and its optimizer."""
     if config.precision not in ("bf16", "fp32"):
         raise ValueError(f"unknown precision {config.precision!r}; use bf16 or fp32")
     torch.manual_seed(config.seed)
-    device = pick_device(config.device)
-    model = build_model(spec).to(device, memory_format=torch.channels_last)
+    model = build_model(spec, fused=not reference).to(device, memory_format=torch.channels_last)
     params = model.parameters()
     if config.optimizer == "adam":
         optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -187,43 +231,77 @@ def train(
         )
     else:
         raise ValueError(f"unknown optimizer {config.optimizer!r}; use adam or sgd")
+    return model, optimizer
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data,
+    splits: Splits,
+    config: TrainConfig,
+    device: torch.device,
+    epoch: int,
+    reference: bool = False,
+) -> tuple[float, int, float]:
+    """One epoch (0-based ``epoch``) over ``data``: (sum of the batch losses times their sizes,
+    images seen, seconds)."""
+    steps_per_epoch = math.ceil(len(data) / config.batch_size)
+    decay = _schedule(config.schedule, steps_per_epoch * config.epochs)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    model.train()
+    generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+    batches = _batches(data, config.batch_size, generator, reference)
+    start, seen, running = time.perf_counter(), 0, 0.0
+    for step, (images, labels) in enumerate(batches):
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * decay(epoch * steps_per_epoch + step)
+        x = augment(images.to(device), splits, train=config.augment, generator=generator)
+        x = x.contiguous(memory_format=torch.channels_last)
+        labels = labels.to(device)
+        with _autocast(config, device):
+            loss = criterion(model(x).float(), labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running += loss.item() * len(labels)
+        seen += len(labels)
+    return running, seen, time.perf_counter() - start
+
+
+def train(
+    spec: ArchSpec,
+    splits: Splits,
+    config: TrainConfig,
+    on_epoch: Callable[[EpochStats, nn.Module, torch.optim.Optimizer], None] | None = None,
+    checkpoint: Path | None = None,
+    *,
+    reference: bool = False,
+) -> list[EpochStats]:
+    """Train ``spec`` on ``splits``; ``on_epoch`` sees each epoch's figures. With ``checkpoint``,
+    the state is saved there after every epoch, and a run finds it and goes on from the next
+    epoch (loaded with ``weights_only=True``): a killed run loses at most the epoch in progress,
+    and ends as an uninterrupted one would. A non-finite loss raises FloatingPointError naming the
+    epoch and step. ``reference``: the slower path of the same results (batches through a
+    DataLoader, the reference binary conv modules), for the benchmark and the tests."""
+    device = pick_device(config.device)
+    model, optimizer = make_model(spec, config, device, reference)
     history: list[EpochStats] = []
     if checkpoint is not None and Path(checkpoint).is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history = [EpochStats(*h) for h in state["history"]]
-    start_epoch = len(history)
     data = _subset(splits.train, config.train_subset, config.seed)
-    steps_per_epoch = math.ceil(len(data) / config.batch_size)
-    decay = _schedule(config.schedule, steps_per_epoch * config.epochs)
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
-        generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-        loader = torch.utils.data.DataLoader(
-            data, batch_size=config.batch_size, shuffle=True, generator=generator, drop_last=False
+    for epoch in range(len(history), config.epochs):
+        running, seen, seconds = train_epoch(
+            model, optimizer, data, splits, config, device, epoch, reference
         )
-        start, seen, running = time.perf_counter(), 0, 0.0
-        for step, (images, labels) in enumerate(loader):
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * decay(epoch * steps_per_epoch + step)
-            x = augment(images.to(device), splits, train=config.augment, generator=generator)
-            x = x.contiguous(memory_format=torch.channels_last)
-            labels = labels.to(device)
-            with _autocast(config, device):
-                loss = criterion(model(x).float(), labels)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            running += loss.item() * len(labels)
-            seen += len(labels)
-        seconds = time.perf_counter() - start
-        test_loss, top1, top5 = evaluate(model, splits, config, device)
+        test_loss, top1, top5 = evaluate(model, splits, config, device, reference)
         stats = EpochStats(
             epoch + 1, running / seen, test_loss, top1, top5, seen / seconds, seconds
         )

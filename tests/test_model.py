@@ -4,7 +4,7 @@ parameter receives a gradient in a real backward pass (as timm tests its models)
 import pytest
 import torch
 
-from nas import build_model, list_models, model_spec
+from nas import BinaryConv2d, build_model, list_models, model_spec
 from nas.blocks import dense_unit, fractal_convs, shortcuts
 from nas.spec import ArchSpec, Block, Stage, Stem
 
@@ -105,3 +105,32 @@ def test_one_padding_option_reaches_the_binary_convs():
     spec = model_spec("bireal_resnet18", input_size=28, classes=10).replace(padding="one")
     convs = [m for m in build_model(spec).modules() if m.__class__.__name__ == "BinaryConv2d"]
     assert convs and all(c.padding_value == 1.0 for c in convs)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_fused_and_reference_networks_give_the_same_bits(name):
+    """Every zoo model at 28 px, bf16 autocast on one thread (a trial's setting: the XNOR forward
+    runs): the fused binary convs and the reference modules give the same logits and the same
+    gradient for every parameter, bit for bit. Fused is the default."""
+    spec = model_spec(name, input_size=28, classes=10)
+    x = torch.randn(4, 3, 28, 28, generator=torch.Generator().manual_seed(0))
+    x = x.contiguous(memory_format=torch.channels_last)
+    results = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for fused in (False, True):
+            torch.manual_seed(0)
+            model = build_model(spec, fused=fused).to(memory_format=torch.channels_last)
+            binary = [m for m in model.modules() if isinstance(m, BinaryConv2d)]
+            assert all(m.fused == fused for m in binary)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = model(x)
+            out.float().logsumexp(dim=1).sum().backward()
+            results.append((out, [p.grad for p in model.parameters()]))
+    finally:
+        torch.set_num_threads(threads)
+    (a, ga), (b, gb) = results
+    assert torch.equal(a, b)
+    assert all(torch.equal(p, q) for p, q in zip(ga, gb, strict=True))
+    assert all(m.fused for m in build_model(spec).modules() if isinstance(m, BinaryConv2d))

@@ -96,3 +96,68 @@ def test_proxy_spec_scales_every_width():
     assert proxy.stages[1].transition.channels == base.stages[1].transition.channels // 2
     assert {b.width for s in proxy.stages for b in s.blocks} == {32}
     assert spec_cost(proxy).total.flops < spec_cost(base).total.flops
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread, as in a trial of one core (the fused path's XNOR forward runs)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    "name, precision, augment, subset",
+    [
+        ("bireal_resnet18", "bf16", False, None),  # the proxy recipe: bf16, no augmentation
+        ("igp_resnet21", "bf16", True, 150),  # fractal blocks, a train subset
+        ("binary_densenet28", "fp32", True, None),  # dense blocks, fp32
+    ],
+)
+def test_fast_path_gives_the_reference_bits(one_thread, name, precision, augment, subset):
+    """The default path (batches cut from tensors, fused binary convs) and the reference path (a
+    DataLoader, the reference modules) give the same loss curves, test figures and weights bit
+    for bit, with augmentation drawing from the shared generator and a short last batch."""
+    splits = _toy(300)  # 225 training images: the last batch of 32 holds 1
+    spec = proxy_spec(model_spec(name), splits, width_mult=0.125)
+    config = TrainConfig(
+        epochs=2,
+        batch_size=32,
+        seed=3,
+        precision=precision,
+        augment=augment,
+        train_subset=subset,
+        eval_subset=50,
+    )
+    models = []
+
+    def keep(stats, model, optimizer):
+        models.append({k: v.clone() for k, v in model.state_dict().items()})
+
+    reference = train(spec, splits, config, on_epoch=keep, reference=True)
+    fast = train(spec, splits, config, on_epoch=keep)
+    figures = [(h.epoch, h.train_loss, h.test_loss, h.top1, h.top5) for h in reference]
+    assert figures == [(h.epoch, h.train_loss, h.test_loss, h.top1, h.top5) for h in fast]
+    a, b = models[1], models[3]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_batches_are_the_dataloaders_and_leave_the_generator_as_it_does():
+    """_batches cuts the batches a shuffling DataLoader over the same (subset of a) tensor dataset
+    gives, and after each the shared generator is where the DataLoader leaves it (augment draws
+    from it), short last batch included; without a generator, in order."""
+    from runners.train import _batches, _subset
+
+    x = torch.arange(50 * 4, dtype=torch.uint8).reshape(50, 1, 2, 2)
+    data = _subset(TensorDataset(x, torch.arange(50)), 37, seed=1)
+    for batch in (8, 37, 64):
+        g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, generator=g1)
+        ours = _batches(data, batch, g2)
+        for (xa, ya), (xb, yb) in zip(loader, ours, strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+            assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))
+    ordered = list(_batches(data, 16, None))
+    loader = torch.utils.data.DataLoader(data, batch_size=16)
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(loader, ordered, strict=True))
