@@ -204,22 +204,11 @@ def train_with_proxies(config: dict[str, Any]) -> None:
     initialisation it trains from, reported with every epoch, then the training of
     :func:`runners.tune.train_candidate`. The proxies run in the trial, beside the other trials,
     and a restored trial computes them again (they are deterministic)."""
-    from nas.spec import ArchSpec
-    from runners.datasets import load_dataset
-    from runners.train import proxy_spec
-    from runners.tune import EXTRA_PREFIX, TrainingOptions, train_candidate
+    from runners.tune import train_candidate
 
-    candidate = config["candidate"]
-    options = TrainingOptions(**candidate["options"])
-    splits = load_dataset(options.dataset, options.data_dir)
-    spec = proxy_spec(
-        ArchSpec.from_json(candidate["spec"]),
-        splits,
-        options.width_mult,
-        stem_stride=options.stem_stride,
+    train_candidate(
+        config, probe=lambda spec, splits, options: proxy_metrics(spec, splits, options.seed)
     )
-    proxies = proxy_metrics(spec, splits, options.seed)
-    train_candidate(config, extra={EXTRA_PREFIX + k: v for k, v in proxies.items()})
 
 
 def plan(settings: StudySettings) -> tuple[pd.DataFrame, list[dict[str, Any]]]:

@@ -56,9 +56,13 @@ class TrainingOptions:
     baseline: str = "bireal_resnet18"  # a reference model trained beside them ("" for none)
 
 
-def train_candidate(config: dict[str, Any], extra: dict[str, float] | None = None) -> None:
-    """The Ray Tune trainable: trains one candidate's proxy, reporting every epoch (with
-    ``extra`` metrics in every report, where a wrapping trainable measured some)."""
+def train_candidate(
+    config: dict[str, Any], probe: Callable[..., dict[str, float]] | None = None
+) -> None:
+    """The Ray Tune trainable: trains one candidate's proxy, reporting every epoch. ``probe``
+    (for a wrapping trainable): ``probe(spec, splits, options)`` measures the proxy network
+    before training; its metrics go into every report, their names prefixed with
+    :data:`EXTRA_PREFIX`."""
     import ray
     from ray import tune
 
@@ -75,6 +79,9 @@ def train_candidate(config: dict[str, Any], extra: dict[str, float] | None = Non
         options.width_mult,
         stem_stride=options.stem_stride,
     )
+    extra = {
+        EXTRA_PREFIX + k: v for k, v in (probe(spec, splits, options) if probe else {}).items()
+    }
     train_config = TrainConfig(
         epochs=options.epochs,
         batch_size=options.batch_size,
@@ -98,7 +105,7 @@ def train_candidate(config: dict[str, Any], extra: dict[str, float] | None = Non
                     **dataclasses.asdict(stats),
                     "arch_id": config["arch_id"],
                     "node": ray.get_runtime_context().get_node_id()[:12],
-                    **(extra or {}),
+                    **extra,
                 },
                 checkpoint=tune.Checkpoint.from_directory(folder),
             )
