@@ -142,7 +142,7 @@ def _save(fig, path: str) -> None:
     ``path`` (not the temporary file beside it)."""
     import io
 
-    from results.run import atomic_write_bytes
+    from nas.atomic import atomic_write_bytes
 
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=110, format=(Path(path).suffix or ".png")[1:].lower())

@@ -509,8 +509,9 @@ def _fmt_key(key) -> str:
 
 def write_results(search: Search, run_dir: Path) -> Any:
     """candidates.csv (+ parquet), the top-k specs and the report, atomically."""
+    from nas.atomic import atomic_write_bytes, atomic_write_text
     from results.report import build_report
-    from results.run import CANDIDATES, atomic_write_bytes, atomic_write_text
+    from results.run import CANDIDATES
 
     table = search.candidates()
     atomic_write_text(run_dir / CANDIDATES, table.to_csv(index=False))
@@ -622,11 +623,11 @@ def _check_resume_flags(args, given: set[str], stored: dict[str, Any]) -> dict[s
 
 
 def _resume(args, given: set[str]) -> tuple[Settings, Path, int]:
+    from nas.atomic import atomic_write_json
     from results.run import (
         SETTINGS,
         STUDY_DB,
         RunInUse,
-        atomic_write_json,
         is_run_dir,
         lock_run_dir,
         read_settings,
@@ -704,12 +705,12 @@ def check_numbers(args) -> None:
 def _prepare(args) -> tuple[Settings, Path, int]:
     """A new run: checks every flag, then claims the run directory (its lock), creates the study
     and writes settings.json, in that order (a run directory always has its study)."""
+    from nas.atomic import atomic_write_json
     from results.run import (
         LOCK,
         SETTINGS,
         STUDY_DB,
         RunInUse,
-        atomic_write_json,
         is_run_dir,
         lock_run_dir,
     )
@@ -846,8 +847,9 @@ def _training_options(args) -> dict[str, Any]:
 def train_top(settings: Settings, run_dir: Path, table) -> int:
     """Train the top candidates through Ray Tune and join their results to candidates.csv; returns
     the exit status: 1 when every trained candidate failed (the last line says why)."""
+    from nas.atomic import atomic_write_text
     from results.report import build_report
-    from results.run import CANDIDATES, atomic_write_text
+    from results.run import CANDIDATES
     from runners.tune import TrainingOptions, run_training
 
     options = TrainingOptions(**settings.training)

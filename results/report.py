@@ -12,13 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from results.run import (
-    CANDIDATES,
-    atomic_savefig,
-    atomic_write_text,
-    is_run_dir,
-    read_settings,
-)
+from nas.atomic import atomic_savefig, atomic_write_text
+from results.run import CANDIDATES, is_run_dir, read_settings
 
 SPACE_COLOURS = {"resnet": "#4575b4", "densenet": "#d73027"}
 METRICS = ("N_1st", "N_2nd", "N_3rd", "L_1st", "L_2nd", "L_3rd")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -59,46 +58,6 @@ def study_url(storage: str, run_dir: Path) -> str:
     """The Optuna storage URL of a run: ``storage`` as given by ``--storage``, or (empty) the
     run directory's own SQLite file wherever the directory now is."""
     return storage or f"sqlite:///{(run_dir / STUDY_DB).resolve()}"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes, private: bool = False) -> None:
-    """Write ``path`` whole or not at all; ``private``: readable by this user alone (0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # as open() would make it (mkstemp makes every file 0600)
-        os.fchmod(fd, 0o600 if private else 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_json(path: Path, data: Any, private: bool = False) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode(), private)
-
-
-def atomic_savefig(fig, path: Path, **kwargs) -> None:
-    """Save a matplotlib figure atomically (PNG)."""
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", **kwargs)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def is_run_dir(path: Path) -> bool:

@@ -270,7 +270,7 @@ def _plots(folder: Path, archs, seeds, table: pd.DataFrame, bench: pd.DataFrame)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from results.run import atomic_savefig
+    from nas.atomic import atomic_savefig
 
     folder.mkdir(parents=True, exist_ok=True)
     names = []
@@ -338,7 +338,7 @@ def _plots(folder: Path, archs, seeds, table: pd.DataFrame, bench: pd.DataFrame)
 
 def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
     """Analyse the study in ``folder`` and write ``doc`` (and its figures); returns the text."""
-    from results.run import atomic_write_text
+    from nas.atomic import atomic_write_text
 
     archs = load_archs(folder)
     bench = load_benchmark(folder)

@@ -331,7 +331,7 @@ def read_runs(folder: Path) -> pd.DataFrame:
 
 def _append_runs(folder: Path, rows: list[dict[str, Any]]) -> None:
     """Add ``rows`` to ``runs.csv`` atomically (the whole table rewritten in one rename)."""
-    from results.run import atomic_write_text
+    from nas.atomic import atomic_write_text
 
     old = read_runs(folder)
     new = pd.DataFrame(rows)
@@ -528,7 +528,7 @@ def _load_data(settings: StudySettings, data_dir: str | None):
 
 def _open_study(folder: Path, settings: StudySettings):
     """The study's architectures and jobs: read from ``folder``, or planned there now."""
-    from results.run import atomic_write_json, atomic_write_text
+    from nas.atomic import atomic_write_json, atomic_write_text
 
     path = folder / STUDY
     if path.is_file():

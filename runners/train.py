@@ -200,7 +200,7 @@ def save_checkpoint(
     path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, history: list[EpochStats]
 ) -> None:
     """Weights, optimizer state and the epochs done so far, written atomically."""
-    from results.run import atomic_write_bytes
+    from nas.atomic import atomic_write_bytes
 
     buffer = io.BytesIO()
     torch.save(

@@ -121,7 +121,7 @@ def run_training(
 ) -> pd.DataFrame:
     """Train ``candidates`` ((arch id, spec file) pairs) in a Ray session of their own; returns
     one row per candidate and writes ``trained.csv`` and ``curves.csv`` in ``run_dir``."""
-    from results.run import atomic_write_text
+    from nas.atomic import atomic_write_text
     from runners.ray_local import ray_session, token_file
 
     home = run_dir / ".ray_home"

@@ -403,7 +403,7 @@ into ``pre_scale`` / ``pre_shift``, and BinaryDenseNet transitions stored as
 
 def save_packed(packed: PackedNetwork, path: str | Path) -> None:
     """The spec, the format and the packed module's tensors, in one file, written atomically."""
-    from results.run import atomic_write_bytes
+    from nas.atomic import atomic_write_bytes
 
     buffer = io.BytesIO()
     torch.save(
