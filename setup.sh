@@ -9,16 +9,42 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     "$PY" -m pip install --quiet "torch==2.13.0"
 fi
 "$PY" -m pip install --quiet -e ".[dev]"
+# Debian packages: installed where apt-get exists and this runs as root (a failed install stops
+# the set-up); elsewhere a note says how.
+can_apt() { command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; }
+apt_install() {
+    apt-get install -y -qq "$1" >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "$1" >/dev/null; }
+}
+# A C compiler (gcc; cc will do) for the bit-packed binary conv kernels (nas.kernels) and the
+# fused binary conv's loops (nas.binary). Without one both warn and run PyTorch instead (slower),
+# and the tests of the compiled code skip (under CI, CI=1, they fail).
+if ! command -v gcc >/dev/null 2>&1 && ! command -v cc >/dev/null 2>&1; then
+    if can_apt; then
+        apt_install gcc
+    else
+        echo "note: no C compiler: the binary conv kernels fall back to PyTorch (slower);" \
+             "install gcc ('sudo apt-get install gcc') and run ./setup.sh again" >&2
+    fi
+fi
 # The bit-packed binary conv kernels (C, OpenMP; gcc). Without a compiler: a warning, and the
 # PyTorch reference path is used.
 "$PY" -m nas.kernels.build
 # The default dataset, Fashion-MNIST, from Debian's package (IDX files, MIT licence).
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
-            || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
+    if can_apt; then
+        apt_install dataset-fashion-mnist
     else
         echo "note: install Fashion-MNIST with 'sudo apt-get install dataset-fashion-mnist'," \
              "or pass --data-dir with its four IDX files" >&2
+    fi
+fi
+# strace, for the loopback check (python3 -m runners.check_loopback) and its tests, which skip
+# without it (under CI they fail).
+if ! command -v strace >/dev/null 2>&1; then
+    if can_apt; then
+        apt_install strace
+    else
+        echo "note: the loopback check needs strace: 'sudo apt-get install strace'" >&2
     fi
 fi

@@ -6,7 +6,7 @@
 * Weights are binarised as sign(W) times the mean |W| of each output channel over latent real
   weights (Bi-Real's magnitude-aware weights), with a straight-through gradient to W.
 * Padding: binary convs pad their +/-1 input with zeros (as the papers do) or with +1, which keeps
-  every input of the conv in {-1, +1} so bit-packed inference is exact (DESIGN.md section 8).
+  every input of the conv in {-1, +1} so bit-packed inference is exact (docs/design.md section 8).
 
 :class:`BinaryConv2d` runs in one of two ways that give the same bits (tested):
 
@@ -448,7 +448,8 @@ def binarized_weight(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def _xnor_kernels():
     """:mod:`nas.kernels` where its compiled XNOR-popcount kernels run on this CPU, else None."""
     try:
-        import nas.kernels as xnor
+        # the kernels load (and may build) their C library: the XNOR forward alone
+        import nas.kernels as xnor  # noqa: PLC0415
     except ImportError:
         return None
     return xnor if xnor.available_paths() else None

@@ -70,7 +70,9 @@ def chain_block(
     )
 
 
-def fractal_block(width: int, columns: int, pattern: str = "bireal", join: str = "mean") -> Block:
+def fractal_block(
+    width: int, columns: int, pattern: str = "bireal", join: str = "mean", *, stride: int = 1
+) -> Block:
     """A residual fractal block (IGP-ResNet's reconstruction): FractalNet's conv edges, joined by
     their mean as in FractalNet, with the identity edges of ``pattern`` along its deepest column."""
     convs = fractal_convs(columns)
@@ -80,6 +82,7 @@ def fractal_block(width: int, columns: int, pattern: str = "bireal", join: str =
         convs=convs,
         shortcuts=shortcuts(pattern, 2 ** (columns - 1)),
         join=join,
+        stride=stride,
     )
 
 

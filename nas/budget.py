@@ -1,5 +1,5 @@
-"""Compute budgets: ``0.16GFLOPs``, ``160MFLOPs``, ``1.6e8`` (DESIGN.md section 3 units: one FLOP is
-one multiply-accumulate; FLOPs = FP MACs + BOPs / 64)."""
+"""Compute budgets: ``0.16GFLOPs``, ``160MFLOPs``, ``1.6e8`` (units of docs/design.md section 3:
+one FLOP is one multiply-accumulate; FLOPs = FP MACs + BOPs / 64)."""
 
 from __future__ import annotations
 

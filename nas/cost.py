@@ -1,4 +1,4 @@
-"""Cost accounting as the paper's Table 1 counts it (DESIGN.md section 3).
+"""Cost accounting as the paper's Table 1 counts it (docs/design.md section 3).
 
 * Binary conv (input and weights binarised):
   BOPs = C_in * C_out * k_h * k_w * H_out * W_out / groups.
@@ -9,8 +9,9 @@
 * Storage (Mbit) = (binary weights * 1 bit + FP weights * 32 bits) / 10^6. BN parameters, scaling
   factors and biases are not counted unless ``count_bn`` (BN's gamma and beta as FP weights).
 
-The cost is computed from the spec (:func:`spec_cost`) and, independently, counted on a built
-module with forward hooks (:func:`module_cost`); the two must agree.
+The cost is computed from the spec (:func:`spec_cost`; this module imports no torch) and,
+independently, counted on a built module with forward hooks (:func:`nas.module_cost.module_cost`);
+the two must agree.
 """
 
 from __future__ import annotations
@@ -18,10 +19,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-import torch
-from torch import nn
-
-from nas.binary import BinaryConv2d
 from nas.graph import Op, lower
 from nas.spec import ArchSpec
 
@@ -112,7 +109,8 @@ class CostReport:
     layers: list[LayerCost] = field(default_factory=list)
 
 
-def _report(layers: list[LayerCost], bn: dict[str, int]) -> CostReport:
+def cost_report(layers: list[LayerCost], bn: dict[str, int]) -> CostReport:
+    """The report of ``layers`` and of ``bn``, BN parameters per stage (counted as FP weights)."""
     stages: dict[str, Cost] = {}
     for layer in layers:
         stages[layer.stage] = stages.get(layer.stage, Cost()) + layer.cost()
@@ -155,87 +153,7 @@ def ops_cost(ops: list[Op], count_bn: bool = False) -> CostReport:
             )
         if count_bn and op.bn:
             bn[op.stage] = bn.get(op.stage, 0) + 2 * op.bn
-    return _report(layers, bn)
-
-
-def stage_of(module_name: str) -> str:
-    """Stage label of a module of :class:`nas.model.Network` from its qualified name."""
-    parts = module_name.split(".")
-    if parts[0] == "stages":
-        return f"stage{int(parts[1]) + 1}"
-    return parts[0]
-
-
-def module_cost(model: nn.Module, example: torch.Tensor, count_bn: bool = False) -> CostReport:
-    """Count the cost of a built module by running ``example`` through it with forward hooks on
-    every ``nn.Conv2d`` (binary when it is a :class:`BinaryConv2d`) and ``nn.Linear``. Counted per
-    image. Independent of the spec: it sees only modules and tensor shapes."""
-    layers: list[LayerCost] = []
-    bn: dict[str, int] = {}
-    handles = []
-
-    def conv_hook(name: str):
-        def hook(mod: nn.Conv2d, inputs, output):
-            kh, kw = mod.kernel_size
-            h, w = output.shape[-2:]
-            params = mod.weight.numel()
-            macs = mod.in_channels * mod.out_channels * kh * kw * h * w // mod.groups
-            layers.append(
-                LayerCost(
-                    name,
-                    stage_of(name),
-                    isinstance(mod, BinaryConv2d),
-                    mod.in_channels,
-                    mod.out_channels,
-                    kh,
-                    mod.stride[0],
-                    h,
-                    params,
-                    macs,
-                )
-            )
-
-        return hook
-
-    def fc_hook(name: str):
-        def hook(mod: nn.Linear, inputs, output):
-            params = mod.weight.numel()
-            layers.append(
-                LayerCost(
-                    name,
-                    stage_of(name),
-                    False,
-                    mod.in_features,
-                    mod.out_features,
-                    0,
-                    1,
-                    1,
-                    params,
-                    params,
-                )
-            )
-
-        return hook
-
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.Conv2d):
-            handles.append(mod.register_forward_hook(conv_hook(name)))
-        elif isinstance(mod, nn.Linear):
-            handles.append(mod.register_forward_hook(fc_hook(name)))
-        elif count_bn and isinstance(mod, nn.modules.batchnorm._BatchNorm):
-            bn[stage_of(name)] = bn.get(stage_of(name), 0) + sum(
-                p.numel() for p in mod.parameters()
-            )
-    try:
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            model(example[:1])
-        model.train(was_training)
-    finally:
-        for h in handles:
-            h.remove()
-    return _report(layers, bn)
+    return cost_report(layers, bn)
 
 
 def cost_dict(report: CostReport) -> dict:

@@ -1,16 +1,17 @@
 """The layer graph of an ArchSpec (networkx), its stable id and its depth.
 
-The graph is the view the scorer reads (DESIGN.md section 5). Nodes are layers: convolutions
+The graph is the view the scorer reads (docs/design.md section 5). Nodes are layers: convolutions
 (full-precision ``conv`` or ``binconv``), the classifier ``fc``, pooling, the joins ``add`` /
 ``mean`` / ``concat``, and ``input`` / ``output``. Element-wise ops (BN, sign, ReLU) are folded into
 the layer they belong to: a ``binconv`` node stands for Sign -> BinConv (and its BN). Node names
-are the qualified names of the matching ``nn.Module`` in :func:`nas.build_model`'s network, so a
-layer of the graph and a layer of the module can be paired by name.
+are the qualified names of the matching ``nn.Module`` in :func:`nas.build_model`'s network (the
+scheme of :mod:`nas.scopes`), so a layer of the graph and a layer of the module can be paired by
+name.
 
 Each node carries ``kind``, ``cin``, ``cout``, ``kernel``, ``stride``, ``size`` (output side in
 pixels), ``stage`` ("stem", "stage1", ..., "head"), ``macs``, ``params`` and ``bn`` (channels of
 the BN folded into it), and ``weight``: BOPs / 64 for a binary conv, 0 for every other op, the
-gradient-path weight of DESIGN.md section 5.
+gradient-path weight of docs/design.md section 5.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import NamedTuple
 
 import networkx as nx
 
+from nas import scopes as names
 from nas.spec import ArchSpec, Block
 
 WEIGHTED_KINDS = ("conv", "binconv", "fc")
@@ -59,7 +61,8 @@ class Op(NamedTuple):
 
     @property
     def weight(self) -> float:
-        """Gradient-path weight: BOPs / 64 for a binary conv, 0 otherwise (DESIGN.md section 5)."""
+        """Gradient-path weight: BOPs / 64 for a binary conv, 0 otherwise (docs/design.md
+        section 5)."""
         return self.macs / 64 if self.kind == "binconv" else 0.0
 
 
@@ -82,7 +85,7 @@ class _Lowering:
         stem = spec.stem
         size = down(spec.input_size, stem.stride)
         x = self.emit(
-            name="stem.conv",
+            name=names.stem_layer("conv"),
             kind="conv",
             inputs=(x,),
             cin=spec.in_channels,
@@ -90,13 +93,13 @@ class _Lowering:
             kernel=stem.kernel,
             stride=stem.stride,
             size=size,
-            stage="stem",
+            stage=names.STEM,
             bn=stem.channels,
         )
         if stem.kind == "imagenet":
             size = down(size, 2)
             x = self.emit(
-                name="stem.pool",
+                name=names.stem_layer("pool"),
                 kind="maxpool",
                 inputs=(x,),
                 cin=stem.channels,
@@ -104,15 +107,15 @@ class _Lowering:
                 kernel=3,
                 stride=2,
                 size=size,
-                stage="stem",
+                stage=names.STEM,
             )
         return x, stem.channels, size
 
-    def transition(self, prefix: str, spec_t, stage: str, x: str, ch: int, size: int):
+    def transition(self, s: int, spec_t, stage: str, x: str, ch: int, size: int):
         size = down(size, 2)
         pool = "maxpool" if spec_t.kind == "bn_maxpool_relu_conv" else "avgpool"
         x = self.emit(
-            name=f"{prefix}.pool",
+            name=names.transition_layer(s, "pool"),
             kind=pool,
             inputs=(x,),
             cin=ch,
@@ -123,7 +126,7 @@ class _Lowering:
             stage=stage,
         )
         x = self.emit(
-            name=f"{prefix}.conv",
+            name=names.transition_layer(s, "conv"),
             kind="conv",
             inputs=(x,),
             cin=ch,
@@ -146,7 +149,7 @@ class _Lowering:
             p = x
             if block.binary and block.stride != 1:
                 p = self.emit(
-                    name=f"{prefix}.projection.pool",
+                    name=names.projection_layer(prefix, "pool"),
                     kind="avgpool",
                     inputs=(x,),
                     cin=ch,
@@ -157,7 +160,7 @@ class _Lowering:
                     stage=stage,
                 )
             source[0] = self.emit(
-                name=f"{prefix}.projection.conv",
+                name=names.projection_layer(prefix, "conv"),
                 kind="conv",
                 inputs=(p,),
                 cin=ch,
@@ -179,7 +182,7 @@ class _Lowering:
                     if dense:
                         reads[i] = (
                             self.emit(
-                                name=f"{prefix}.read{i}",
+                                name=names.read_op(prefix, i),
                                 kind="concat",
                                 inputs=tuple(node[n] for n in range(i + 1)),
                                 cin=sum(node_ch[n] for n in range(i + 1)),
@@ -194,7 +197,7 @@ class _Lowering:
                 src, cin = reads[i]
                 inputs.append(
                     self.emit(
-                        name=f"{prefix}.convs.{i}_{j}.conv",
+                        name=names.conv_layer(prefix, i, j),
                         kind=conv_kind,
                         inputs=(src,),
                         cin=cin,
@@ -212,7 +215,7 @@ class _Lowering:
                 node[j] = source[j] = inputs[0]
             else:
                 node[j] = source[j] = self.emit(
-                    name=f"{prefix}.node{j}",
+                    name=names.join_op(prefix, j),
                     kind=block.join,
                     inputs=tuple(inputs),
                     cin=block.width,
@@ -224,7 +227,7 @@ class _Lowering:
         if dense:
             out_ch = ch + block.width
             out = self.emit(
-                name=f"{prefix}.out",
+                name=names.output_op(prefix),
                 kind="concat",
                 inputs=(x, out),
                 cin=out_ch,
@@ -245,29 +248,33 @@ def lower(spec: ArchSpec) -> list[Op]:
         cin=spec.in_channels,
         cout=spec.in_channels,
         size=spec.input_size,
-        stage="stem",
+        stage=names.STEM,
     )
     x, ch, size = low.stem(spec, x)
     for s, stage in enumerate(spec.stages):
-        name = f"stage{s + 1}"
+        label = names.stage_label(s)
         if stage.transition is not None:
-            x, ch, size = low.transition(
-                f"stages.{s}.transition", stage.transition, name, x, ch, size
-            )
+            x, ch, size = low.transition(s, stage.transition, label, x, ch, size)
         for b, block in enumerate(stage.blocks):
-            x, ch, size = low.block(f"stages.{s}.blocks.{b}", block, name, x, ch, size)
+            x, ch, size = low.block(names.block_path(s, b), block, label, x, ch, size)
     x = low.emit(
-        name="head.pool",
+        name=names.head_layer("pool"),
         kind="gap",
         inputs=(x,),
         cin=ch,
         cout=ch,
         size=1,
-        stage="head",
+        stage=names.HEAD,
         bn=ch if spec.head.bn_relu else 0,
     )
     x = low.emit(
-        name="head.fc", kind="fc", inputs=(x,), cin=ch, cout=spec.classes, size=1, stage="head"
+        name=names.head_layer("fc"),
+        kind="fc",
+        inputs=(x,),
+        cin=ch,
+        cout=spec.classes,
+        size=1,
+        stage=names.HEAD,
     )
     low.emit(
         name="output",
@@ -276,7 +283,7 @@ def lower(spec: ArchSpec) -> list[Op]:
         cin=spec.classes,
         cout=spec.classes,
         size=1,
-        stage="head",
+        stage=names.HEAD,
     )
     return low.ops
 
@@ -284,25 +291,24 @@ def lower(spec: ArchSpec) -> list[Op]:
 def scopes(ops: list[Op]) -> dict[str, list[tuple[str, str, str]]]:
     """The stage and block scopes of lowered ops, as ``(name, source, sink)``: the source is the
     op that feeds the scope (its input), the sink the op that gives its output. A stage starts with
-    its downsampling transition (DESIGN.md section 5); blocks are named by their module path."""
+    its downsampling transition (docs/design.md section 5); blocks are named by their module path
+    (:func:`nas.scopes.block_of`)."""
     found: dict[str, dict[str, list[Op]]] = {"stages": {}, "blocks": {}}
     stages, blocks = found["stages"], found["blocks"]
     for op in ops:  # each scope keeps [first op, last op]
-        if op.stage.startswith("stage"):
+        if names.is_stage_label(op.stage):
             ends = stages.get(op.stage)
             if ends is None:
                 stages[op.stage] = [op, op]
             else:
                 ends[1] = op
-        if op.name.startswith("stages."):
-            parts = op.name.split(".", 4)
-            if len(parts) > 4 and parts[2] == "blocks":
-                name = f"stages.{parts[1]}.blocks.{parts[3]}"
-                ends = blocks.get(name)
-                if ends is None:
-                    blocks[name] = [op, op]
-                else:
-                    ends[1] = op
+        name = names.block_of(op.name)
+        if name is not None:
+            ends = blocks.get(name)
+            if ends is None:
+                blocks[name] = [op, op]
+            else:
+                ends[1] = op
     return {
         kind: [(name, first.inputs[0], last.name) for name, (first, last) in groups.items()]
         for kind, groups in found.items()

@@ -1,4 +1,4 @@
-"""Gradient-path metrics N_1st < N_2nd < N_3rd and L_1st < L_2nd < L_3rd (DESIGN.md section 5).
+"""Gradient-path metrics N_1st < N_2nd < N_3rd and L_1st < L_2nd < L_3rd (docs/design.md section 5).
 
 A gradient path runs from a scope's output back to its input; it uses the same ops as a forward
 path. Its cost N(p) is the sum of the weights of the ops on it, where a binary conv weighs its

@@ -1,14 +1,17 @@
 """ArchSpec -> ``nn.Module``. The layout and semantics are those of :mod:`nas.spec`; the qualified
-names of the conv and fc modules are the node names of :func:`nas.spec_graph`. ``fused`` picks
-how the binary convs run (:class:`nas.binary.BinaryConv2d`: fused, the default, or the reference
-modules; the same bits either way)."""
+names of the conv and fc modules are the node names of :func:`nas.spec_graph` (the attribute names
+below are the scheme of :mod:`nas.scopes`). ``fused`` picks how the binary convs run
+(:class:`nas.binary.BinaryConv2d`: fused, the default, or the reference modules; the same bits
+either way). :func:`create_model` builds a registered model."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from nas import scopes as names
 from nas.binary import BinaryConv2d
+from nas.registry import model_spec
 from nas.spec import ArchSpec, Block, Stem, Transition
 
 
@@ -97,7 +100,7 @@ class BlockLayer(nn.Module):
         for i, j in block.convs:
             edge_cin = cin + i * block.width if self.dense else (cin if i == 0 else block.width)
             stride = block.stride if i == 0 else 1
-            convs[f"{i}_{j}"] = ConvEdge(block, edge_cin, stride, spec, fused)
+            convs[names.conv_key(i, j)] = ConvEdge(block, edge_cin, stride, spec, fused)
         self.convs = nn.ModuleDict(convs)
         needs_projection = block.stride != 1 or cin != block.width
         has_input_shortcut = any(i == 0 for i, _ in block.shortcuts)
@@ -115,7 +118,7 @@ class BlockLayer(nn.Module):
             for i in conv_srcs:
                 if i not in reads:
                     reads[i] = torch.cat(node[: i + 1], dim=1) if self.dense else node[i]
-                terms.append(self.convs[f"{i}_{j}"](reads[i]))
+                terms.append(self.convs[names.conv_key(i, j)](reads[i]))
             terms += [shortcut_x if i == 0 else node[i] for i in short_srcs]
             out = terms[0]
             for t in terms[1:]:
@@ -190,3 +193,9 @@ def build_model(spec: ArchSpec, fused: bool = True) -> Network:
     """The trainable PyTorch network of ``spec``; ``fused=False``: its binary convs as the
     reference modules (same results, slower; :mod:`nas.binary`)."""
     return Network(spec, fused)
+
+
+def create_model(name: str, **options) -> Network:
+    """Build a registered model (:mod:`nas.registry`) as an ``nn.Module``; ``options`` go to its
+    builder."""
+    return build_model(model_spec(name, **options))

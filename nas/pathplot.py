@@ -8,11 +8,15 @@ through every edge.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import networkx as nx
 
+from nas import scopes as names
 from nas._names import printable
+from nas.atomic import atomic_write_bytes
+from nas.graph import lower
 from nas.metrics import PathGraph, backward_tables, forward_tables, scope_stats
 from nas.spec import ArchSpec
 
@@ -30,23 +34,24 @@ KIND_COLOURS = {
 }
 
 
-def _short(name: str, kind: str, prefix: str) -> str:
-    rest = name[len(prefix) + 1 :] if name.startswith(prefix + ".") else name
-    if kind == "binconv":
-        return "bin " + rest.replace("convs.", "").replace(".conv", "")
-    if kind in ("add", "mean", "concat"):
-        return {"add": "+", "mean": "mean", "concat": "cat"}[kind]
-    return rest.replace(".conv", " FP").replace(".pool", " pool")
+JOIN_LABELS = {"add": "+", "mean": "mean", "concat": "cat"}
+
+
+def _short(name: str, kind: str, scope: str) -> str:
+    if kind in JOIN_LABELS:
+        return JOIN_LABELS[kind]
+    label = names.short_label(name, scope, conv_edge=kind == "binconv")
+    return "bin " + label if kind == "binconv" else label
 
 
 def plot_scope(spec: ArchSpec, graph: PathGraph, scope: str, path: str) -> None:
     """Write a PNG (or SVG, PDF: by the suffix) of ``scope`` (a stage or block name of ``graph``)
     to ``path``, atomically: a failed write leaves what was there. A scope of more than
     :data:`MAX_DRAWN_OPS` ops is a ValueError; an unwritable ``path`` an OSError naming it."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - heavy, and it picks a backend: only a drawing needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - as above, after the backend is chosen
 
     source, sink = next(
         (s, t) for n, s, t in graph.scopes["stages"] + graph.scopes["blocks"] if n == scope
@@ -57,7 +62,7 @@ def plot_scope(spec: ArchSpec, graph: PathGraph, scope: str, path: str) -> None:
     if len(on_path) > MAX_DRAWN_OPS:
         raise ValueError(
             f"{scope} has {len(on_path):,} ops, too many to draw (at most {MAX_DRAWN_OPS:,}): "
-            "draw one of its blocks (--scope stages.S.blocks.B)"
+            f"draw one of its blocks (--scope {names.block_path('S', 'B')})"
         )
     best = sorted(fwd.get(sink, {}))[:3]
 
@@ -79,11 +84,6 @@ def plot_scope(spec: ArchSpec, graph: PathGraph, scope: str, path: str) -> None:
     nx.set_node_attributes(g, layer, "layer")
     pos = nx.multipartite_layout(g, subset_key="layer")
     kind_of = _kinds(spec)
-    prefix = (
-        f"stages.{int(scope[5:]) - 1}"
-        if scope.startswith("stage") and scope[5:].isdigit()
-        else scope
-    )
     width = min(max(6, 1.3 * (max(layer.values()) + 1)), MAX_WIDTH_INCHES)
     fig, ax = plt.subplots(figsize=(width, 5))
     for rank in (None, 2, 1, 0):  # cheapest drawn last, on top
@@ -113,7 +113,7 @@ def plot_scope(spec: ArchSpec, graph: PathGraph, scope: str, path: str) -> None:
         node_color=[KIND_COLOURS.get(kind_of.get(n, ""), "#eeeeee") for n in g],
     )
     nx.draw_networkx_labels(
-        g, pos, ax=ax, font_size=7, labels={n: _short(n, kind_of.get(n, ""), prefix) for n in g}
+        g, pos, ax=ax, font_size=7, labels={n: _short(n, kind_of.get(n, ""), scope) for n in g}
     )
     stats = scope_stats(graph, source, sink)
     for k, value in enumerate(stats.N):
@@ -140,10 +140,6 @@ def plot_scope(spec: ArchSpec, graph: PathGraph, scope: str, path: str) -> None:
 def _save(fig, path: str) -> None:
     """``fig.savefig(path)`` in the format of its suffix, written atomically; an OSError names
     ``path`` (not the temporary file beside it)."""
-    import io
-
-    from nas.atomic import atomic_write_bytes
-
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=110, format=(Path(path).suffix or ".png")[1:].lower())
     try:
@@ -157,6 +153,4 @@ def _fmt(values) -> str:
 
 
 def _kinds(spec: ArchSpec) -> dict[str, str]:
-    from nas.graph import lower
-
     return {op.name: op.kind for op in lower(spec)}

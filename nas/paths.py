@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from nas import _cli
+from nas import scopes as names
 from nas._names import printable
 from nas.graph import lower, ops_arch_id, scopes
 from nas.metrics import PathGraph, PathReport, PathStats, path_report
+from nas.pathplot import plot_scope
 from nas.profile import json_text, text_table
 from nas.scorers import DEFAULT_SCORER, get_scorer, list_scorers
 from nas.spec import ArchSpec
@@ -124,8 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--scope",
-        default="stage1",
-        help="what --plot draws: a stage (stage1) or block (stages.0.blocks.0)",
+        default=names.stage_label(0),
+        help=f"what --plot draws: a stage ({names.stage_label(0)}) or block "
+        f"({names.block_path(0, 0)})",
     )
     parser.add_argument(
         "--scorer", default=DEFAULT_SCORER, help=f"ranking key, one of: {', '.join(list_scorers())}"
@@ -140,8 +143,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = _cli.load_model_arg(args.model, args.input_size, args.classes)
     ops, graph, report, key = analyse(spec, scorer)
     if args.plot:
-        from nas.pathplot import plot_scope
-
         known = [n for n, _, _ in graph.scopes["stages"] + graph.scopes["blocks"]]
         if args.scope not in known:
             raise _cli.UsageError(

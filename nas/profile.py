@@ -19,6 +19,7 @@ from nas.cost import CostReport, ops_cost
 from nas.graph import Op, lower, ops_arch_id, ops_depth
 from nas.registry import list_models, model_doc, model_spec
 from nas.spec import ArchSpec
+from nas.zoo import TABLE1
 
 
 def text_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -164,8 +165,6 @@ def format_summary(
 def format_zoo() -> str:
     """The zoo at 224 px and 1000 classes: depth, storage and FLOPs of every model, beside the
     paper's Table 1 where the model is a row of it."""
-    from nas.zoo import TABLE1
-
     rows = []
     for name in list_models():
         ops = lower(model_spec(name))

@@ -1,6 +1,6 @@
 """Scorers: how a gradient-path report becomes a ranking key (smaller ranks first).
 
-The default is the ranking key of DESIGN.md section 5: the mean over stages of (N_1st, N_2nd,
+The default is the ranking key of docs/design.md section 5: the mean over stages of (N_1st, N_2nd,
 N_3rd), compared lexicographically, a missing value ranking worse than any present one. Which
 aggregate predicts trained accuracy best is a measured question, so others are registered beside
 it with ``@register_scorer`` and can be compared against training results.
@@ -11,31 +11,27 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from nas._names import unknown_name
+from nas._names import Registry
 from nas.metrics import PathReport, PathStats, missing_last
 
 Key = tuple[float, ...]
 Scorer = Callable[[PathReport], Key]
-_SCORERS: dict[str, Scorer] = {}
+SCORERS: Registry[Scorer] = Registry("scorer")
 DEFAULT_SCORER = "stage_mean_n"
 
 
 def register_scorer(fn: Scorer) -> Scorer:
     """Register a scorer under its function name."""
-    if fn.__name__ in _SCORERS:
-        raise ValueError(f"scorer {fn.__name__!r} is registered twice")
-    _SCORERS[fn.__name__] = fn
-    return fn
+    return SCORERS.register(fn)
 
 
 def list_scorers() -> list[str]:
-    return sorted(_SCORERS)
+    return SCORERS.names()
 
 
 def get_scorer(name: str = DEFAULT_SCORER) -> Scorer:
-    if name not in _SCORERS:
-        raise KeyError(unknown_name("scorer", name, _SCORERS, f"known: {', '.join(_SCORERS)}"))
-    return _SCORERS[name]
+    """The scorer ``name``; an unknown name is a KeyError naming the closest ones."""
+    return SCORERS.get(name)
 
 
 def _mean_key(stats: list[PathStats], field: str) -> Key:
@@ -50,7 +46,7 @@ def _mean_key(stats: list[PathStats], field: str) -> Key:
 
 @register_scorer
 def stage_mean_n(report: PathReport) -> Key:
-    """Mean over stages of (N_1st, N_2nd, N_3rd) (DESIGN.md section 5; the default)."""
+    """Mean over stages of (N_1st, N_2nd, N_3rd) (docs/design.md section 5; the default)."""
     return _mean_key(list(report.stages.values()), "N")
 
 

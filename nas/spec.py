@@ -1,8 +1,9 @@
 """ArchSpec: one plain, JSON-serialisable description of a binary CNN.
 
-A spec is the single source of three views of a network (DESIGN.md section 2): the PyTorch
+A spec is the single source of three views of a network (docs/design.md section 2): the PyTorch
 module (:func:`nas.build_model`), the networkx layer graph (:func:`nas.spec_graph`) and the exact
-cost (:func:`nas.spec_cost`).
+cost (:func:`nas.spec_cost`); its stable id is :func:`nas.arch_id`, a hash of the layer graph
+(this module knows nothing of the views: it imports none of them).
 
 Layout of a network::
 
@@ -341,13 +342,6 @@ class ArchSpec:
 
     def replace(self, **changes: Any) -> ArchSpec:
         return dataclasses.replace(self, **changes)
-
-    @property
-    def arch_id(self) -> str:
-        """Stable id: a canonical hash of the layer graph (see :func:`nas.graph.arch_id`)."""
-        from nas.graph import arch_id
-
-        return arch_id(self)
 
 
 def _choice(value: Any, options: tuple[str, ...], where: str) -> None:

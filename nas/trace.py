@@ -21,16 +21,18 @@ How ops are read:
   additions become one ``add`` node, divided by their count a ``mean`` node; ``torch.cat`` is
   ``concat``; a global average pool (module, function or ``mean`` over H, W) is ``gap``.
 * Scopes: for the project's networks, stages and blocks are read from module names
-  (``stages.i`` / ``stages.i.blocks.j``). For any other model, blocks are the segments between
-  consecutive cut ops (ops that every input-output path passes) that hold a binary conv, and
-  stages group consecutive blocks of one output resolution.
+  (``stages.i`` / ``stages.i.blocks.j``, :mod:`nas.scopes`). For any other model, blocks are the
+  segments between consecutive cut ops (ops that every input-output path passes) that hold a
+  binary conv, and stages group consecutive blocks of one output resolution.
+
+:func:`analyze` gives the gradient-path metrics of a traced module (:mod:`nas.metrics`), as
+:func:`nas.analysis.analyze_spec` does for a spec.
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import networkx as nx
 import torch
@@ -38,8 +40,10 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from nas import scopes as names
 from nas.binary import BinaryActivation, BinaryConv2d
 from nas.graph import Op, ops_graph, scopes
+from nas.metrics import PathGraph, PathReport, path_report
 
 BinarySelector = Iterable[str] | Callable[[str], bool] | None
 
@@ -102,24 +106,6 @@ class _Tracer(fx.Tracer):
         )
 
 
-@dataclass
-class _Layer:
-    """A layer node being built (frozen into an :class:`Op` at the end)."""
-
-    name: str
-    kind: str
-    inputs: list[str]
-    cin: int
-    cout: int
-    size: int
-    stage: str
-    kernel: int = 0
-    stride: int = 1
-    groups: int = 1
-    mean_of: int = 0  # an add divided by this constant
-    extra: dict = field(default_factory=dict)
-
-
 def _shape(node: fx.Node) -> tuple[int, ...]:
     meta = node.meta.get("tensor_meta")
     return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else ()
@@ -130,13 +116,6 @@ def _path(node: fx.Node) -> str:
         return str(node.target)
     stack = node.meta.get("nn_module_stack")
     return next(reversed(stack)) if stack else ""
-
-
-def _stage_of(path: str) -> str:
-    parts = path.split(".")
-    if parts[0] == "stages" and len(parts) > 1 and parts[1].isdigit():
-        return f"stage{int(parts[1]) + 1}"
-    return parts[0] if parts[0] in ("stem", "head") else ""
 
 
 def _pair(v) -> int:
@@ -150,9 +129,9 @@ class _Reader:
         if binary is None or callable(binary):
             self.selector = binary
         else:
-            names = set(binary)
-            self.selector = names.__contains__
-        self.layers: dict[str, _Layer] = {}
+            self.selector = set(binary).__contains__
+        self.layers: dict[str, Op] = {}
+        self.mean_of: dict[str, int] = {}  # an add divided by this constant
         self.conv_nodes: dict[str, fx.Node] = {}
         self.rep: dict[fx.Node, list[str]] = {}
         self.data: set[fx.Node] = set()
@@ -220,17 +199,16 @@ class _Reader:
         channels = shape[1] if len(shape) > 1 else (shape[-1] if shape else 0)
         size = shape[2] if len(shape) > 3 else 1
         srcs = list(dict.fromkeys(r for i in inputs for r in self.rep.get(i, [])))
-        layer = _Layer(
+        self.layers[name] = Op(
             name,
             kind,
-            srcs,
+            tuple(srcs),
             cin=kw.pop("cin", channels),
             cout=kw.pop("cout", channels),
             size=kw.pop("size", size),
-            stage=_stage_of(_path(node)),
+            stage=names.stage_of(_path(node)),
             **kw,
         )
-        self.layers[name] = layer
         self.rep[node] = [name]
 
     def conv(
@@ -336,9 +314,8 @@ class _Reader:
             divisor = node.args[1] if len(node.args) > 1 else None
             src = self.rep.get(inputs[0], [])
             if isinstance(divisor, int | float) and len(src) == 1:
-                layer = self.layers[src[0]]
-                if layer.kind == "add":
-                    layer.mean_of = int(divisor) if float(divisor).is_integer() else 0
+                if self.layers[src[0]].kind == "add":
+                    self.mean_of[src[0]] = int(divisor) if float(divisor).is_integer() else 0
         self.pass_through(node, inputs)
 
     def is_gap(self, node: fx.Node) -> bool:
@@ -365,33 +342,20 @@ class _Reader:
         for name in list(layers):
             layer = layers[name]
             outs = consumers[name]
-            mergeable = layer.kind == "add" and not layer.mean_of and len(outs) == 1
+            mergeable = layer.kind == "add" and not self.mean_of.get(name) and len(outs) == 1
             if mergeable and layers[outs[0]].kind == "add":
                 parent = layers[outs[0]]
                 at = parent.inputs.index(name)
-                parent.inputs[at : at + 1] = layer.inputs
+                inputs = parent.inputs[:at] + layer.inputs + parent.inputs[at + 1 :]
+                layers[outs[0]] = parent._replace(inputs=inputs)
                 for i in layer.inputs:
                     consumers[i] = [outs[0] if c == name else c for c in consumers[i]]
                 del layers[name]
         ops = []
-        for layer in layers.values():
-            kind = layer.kind
-            if kind == "add" and layer.mean_of and layer.mean_of == len(layer.inputs):
-                kind = "mean"
-            ops.append(
-                Op(
-                    name=layer.name,
-                    kind=kind,
-                    inputs=tuple(layer.inputs),
-                    cin=layer.cin,
-                    cout=layer.cout,
-                    size=layer.size,
-                    stage=layer.stage,
-                    kernel=layer.kernel,
-                    stride=layer.stride,
-                    groups=layer.groups,
-                )
-            )
+        for name, op in layers.items():
+            if op.kind == "add" and self.mean_of.get(name) == len(op.inputs):
+                op = op._replace(kind="mean")
+            ops.append(op)
         return ops
 
 
@@ -467,7 +431,7 @@ def auto_scopes(ops: list[Op]) -> dict[str, list[tuple[str, str, str]]]:
     blocks = []
     for a, b in zip(cuts, cuts[1:], strict=False):
         if any(op.kind == "binconv" and op.name in live for op in ops[a + 1 : b + 1]):
-            blocks.append((f"block{len(blocks) + 1}", ops[a].name, ops[b].name))
+            blocks.append((names.found_block(len(blocks) + 1), ops[a].name, ops[b].name))
     stages: list[tuple[str, str, str]] = []
     size = {op.name: op.size for op in ops}
     for _, s, t in blocks:
@@ -475,7 +439,7 @@ def auto_scopes(ops: list[Op]) -> dict[str, list[tuple[str, str, str]]]:
             stages[-1] = (stages[-1][0], stages[-1][1], t)
         else:
             start = stages[-1][2] if stages else s
-            stages.append((f"stage{len(stages) + 1}", start, t))
+            stages.append((names.stage_label(len(stages)), start, t))
     return {"stages": stages, "blocks": blocks}
 
 
@@ -499,3 +463,15 @@ def trace_graph(
     """The layer graph of any module (schema of :func:`nas.spec_graph`)."""
     ops = trace_ops(module, example, binary)
     return ops_graph(ops, type(module).__name__, module_scopes(ops))
+
+
+def analyze(
+    module: nn.Module, example_input: torch.Tensor, binary: BinarySelector = None
+) -> PathReport:
+    """Gradient-path metrics of any module, traced with torch.fx on ``example_input``.
+
+    ``binary`` decides which convolutions are binary: a list of conv names (module paths) or a
+    predicate on the name; by default a conv is binary when its input comes from a sign-like op and
+    its weight is binarised (see the module docstring)."""
+    ops = trace_ops(module, example_input, binary)
+    return path_report(PathGraph.from_ops(ops, module_scopes(ops)))

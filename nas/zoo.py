@@ -4,14 +4,31 @@ Every builder takes ``input_size`` (default 224), ``classes`` (default 1000) and
 (``"imagenet"`` or ``"small"``; by default ``imagenet`` for inputs of 64 px or more, else
 ``small``),
 and returns an :class:`nas.ArchSpec`. Figures quoted below are for 224 px and 1000 classes under the
-counting of DESIGN.md section 3 (FLOPs = FP MACs + BOPs / 64, storage without BN).
+counting of docs/design.md section 3 (FLOPs = FP MACs + BOPs / 64, storage without BN).
+
+The builders lay their networks out with :mod:`nas.families`, as the search spaces do (so each
+model is a point of its space), and are listed in :data:`MODELS`, which :mod:`nas.registry`
+registers: look models up there (``list_models``, ``model_spec``), not here.
 """
 
 from __future__ import annotations
 
-from nas.blocks import chain_block, dense_unit, fractal_block
-from nas.registry import register_model
-from nas.spec import ArchSpec, Head, Stage, Stem, Transition
+from collections.abc import Callable
+
+from nas.blocks import chain_block, fractal_block
+from nas.families import densenet_layout, resnet_layout
+from nas.spec import ArchSpec
+
+ModelBuilder = Callable[..., ArchSpec]
+MODELS: list[ModelBuilder] = []
+"""The zoo's builders, in order; :mod:`nas.registry` registers them under their names."""
+
+
+def zoo_model(fn: ModelBuilder) -> ModelBuilder:
+    """Add a builder to :data:`MODELS`."""
+    MODELS.append(fn)
+    return fn
+
 
 # The paper's Table 1 as printed: storage (Mbit) and FLOPs of each row, for display beside what the
 # reconstructions reach (``python -m nas.profile --list``).
@@ -27,11 +44,6 @@ TABLE1: dict[str, tuple[float, float]] = {
 }
 
 
-def _stem(input_size: int, stem: str | None, channels: int, relu: bool) -> Stem:
-    kind = stem or ("imagenet" if input_size >= 64 else "small")
-    return Stem(kind=kind, channels=channels, relu=relu)
-
-
 def _resnet(
     name: str,
     convs_per_stage: tuple[int, ...],
@@ -45,39 +57,33 @@ def _resnet(
 ) -> ArchSpec:
     """ResNet18/34 layouts as pairs of 3x3 convs (2-conv blocks); stage s has width 64 * 2^s and its
     first conv has stride 2 (Bi-Real / He et al.)."""
-    stages = tuple(
-        Stage(
-            blocks=tuple(
-                chain_block(
-                    width * 2**s, 2, pattern, stride=2 if s > 0 and b == 0 else 1, binary=binary
-                )
-                for b in range(n // 2)
-            )
-        )
-        for s, n in enumerate(convs_per_stage)
-    )
-    return ArchSpec(
-        name=name,
-        stages=stages,
-        stem=_stem(input_size, stem, width, relu=not binary),
+    return resnet_layout(
+        name,
+        tuple(n // 2 for n in convs_per_stage),
+        lambda w, stride: chain_block(w, 2, pattern, stride=stride, binary=binary),
+        width,
+        downsample="in_block",
+        stem_relu=not binary,
+        stem=stem,
         input_size=input_size,
         classes=classes,
         activation="approxsign" if pattern in ("bireal", "ebireal") else "ste",
     )
 
 
-@register_model
+@zoo_model
 def bireal_resnet18(**options) -> ArchSpec:
     """Bi-Real ResNet18(64) (Liu et al., "Bi-Real Net", ECCV 2018): every binary 3x3 conv has its
     own identity shortcut, x + BN(BinConv(Sign(x))); AvgPool + FP 1x1 downsample shortcuts;
     ApproxSign backward.
 
-    Reproduces the paper's Table 1 row: 10.985 M binary + 0.694 M FP weights, 1.676e9 BOPs,
-    137.8 M FP MACs -> 33.2 Mbit and 0.164e9 FLOPs (printed 0.16e9)."""
+    Reproduces the paper's Table 1 row: 10.985 M binary + 0.693 M FP weights (0.694 M with the
+    fc bias, which storage leaves out), 1.676e9 BOPs, 137.8 M FP MACs -> 33.2 Mbit and 0.164e9
+    FLOPs (printed 0.16e9)."""
     return _resnet("bireal_resnet18", (4, 4, 4, 4), "bireal", **options)
 
 
-@register_model
+@zoo_model
 def bireal_resnet34(**options) -> ArchSpec:
     """Bi-Real ResNet34(64) (Liu et al., ECCV 2018): Bi-Real units over ResNet34's [6, 8, 12, 6]
     binary convs per stage.
@@ -86,7 +92,7 @@ def bireal_resnet34(**options) -> ArchSpec:
     return _resnet("bireal_resnet34", (6, 8, 12, 6), "bireal", **options)
 
 
-@register_model
+@zoo_model
 def binary_resnet18(**options) -> ArchSpec:
     """Binary ResNet18: ResNet18 (He et al., CVPR 2016) with binary 3x3 convs and one identity
     shortcut around each pair of convs (the paper's "ResNet" block; XNOR-Net style).
@@ -95,7 +101,7 @@ def binary_resnet18(**options) -> ArchSpec:
     return _resnet("binary_resnet18", (4, 4, 4, 4), "resnet", **options)
 
 
-@register_model
+@zoo_model
 def ebireal_resnet18(**options) -> ArchSpec:
     """EBi-Real ResNet18: Bi-Real ResNet18 plus an identity around each pair of convs (the paper's
     extra-residual variant, section 3); the shortcuts share one downsample projection per block.
@@ -104,7 +110,7 @@ def ebireal_resnet18(**options) -> ArchSpec:
     return _resnet("ebireal_resnet18", (4, 4, 4, 4), "ebireal", **options)
 
 
-@register_model
+@zoo_model
 def resnet18_fp(**options) -> ArchSpec:
     """Full-precision ResNet18 (He et al., CVPR 2016) in the block form of :mod:`nas.spec` (ReLU on
     each conv's input, so ReLU sits before rather than after the shortcut add; the cost is that of
@@ -116,7 +122,7 @@ def resnet18_fp(**options) -> ArchSpec:
     return _resnet("resnet18_fp", (4, 4, 4, 4), "resnet", binary=False, **options)
 
 
-@register_model
+@zoo_model
 def resnet34_fp(**options) -> ArchSpec:
     """Full-precision ResNet34 (He et al., CVPR 2016), in the same form as :func:`resnet18_fp`.
     21,779,648 weights without BN, 3.664e9 MACs -> 696.9 Mbit."""
@@ -134,7 +140,7 @@ def _igp_resnet(
 ) -> ArchSpec:
     """IGP-ResNet reconstruction (Zhu et al., "Improving Gradient Paths for Binary Convolutional
     Neural Networks"; SoFAr, arXiv 2009.05317). The paper's text on the block is not available
-    (DESIGN.md section 4); this reading reproduces IGP-ResNet37(41) exactly:
+    (docs/design.md section 4); this reading reproduces IGP-ResNet37(41) exactly:
 
     * one FractalNet block per stage with C = ``columns``: f_1(x) = conv(x),
       f_(C+1)(x) = join(f_C(f_C(x)), conv(x)), i.e. 2^C - 1 binary 3x3 convs, all W_s -> W_s,
@@ -145,24 +151,20 @@ def _igp_resnet(
     * widths W, 2W, 4W, 8W; a 7x7/2 stem of W channels (not 64); AvgPool + FP 1x1 transitions
       before stages 2-4. Depth = 4 * 2^(C-1) + 5.
     """
-    stages = tuple(
-        Stage(
-            blocks=(fractal_block(width * 2**s, columns),),
-            transition=None if s == 0 else Transition("avgpool_conv", width * 2**s),
-        )
-        for s in range(4)
-    )
-    return ArchSpec(
-        name=name,
-        stages=stages,
-        stem=_stem(input_size, stem, width, relu=False),
+    return resnet_layout(
+        name,
+        (1, 1, 1, 1),
+        lambda w, stride: fractal_block(w, columns, stride=stride),
+        width,
+        downsample="transition",
+        stem=stem,
         input_size=input_size,
         classes=classes,
         activation="approxsign",
     )
 
 
-@register_model
+@zoo_model
 def igp_resnet21(**options) -> ArchSpec:
     """IGP-ResNet21(53) (Zhu et al.): the fractal reconstruction of :func:`_igp_resnet` with C = 3
     (M = 3), 7 binary convs per stage, W = 53.
@@ -171,7 +173,7 @@ def igp_resnet21(**options) -> ArchSpec:
     return _igp_resnet("igp_resnet21", 3, 53, **options)
 
 
-@register_model
+@zoo_model
 def igp_resnet37(**options) -> ArchSpec:
     """IGP-ResNet37(41) (Zhu et al.; SoFAr's RF-c4d8 ResNet37(41)): the fractal reconstruction of
     :func:`_igp_resnet` with C = 4 (M = 7), 15 binary convs per stage, W = 41.
@@ -181,7 +183,7 @@ def igp_resnet37(**options) -> ArchSpec:
     return _igp_resnet("igp_resnet37", 4, 41, **options)
 
 
-@register_model
+@zoo_model
 def igp_resnet41(**options) -> ArchSpec:
     """IGP-ResNet41(48) (Zhu et al.), the Bi-Real ResNet34-budget model: here the fractal
     reconstruction of :func:`_igp_resnet` with C = 4 at W = 48.
@@ -193,7 +195,7 @@ def igp_resnet41(**options) -> ArchSpec:
     return _igp_resnet("igp_resnet41", 4, 48, **options)
 
 
-@register_model
+@zoo_model
 def igp_resnet69(**options) -> ArchSpec:
     """IGP-ResNet69(31) (Zhu et al.): the fractal reconstruction of :func:`_igp_resnet` with C = 5
     (M = 15), 31 binary convs per stage, W = 31.
@@ -202,50 +204,7 @@ def igp_resnet69(**options) -> ArchSpec:
     return _igp_resnet("igp_resnet69", 5, 31, **options)
 
 
-def densenet_layout(
-    name: str,
-    units: tuple[int, ...],
-    reductions: tuple[float, ...],
-    growth: int,
-    *,
-    round_to_32: bool,
-    columns: int = 1,
-    join: str = "mean",
-    input_size: int = 224,
-    classes: int = 1000,
-    stem: str | None = None,
-) -> ArchSpec:
-    """BinaryDenseNet layout (Bethge et al. 2019; larq-zoo): FP 7x7/2 stem of 64 channels with
-    ReLU, dense units, transitions BN -> MaxPool 2x2/2 -> ReLU -> FP 1x1 conv whose width is
-    floor(C / r) (rounded to a multiple of 32 when ``round_to_32``), BN -> ReLU before the head."""
-    ch = 64
-    stages = []
-    for s, n in enumerate(units):
-        transition = None
-        if s > 0:
-            out = int(ch // reductions[s - 1])
-            if round_to_32:
-                out = round(out / 32) * 32
-            transition = Transition("bn_maxpool_relu_conv", out)
-            ch = out
-        stages.append(
-            Stage(
-                blocks=tuple(dense_unit(growth, columns, join) for _ in range(n)),
-                transition=transition,
-            )
-        )
-        ch += n * growth
-    return ArchSpec(
-        name=name,
-        stages=tuple(stages),
-        stem=_stem(input_size, stem, 64, relu=True),
-        head=Head(bn_relu=True),
-        input_size=input_size,
-        classes=classes,
-    )
-
-
-@register_model
+@zoo_model
 def binary_densenet28(**options) -> ArchSpec:
     """BinaryDenseNet28 (Bethge et al., "BinaryDenseNet", ICCVW 2019; larq-zoo): growth 64, units
     (6, 6, 6, 5), reductions (2.7, 2.7, 2.2), transition widths rounded to 32.
@@ -257,7 +216,7 @@ def binary_densenet28(**options) -> ArchSpec:
     )
 
 
-@register_model
+@zoo_model
 def binary_densenet37(**options) -> ArchSpec:
     """BinaryDenseNet37 (Bethge et al., ICCVW 2019; larq-zoo): growth 64, units (6, 8, 12, 6),
     reductions (3.3, 3.3, 4), transition widths rounded to 32.
@@ -268,7 +227,7 @@ def binary_densenet37(**options) -> ArchSpec:
     )
 
 
-@register_model
+@zoo_model
 def binary_densenet45(**options) -> ArchSpec:
     """BinaryDenseNet45 (Bethge et al., ICCVW 2019; larq-zoo): growth 64, units (6, 12, 14, 8),
     reductions (2.7, 3.3, 4), transition widths rounded to 32. Not a row of Table 1."""
@@ -277,7 +236,7 @@ def binary_densenet45(**options) -> ArchSpec:
     )
 
 
-@register_model
+@zoo_model
 def binary_densenet51(**options) -> ArchSpec:
     """BinaryDenseNet51(32) (Bethge et al. 2019: half the growth rate, twice the units of
     BinaryDenseNet28): growth 32, units (12, 12, 12, 10), reductions (2.7, 2.7, 2.2), transition
@@ -291,7 +250,7 @@ def binary_densenet51(**options) -> ArchSpec:
     )
 
 
-@register_model
+@zoo_model
 def binary_densenet69(**options) -> ArchSpec:
     """BinaryDenseNet69(32) (Bethge et al. 2019: half the growth rate, twice the units of
     BinaryDenseNet37): growth 32, units (12, 16, 24, 12), reductions (3.3, 3.3, 4), transition
@@ -304,7 +263,7 @@ def binary_densenet69(**options) -> ArchSpec:
     )
 
 
-@register_model
+@zoo_model
 def igp_densenet51(**options) -> ArchSpec:
     """IGP-DenseNet51(53) (Zhu et al.; SoFAr's DRF-c2d2 DenseNet51(53)): BinaryDenseNet28's layout
     (units (6, 6, 6, 5), reductions (2.7, 2.7, 2.2)) with dense-connected fractal units of C = 2
@@ -319,7 +278,7 @@ def igp_densenet51(**options) -> ArchSpec:
     )
 
 
-@register_model
+@zoo_model
 def igp_densenet69(**options) -> ArchSpec:
     """IGP-DenseNet69(48) (Zhu et al.): BinaryDenseNet37's layout (units (6, 8, 12, 6), reductions
     (3.3, 3.3, 4)) with DRF-c2d2 units of growth 48, as :func:`igp_densenet51`.

@@ -10,13 +10,23 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import pandas as pd
+from sqlalchemy.engine import make_url
 
+from nas import _cli
 from nas.atomic import atomic_savefig, atomic_write_text
+from nas.candidates import PATH_COLUMNS
+from nas.graph import lower, scopes
+from nas.metrics import PathGraph
+from nas.pathplot import plot_scope
+from nas.scopes import stage_label
+from nas.spec import ArchSpec
 from results.run import CANDIDATES, is_run_dir, read_settings
 
 SPACE_COLOURS = {"resnet": "#4575b4", "densenet": "#d73027"}
-METRICS = ("N_1st", "N_2nd", "N_3rd", "L_1st", "L_2nd", "L_3rd")
+METRICS = PATH_COLUMNS
 # What the report reads of each table, and which of those columns are numbers.
 _NEEDED = {
     CANDIDATES: (
@@ -99,10 +109,7 @@ def _scatter(ax, table: pd.DataFrame, x: str, scale: float) -> None:
 
 
 def make_plots(run_dir: Path, settings: dict, table: pd.DataFrame) -> dict[str, str]:
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     plots = run_dir / "plots"
     made: dict[str, str] = {}
@@ -146,16 +153,11 @@ def make_plots(run_dir: Path, settings: dict, table: pd.DataFrame) -> dict[str, 
 
     best = sorted((run_dir / "specs").glob("rank*.json"))
     if best:
-        from nas.graph import lower, scopes
-        from nas.metrics import PathGraph
-        from nas.pathplot import plot_scope
-        from nas.spec import ArchSpec
-
         spec = ArchSpec.load(best[0])
         ops = lower(spec)
         path = plots / "best_stage1.png"
         tmp = plots / ".best_stage1.tmp.png"
-        plot_scope(spec, PathGraph.from_ops(ops, scopes(ops)), "stage1", str(tmp))
+        plot_scope(spec, PathGraph.from_ops(ops, scopes(ops)), stage_label(0), str(tmp))
         tmp.replace(path)
         made["best_stage1"] = "plots/best_stage1.png"
     return made
@@ -251,10 +253,7 @@ def training_section(run_dir: Path, table: pd.DataFrame) -> tuple[list[str], str
     failed = joined[joined["status"] == "failed"][["rank", "arch_id", "error"]]
     plots: dict[str, str] = {}
     if len(curves):
-        import matplotlib
-
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(7, 4))
         for aid, part in curves.groupby("arch_id"):
@@ -268,8 +267,6 @@ def training_section(run_dir: Path, table: pd.DataFrame) -> tuple[list[str], str
         plt.close(fig)
         plots["learning_curves"] = "plots/learning_curves.png"
     if len(done):
-        import matplotlib.pyplot as plt
-
         costs = METRICS[:3]  # the N values; L values are small integers, see the table
         fig, axes = plt.subplots(1, len(costs), figsize=(4 * len(costs), 3.4), sharey=True)
         for ax, metric in zip(axes, costs, strict=True):
@@ -317,7 +314,6 @@ def _study_place(storage: str) -> str:
     without its password."""
     if not storage:
         return "study.db (this run directory)"
-    from sqlalchemy.engine import make_url
 
     try:
         return make_url(storage).render_as_string(hide_password=True)
@@ -398,8 +394,6 @@ def build_report(run_dir: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from nas import _cli
-
     parser = _cli.Parser(
         prog="python -m results.report", description="Rebuild a search run's report from its files."
     )

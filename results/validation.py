@@ -27,9 +27,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from scipy import stats
 
+from nas import _cli
+from nas.atomic import atomic_savefig, atomic_write_text
 from results.benchmark import STUDY_DIR, load_archs, load_benchmark
 
 DOC = Path(__file__).parent.parent / "docs" / "validation.md"
@@ -110,8 +115,6 @@ def seed_table(short: pd.DataFrame) -> tuple[pd.DataFrame, float]:
 
 
 def _kendall_spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    from scipy import stats
-
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan"), float("nan")
     return float(stats.kendalltau(x, y).statistic), float(stats.spearmanr(x, y).statistic)
@@ -190,8 +193,6 @@ def fidelity(bench: pd.DataFrame, noise: float, seed: int = 0) -> dict[str, floa
 def claims(bench: pd.DataFrame) -> pd.DataFrame:
     """Accuracy differences between zoo models (short recipe), mean over seeds with a Welch t
     interval."""
-    from scipy import stats
-
     short = bench[(bench["recipe"] == "short") & (bench["role"] == "reference")]
     by = short.groupby("name")["top1"].apply(np.array)
     rows = []
@@ -265,12 +266,8 @@ def _verdict(lo: float, hi: float) -> str:
 
 
 def _plots(folder: Path, archs, seeds, table: pd.DataFrame, bench: pd.DataFrame) -> list[str]:
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from nas.atomic import atomic_savefig
 
     folder.mkdir(parents=True, exist_ok=True)
     names = []
@@ -338,8 +335,6 @@ def _plots(folder: Path, archs, seeds, table: pd.DataFrame, bench: pd.DataFrame)
 
 def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
     """Analyse the study in ``folder`` and write ``doc`` (and its figures); returns the text."""
-    from nas.atomic import atomic_write_text
-
     archs = load_archs(folder)
     bench = load_benchmark(folder)
     jobs = json.loads((folder / "study.json").read_text())["jobs"]
@@ -470,8 +465,6 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from nas import _cli
-
     parser = _cli.Parser(prog="python -m results.validation", description=__doc__)
     parser.add_argument("--study", default=str(STUDY_DIR), help="the study directory")
     parser.add_argument("--doc", default=str(DOC), help="the document to write")

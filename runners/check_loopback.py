@@ -6,7 +6,7 @@ address outside 127.0.0.0/8 (IPv6: ``::1`` and IPv4-mapped 127.x). Unix sockets,
 kernel) and ``AF_UNSPEC`` (a UDP socket disconnecting) are local and allowed; a DNS query (port
 53) fails even to a loopback resolver, because the resolver forwards it. While the job trains,
 the Ray dashboard must answer ``/api/version`` on 127.0.0.1 (with the session's access token) and
-listen on loopback only (``/proc/net/tcp``, ``/proc/net/tcp6``). DESIGN.md section 9.
+listen on loopback only (``/proc/net/tcp``, ``/proc/net/tcp6``). docs/design.md section 9.
 
 Arguments after ``--`` replace the job's default flags (a small search and one short training).
 With ``--cluster N`` the job runs on an N-node cluster on this machine

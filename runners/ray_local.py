@@ -1,6 +1,6 @@
 """A Ray session kept on loopback: local by default, or a cluster named by its address.
 
-On these machines Ray must never reach an address outside 127.0.0.0/8 (DESIGN.md section 9). By
+On these machines Ray must never reach an address outside 127.0.0.0/8 (docs/design.md section 9). By
 default each ``ray.init`` probes cloud metadata, uses the machine's non-loopback address for its
 own gRPC and listens on all interfaces. What keeps it on loopback, checked with ``strace``:
 usage stats off (and their "disabled" report sent to a closed loopback port),
@@ -67,7 +67,7 @@ def ray_session(
     os.environ.update(loopback_env(home))
     if address and not any(os.environ.get(k) for k in TOKEN_ENV) and user_token.is_file():
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(user_token)  # the user's token for the cluster
-    import ray
+    import ray  # noqa: PLC0415 - loaded once the loopback environment is set (Ray reads it on import)
 
     try:
         if address:

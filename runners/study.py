@@ -40,9 +40,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pandas as pd
+import torch
 
 from nas import _cli
+from nas.analysis import analyze_ops
+from nas.atomic import atomic_write_json, atomic_write_text
+from nas.budget import parse_budget
+from nas.candidates import score
+from nas.graph import lower, ops_arch_id
+from nas.model import build_model
+from nas.proxies import zero_cost_proxies
+from nas.registry import UnknownModelError, list_models, model_spec
+from nas.scorers import DEFAULT_SCORER, get_scorer, list_scorers
+from nas.spec import ArchSpec
+from results.benchmark import STUDY_DIR
+from results.run import RunInUse, lock_run_dir
+from runners.datasets import DataError, DataNotFound, augment, load_dataset
+from runners.options import TrainingOptions
+from runners.ray_local import ray_session, token_file
+from runners.tune import EXTRA_PREFIX, train_candidate, tune_candidates
+from search_spaces import get_space
 
 STUDY = "study.json"
 ARCHS = "archs.csv"
@@ -100,7 +119,6 @@ class StudySettings:
         ``references`` names some."""
         if self.references is not None:
             return self.references
-        from nas.registry import list_models
 
         return tuple(m for m in list_models() if not m.endswith("_fp"))
 
@@ -157,11 +175,6 @@ def arch_metrics(spec) -> dict[str, Any]:
     """Every training-free metric of a spec as the search defines it (224 px, 1000 classes): its
     costs, depth, the gradient-path components N and L at network, stage (mean) and block (mean)
     scope, and every registered scorer's key."""
-    from nas.analysis import analyze_ops
-    from nas.graph import lower
-    from nas.scorers import get_scorer, list_scorers
-    from nas.search import score
-
     ops = lower(spec)
     row = score(ops)
     row.pop("key")
@@ -187,12 +200,6 @@ def proxy_metrics(spec, splits, seed: int) -> dict[str, float]:
     """The zero-cost proxies of ``spec`` (the network that is trained) at its initialisation
     with ``seed`` (the one training starts from), on the first :data:`PROXY_BATCH` training
     images."""
-    import torch
-
-    from nas.model import build_model
-    from nas.proxies import zero_cost_proxies
-    from runners.datasets import augment
-
     torch.manual_seed(seed)
     model = build_model(spec)
     images, labels = next(iter(torch.utils.data.DataLoader(splits.train, batch_size=PROXY_BATCH)))
@@ -204,8 +211,6 @@ def train_with_proxies(config: dict[str, Any]) -> None:
     initialisation it trains from, reported with every epoch, then the training of
     :func:`runners.tune.train_candidate`. The proxies run in the trial, beside the other trials,
     and a restored trial computes them again (they are deterministic)."""
-    from runners.tune import train_candidate
-
     train_candidate(
         config, probe=lambda spec, splits, options: proxy_metrics(spec, splits, options.seed)
     )
@@ -213,12 +218,6 @@ def train_with_proxies(config: dict[str, Any]) -> None:
 
 def plan(settings: StudySettings) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """The study's architectures (one row each, with every metric) and its jobs."""
-    import optuna
-
-    from nas.graph import lower, ops_arch_id
-    from nas.registry import model_spec
-    from search_spaces import get_space
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = settings
     rows: list[dict[str, Any]] = []
@@ -273,7 +272,6 @@ def plan(settings: StudySettings) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
                 "pool_size": None,
             }
         )
-    from nas.spec import ArchSpec
 
     for row in rows:
         row.update(arch_metrics(ArchSpec.from_json(row["spec"])))
@@ -282,10 +280,6 @@ def plan(settings: StudySettings) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
 
 
 def _default_key(spec) -> tuple[float, ...]:
-    from nas.analysis import analyze_ops
-    from nas.graph import lower
-    from nas.scorers import DEFAULT_SCORER, get_scorer
-
     return get_scorer(DEFAULT_SCORER)(analyze_ops(lower(spec)))
 
 
@@ -331,8 +325,6 @@ def read_runs(folder: Path) -> pd.DataFrame:
 
 def _append_runs(folder: Path, rows: list[dict[str, Any]]) -> None:
     """Add ``rows`` to ``runs.csv`` atomically (the whole table rewritten in one rename)."""
-    from nas.atomic import atomic_write_text
-
     old = read_runs(folder)
     new = pd.DataFrame(rows)
     table = new if old.empty else pd.concat([old, new], ignore_index=True)
@@ -353,9 +345,6 @@ def run_jobs(
 ) -> int:
     """Train ``jobs`` in batches (one Tune experiment each, jobs of one recipe and seed), each
     batch's results appended to ``runs.csv`` as it ends; returns how many failed."""
-    from runners.ray_local import ray_session, token_file
-    from runners.tune import EXTRA_PREFIX, TrainingOptions, train_candidate, tune_candidates
-
     spec_of = dict(zip(archs["arch_id"], archs["spec"], strict=True))
     name_of = dict(zip(archs["arch_id"], archs["name"], strict=True))
     home = folder / WORK / ".ray_home"
@@ -456,14 +445,11 @@ _shard.__name__ = "shard K/N"
 
 
 def _settings(args) -> StudySettings:
-    from nas.budget import parse_budget
-
     try:
         budget = parse_budget(args.budget)
     except ValueError as e:
         raise _cli.UsageError(f"--budget: {e}") from None
     spaces = tuple(dict.fromkeys(x.strip() for x in args.spaces.split(",") if x.strip()))
-    from search_spaces import get_space
 
     for name in spaces:
         try:
@@ -474,8 +460,6 @@ def _settings(args) -> StudySettings:
         raise _cli.UsageError("--spaces: give at least one search space, e.g. resnet,densenet")
     references = None
     if args.references is not None:
-        from nas.registry import UnknownModelError, model_spec
-
         references = tuple(x.strip() for x in args.references.split(",") if x.strip())
         for name in references:
             try:
@@ -493,7 +477,6 @@ def _settings(args) -> StudySettings:
                 f"--recipes {args.recipes}: give a JSON object with the recipes "
                 f"{', '.join(RECIPES)}, each an object of TrainingOptions fields"
             )
-        from runners.tune import TrainingOptions
 
         known = {f.name for f in dataclasses.fields(TrainingOptions)}
         for name, recipe in recipes.items():
@@ -518,8 +501,6 @@ def _settings(args) -> StudySettings:
 
 def _load_data(settings: StudySettings, data_dir: str | None):
     """The study's dataset, checked before any work starts (one line where it is missing)."""
-    from runners.datasets import DataError, DataNotFound, load_dataset
-
     try:
         return load_dataset(settings.dataset, data_dir)
     except (DataNotFound, DataError) as e:
@@ -528,8 +509,6 @@ def _load_data(settings: StudySettings, data_dir: str | None):
 
 def _open_study(folder: Path, settings: StudySettings):
     """The study's architectures and jobs: read from ``folder``, or planned there now."""
-    from nas.atomic import atomic_write_json, atomic_write_text
-
     path = folder / STUDY
     if path.is_file():
         try:
@@ -562,8 +541,6 @@ def _open_study(folder: Path, settings: StudySettings):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from results.benchmark import STUDY_DIR
-
     parser = _cli.Parser(
         prog="python -m runners.study",
         description="Train a sample of binary CNNs to measure whether gradient-path metrics "
@@ -605,7 +582,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = _settings(args)
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
-    from results.run import RunInUse, lock_run_dir
 
     try:
         lock = lock_run_dir(folder)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import os
 import sys
 import time
@@ -23,17 +24,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import torch
+
+from nas.spec import ArchSpec
+from runners.datasets import load_dataset
+from runners.train import TrainConfig, proxy_spec, train
+
 STUDY_DIR = Path(__file__).parent.parent / "results" / "study"
 
 
 def _work(job: dict[str, Any], data_dir: str | None, precision: str, device: str) -> dict[str, Any]:
     """Train one (architecture, recipe) at full width on the GPU; its row."""
-    import torch
-
-    from nas.spec import ArchSpec
-    from runners.datasets import load_dataset
-    from runners.train import TrainConfig, proxy_spec, train
-
     splits = load_dataset("fashion_mnist", data_dir)
     recipe = job["recipe_options"]
     spec = proxy_spec(
@@ -80,8 +82,6 @@ def _worker(queue, results, data_dir: str | None, precision: str, device: str) -
 
 def jobs(study: Path) -> list[dict[str, Any]]:
     """The long part's architectures, each with the long recipe first, then the short one."""
-    import pandas as pd
-
     plan = json.loads((study / "study.json").read_text())
     archs = pd.read_csv(study / "archs.csv", dtype={"arch_id": str}).set_index("arch_id")
     recipes = plan["settings"]["recipes"]
@@ -100,10 +100,6 @@ def jobs(study: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import multiprocessing as mp
-
-    import pandas as pd
-
     parser = argparse.ArgumentParser(prog="python -m runners.study_gpu", description=__doc__)
     parser.add_argument("--study", default=str(STUDY_DIR))
     parser.add_argument("--data-dir")

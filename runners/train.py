@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nas.atomic import atomic_write_bytes
 from nas.model import build_model
 from nas.spec import ArchSpec, Stage
 from runners.datasets import Splits, augment
@@ -200,8 +201,6 @@ def save_checkpoint(
     path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, history: list[EpochStats]
 ) -> None:
     """Weights, optimizer state and the epochs done so far, written atomically."""
-    from nas.atomic import atomic_write_bytes
-
     buffer = io.BytesIO()
     torch.save(
         {

@@ -22,38 +22,21 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from nas.atomic import atomic_write_text
+from nas.spec import ArchSpec
+from runners.datasets import load_dataset
+from runners.options import TrainingOptions
+from runners.ray_local import ray_session, token_file
+from runners.train import TrainConfig, proxy_spec, train
+
 EXTRA_PREFIX = "probe_"  # reported metrics that a wrapping trainable adds (kept in the rows)
 
 
-@dataclass(frozen=True)
-class TrainingOptions:
-    """How the top candidates are trained (the ``nas.search`` flags)."""
-
-    top: int = 3
-    dataset: str = "fashion_mnist"
-    data_dir: str | None = None
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 2e-3
-    width_mult: float = 0.5
-    stem_stride: int = 2
-    train_subset: int | None = 40000
-    eval_subset: int | None = None
-    augment: bool = False  # a few proxy epochs learn more without it (83.9% against 78.2%)
-    precision: str = "bf16"
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_failures: int = 1
-    ray_address: str | None = None
-    dashboard_port: int = 8265
-    seed: int = 0
-    baseline: str = "bireal_resnet18"  # a reference model trained beside them ("" for none)
 
 
 def train_candidate(
@@ -63,12 +46,9 @@ def train_candidate(
     (for a wrapping trainable): ``probe(spec, splits, options)`` measures the proxy network
     before training; its metrics go into every report, their names prefixed with
     :data:`EXTRA_PREFIX`."""
-    import ray
-    from ray import tune
-
-    from nas.spec import ArchSpec
-    from runners.datasets import load_dataset
-    from runners.train import TrainConfig, proxy_spec, train
+    # Ray, in the trial that runs on a worker (seconds to load)
+    import ray  # noqa: PLC0415
+    from ray import tune  # noqa: PLC0415
 
     config = config["candidate"]
     options = TrainingOptions(**config["options"])
@@ -121,9 +101,6 @@ def run_training(
 ) -> pd.DataFrame:
     """Train ``candidates`` ((arch id, spec file) pairs) in a Ray session of their own; returns
     one row per candidate and writes ``trained.csv`` and ``curves.csv`` in ``run_dir``."""
-    from nas.atomic import atomic_write_text
-    from runners.ray_local import ray_session, token_file
-
     home = run_dir / ".ray_home"
     with ray_session(home, options.ray_address, dashboard_port=options.dashboard_port) as url:
         if url:
@@ -152,8 +129,9 @@ def tune_candidates(
     of the same candidates and options found under ``storage`` is restored, its finished trials
     kept. ``stop_early``: ASHA stops weak trials (the search's top candidates); without it every
     trial trains all its epochs (the benchmark study)."""
-    from ray import tune  # only now: Ray reads its environment when it is imported
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    # only now: Ray reads its environment (the loopback recipe) when it is imported
+    from ray import tune  # noqa: PLC0415
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: PLC0415
 
     storage = storage.resolve()
 

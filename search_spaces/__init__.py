@@ -7,30 +7,27 @@ has (nearly) the budget's FLOPs; the paper's zoo models are points of these spac
 
 from __future__ import annotations
 
-from nas._names import unknown_name
+from nas._names import Registry
 from search_spaces._base import Param, SearchSpace, Solved, Structure
 from search_spaces.densenet import DenseNetSpace
 from search_spaces.resnet import ResNetSpace
 
-_SPACES: dict[str, SearchSpace] = {}
+_SPACES: Registry[SearchSpace] = Registry(
+    "search space", lambda: f"known: {', '.join(list_spaces())}, all"
+)
 
 
 def register_space(space: SearchSpace) -> SearchSpace:
-    if space.name in _SPACES:
-        raise ValueError(f"search space {space.name!r} is registered twice")
-    _SPACES[space.name] = space
-    return space
+    return _SPACES.register(space, space.name)
 
 
 def list_spaces() -> list[str]:
-    return sorted(_SPACES)
+    return _SPACES.names()
 
 
 def get_space(name: str) -> SearchSpace:
-    if name not in _SPACES:
-        known = f"known: {', '.join(list_spaces())}, all"
-        raise KeyError(unknown_name("search space", name, _SPACES, known))
-    return _SPACES[name]
+    """The space ``name``; an unknown name is a KeyError naming the closest ones."""
+    return _SPACES.get(name)
 
 
 register_space(ResNetSpace())

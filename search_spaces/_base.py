@@ -2,7 +2,7 @@
 
 A space samples a *structure* (a dict of choices), then :meth:`SearchSpace.solve` finds the
 largest width (base width or growth rate) whose FLOPs fit the budget; FLOPs grow monotonically
-with it (DESIGN.md section 6). Only structures whose solved FLOPs land in the band
+with it (docs/design.md section 6). Only structures whose solved FLOPs land in the band
 [budget * (1 - tolerance), budget] are candidates.
 """
 

@@ -1,11 +1,13 @@
-"""The ResNet family: per stage, blocks of binary 3x3 convs whose shortcut placement is searched."""
+"""The ResNet family: per stage, blocks of binary 3x3 convs whose shortcut placement is searched,
+laid out by :func:`nas.families.resnet_layout` (as the zoo's ResNets)."""
 
 from __future__ import annotations
 
 import optuna
 
 from nas.blocks import chain_convs, fractal_convs, shortcuts
-from nas.spec import ArchSpec, Block, Stage, Stem, Transition
+from nas.families import DOWNSAMPLES, resnet_layout
+from nas.spec import ArchSpec, Block
 from search_spaces._base import Param, SearchSpace, Structure
 
 STAGES = 4
@@ -36,7 +38,7 @@ class ResNetSpace(SearchSpace):
         return [
             Param(
                 "downsample",
-                ("in_block", "transition"),
+                DOWNSAMPLES,
                 when="stages 2-4: stride-2 first block (Bi-Real) or AvgPool + FP 1x1 (IGP)",
             ),
             Param("stem_width", ("base", "64"), when="stem channels: W, or 64"),
@@ -87,23 +89,13 @@ class ResNetSpace(SearchSpace):
 
     def build(self, structure: Structure, width: int, input_size: int, classes: int) -> ArchSpec:
         s = structure
-        in_block = s["downsample"] == "in_block"
-        stages = []
-        for k in range(1, STAGES + 1):
-            w = width * 2 ** (k - 1)
-            blocks = tuple(
-                self._block(s, w, 2 if in_block and k > 1 and b == 0 else 1)
-                for b in range(s[f"s{k}_blocks"])
-            )
-            transition = None if in_block or k == 1 else Transition("avgpool_conv", w)
-            stages.append(Stage(blocks=blocks, transition=transition))
-        stem = Stem(
-            "imagenet" if input_size >= 64 else "small", width if s["stem_width"] == "base" else 64
-        )
-        return ArchSpec(
-            name=f"resnet-w{width}",
-            stages=tuple(stages),
-            stem=stem,
+        return resnet_layout(
+            f"resnet-w{width}",
+            tuple(s[f"s{k}_blocks"] for k in range(1, STAGES + 1)),
+            lambda w, stride: self._block(s, w, stride),
+            width,
+            downsample=s["downsample"],
+            stem_channels=width if s["stem_width"] == "base" else 64,
             input_size=input_size,
             classes=classes,
             activation="approxsign",

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 
@@ -12,3 +14,36 @@ def pytest_addoption(parser):
 @pytest.fixture
 def update_snapshots(request) -> bool:
     return request.config.getoption("--update-snapshots")
+
+
+def in_ci() -> bool:
+    """Under CI (``CI`` set and not 0/false, as ``.ci/run`` and most CI services set it), where
+    ``./setup.sh`` has installed every tool the tests use."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture
+def require():
+    """``require(ok, reason)``: nothing where ``ok``; else the test is skipped with ``reason``,
+    or, under CI (:func:`in_ci`), fails with it: there a missing tool (strace, gcc) means that
+    ``./setup.sh`` did not set the machine up, which must not pass as a skip."""
+
+    def check(ok: object, reason: str) -> None:
+        if ok:
+            return
+        if in_ci():
+            pytest.fail(f"{reason} (CI: ./setup.sh should have provided it)", pytrace=False)
+        pytest.skip(reason)
+
+    return check
+
+
+# The networks that the tests taking every zoo network build and run in the fast part
+# (-m "not slow"): one of each family (Bi-Real residual, binary dense, IGP, full precision); the
+# whole suite runs them all.
+FAST_ZOO = ("bireal_resnet18", "binary_densenet28", "igp_resnet21", "resnet18_fp")
+
+
+def zoo_params(names):
+    """``names`` for ``pytest.mark.parametrize``, those outside :data:`FAST_ZOO` marked slow."""
+    return [n if n in FAST_ZOO else pytest.param(n, marks=pytest.mark.slow) for n in names]

@@ -4,9 +4,11 @@ import math
 
 import pytest
 import torch
+from conftest import zoo_params
 
-from nas import list_models, model_spec, module_cost, spec_cost
+from nas import build_model, list_models, model_spec, module_cost, spec_cost
 from nas.graph import depth
+from nas.registry import model_doc
 
 # Table 1 of the paper as printed (storage Mbit, FLOPs), for the rows the zoo reproduces.
 PAPER_ROWS = {
@@ -25,7 +27,8 @@ def test_table1_rows_reproduced_to_printed_digits(name):
 
 
 def test_bireal_resnet18_by_hand():
-    """DESIGN.md section 3: every count of Bi-Real ResNet18(64), from the layer shapes by hand."""
+    """docs/design.md section 3: every count of Bi-Real ResNet18(64), from the layer shapes by
+    hand."""
     binary = 0
     bops = 0
     for s, (w, side) in enumerate([(64, 56), (128, 28), (256, 14), (512, 7)]):
@@ -44,10 +47,10 @@ def test_bireal_resnet18_by_hand():
         bops,
         fp_macs,
     )
-    # the figures DESIGN.md prints for it
+    # the figures docs/design.md section 3 prints for it
     assert round(total.binary_params / 1e6, 3) == 10.985
-    # DESIGN.md prints 0.694 M FP weights: that figure includes the fc bias (1,000), which the
-    # storage convention leaves out (IGP-ResNet37's 32.2 Mbit needs it left out).
+    # 0.694 M FP weights with the fc bias (1,000), which the storage convention leaves out
+    # (docs/design.md section 3; IGP-ResNet37's 32.2 Mbit needs it left out).
     assert total.fp_params == 693_440
     assert round((total.fp_params + 1000) / 1e6, 3) == 0.694
     assert round(total.bops / 1e9, 3) == 1.676
@@ -79,8 +82,6 @@ def test_igp_resnet37_reconstruction_figures():
     ],
 )
 def test_documented_gaps_match_the_docstrings(name, storage, flops):
-    from nas.registry import model_doc
-
     total = spec_cost(model_spec(name)).total
     assert round(total.storage_mbit, 2) == storage
     assert total.flops == pytest.approx(flops, rel=5e-4)
@@ -132,13 +133,11 @@ def test_depth_is_the_papers_layer_count(name, expected):
     assert depth(model_spec(name)) == expected
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", zoo_params(list_models()))
 @pytest.mark.parametrize("input_size", [224, 28])
 @pytest.mark.parametrize("count_bn", [False, True])
 def test_spec_cost_equals_module_count(name, input_size, count_bn):
     spec = model_spec(name, input_size=input_size, classes=10 if input_size == 28 else 1000)
-    from nas import build_model
-
     model = build_model(spec)
     counted = module_cost(model, torch.zeros(1, 3, input_size, input_size), count_bn=count_bn)
     computed = spec_cost(spec, count_bn=count_bn)

@@ -9,6 +9,7 @@ import networkx as nx
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import zoo_params
 from torch import nn
 
 from nas import (
@@ -28,8 +29,9 @@ from nas import (
 )
 from nas.blocks import chain_block, dense_unit, fractal_block
 from nas.graph import _labels
-from nas.scorers import _SCORERS
+from nas.scorers import SCORERS
 from nas.trace import autograd_reached
+from pipeline.benchmarks import chain_spec
 
 ROOT = Path(__file__).parent.parent
 SIDE, WIDTH = 8, 16
@@ -103,7 +105,7 @@ def test_zoo_bireal_stage1_and_igp_against_bireal():
     assert key(igp) < key(bireal)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", zoo_params(list_models()))
 def test_traced_module_graph_equals_spec_graph(name):
     spec = model_spec(name, input_size=32, classes=10)
     model = build_model(spec)
@@ -119,7 +121,7 @@ def test_traced_module_graph_equals_spec_graph(name):
     assert analyze(model, x).to_dict() == analyze_spec(spec).to_dict()
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", zoo_params(list_models()))
 def test_graph_agrees_with_autograd(name):
     spec = model_spec(name, input_size=32, classes=10)
     model = build_model(spec)
@@ -233,7 +235,7 @@ def test_scorer_registry_is_pluggable():
             9 * 64 * 64 * 56 * 56 / 64,
         )
     finally:
-        del _SCORERS["first_stage_n2"]
+        SCORERS.remove("first_stage_n2")
     with pytest.raises(KeyError, match="stage_mean_n"):
         get_scorer("stage_mean")
 
@@ -253,7 +255,7 @@ def test_cli_json_and_plot(tmp_path):
     for entry in [data["network"], *data["stages"], *data["blocks"], *data["layers"]]:
         assert len(entry["N"]) == len(entry["L"]) == len(entry["count"]) == 3
     assert data["stages"][0]["N"] == [0, 9 * 64 * 64 * 56 * 56 / 64, 2 * 9 * 64 * 64 * 56 * 56 / 64]
-    import matplotlib.image
+    import matplotlib.image  # noqa: PLC0415 - heavy: only this test reads an image
 
     assert matplotlib.image.imread(png).shape[0] > 100
 
@@ -282,8 +284,6 @@ def test_cli_plot_into_a_place_that_cannot_be_written(tmp_path):
     """A missing folder, a path under a regular file (as root, a read-only folder does not stop
     a write), an unknown image format, a scope too large to draw: one line, exit 2, naming the
     file or the scope, and no image written."""
-    from nas.benchmarks import chain_spec
-
     (tmp_path / "afile").write_text("")
     chain = tmp_path / "chain.json"
     chain.write_text(chain_spec(600).to_json())

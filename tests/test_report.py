@@ -10,6 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+# every test reads a real search run (the module's fixture runs nas.search)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).parent.parent
 
 

@@ -11,6 +11,10 @@ from pathlib import Path
 import optuna
 import pytest
 
+# every test runs the search command: most of them a whole search, the others one process per
+# bad flag (about 2 s each)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).parent.parent
 SEARCH = [sys.executable, "-m", "nas.search", "--no-progress", "--train-top", "0"]
 

@@ -14,26 +14,11 @@ import pytest
 
 from nas import arch_id, model_spec, spec_cost
 from nas.budget import format_flops, parse_budget
+from nas.candidates import COLUMNS
 from search_spaces import get_space, list_spaces
 
 ROOT = Path(__file__).parent.parent
 BUDGET = 0.16e9
-COLUMNS = [
-    "arch_id",
-    "space",
-    "flops",
-    "bops",
-    "fp_macs",
-    "storage_mbit",
-    "params",
-    "N_1st",
-    "N_2nd",
-    "N_3rd",
-    "L_1st",
-    "L_2nd",
-    "L_3rd",
-    "rank",
-]
 
 
 def _search(*args, check=True, **kw) -> subprocess.CompletedProcess:
@@ -115,9 +100,10 @@ def run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_run_directory_and_candidates(run):
     table = pd.read_csv(run / "candidates.csv")
-    assert set(COLUMNS) <= set(table.columns)
+    assert tuple(table.columns) == COLUMNS
     found = table[table["reference"].isna()]
     assert len(found) > 10
     assert ((found["flops"] >= BUDGET * 0.95) & (found["flops"] <= BUDGET)).all()
@@ -151,6 +137,7 @@ def test_run_directory_and_candidates(run):
     assert json.loads(profile.stdout)["arch_id"] == found.iloc[0]["arch_id"]
 
 
+@pytest.mark.slow
 def test_study_is_readable_by_optuna_tools_and_never_scores_twice(run):
     settings = json.loads((run / "settings.json").read_text())
     out = subprocess.run(
@@ -180,6 +167,7 @@ def test_study_is_readable_by_optuna_tools_and_never_scores_twice(run):
         assert (t.constraints.get("flops_band", 0) > 0) == (not r["feasible"])
 
 
+@pytest.mark.slow
 def test_same_seed_same_ranking_and_resume_after_sigkill(run, tmp_path):
     """A second run with the seed of ``run``, killed with SIGKILL mid-search and resumed, ends
     with the same 60 trials and the same files."""
@@ -214,6 +202,7 @@ def test_same_seed_same_ranking_and_resume_after_sigkill(run, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_report_rebuilds_from_files(run):
     (run / "report.md").unlink()
     (run / "plots" / "key_vs_flops.png").unlink()
@@ -227,6 +216,7 @@ def test_report_rebuilds_from_files(run):
     assert (run / "plots" / "key_vs_flops.png").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["random", "nsga2"])
 def test_other_samplers(sampler, tmp_path):
     out = tmp_path / sampler
@@ -247,6 +237,7 @@ def test_other_samplers(sampler, tmp_path):
     assert len(found) and (found["space"] == "resnet").all()
 
 
+@pytest.mark.slow
 def test_resnet_space_ranks_igp_style_above_bireal(tmp_path):
     out = tmp_path / "r"
     _search("--budget", "0.16GFLOPs", "--space", "resnet", "--trials", "40", "--out", str(out))
@@ -298,6 +289,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
         assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_storage_url(tmp_path):
     """--storage puts the study in another database (here a second SQLite file standing in for
     PostgreSQL); the run directory keeps everything else."""
@@ -333,6 +325,7 @@ def _marked(mark: str) -> list[int]:
     return alive
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_helpers_die_with_the_search(tmp_path):
     """SIGKILL of the search, at moments from before its helpers start to deep in the search,
@@ -379,6 +372,7 @@ def test_helpers_die_with_the_search(tmp_path):
             burner.wait()
 
 
+@pytest.mark.slow
 def test_train_top_through_ray_tune(tmp_path):
     """The top candidate trained through a local Ray Tune run on loopback; its accuracy joined to
     candidates.csv and reported."""
@@ -423,6 +417,7 @@ def test_train_top_through_ray_tune(tmp_path):
     assert [p.stat().st_mode & 0o777 for p in (home, token.parent, token)] == [0o700, 0o700, 0o600]
 
 
+@pytest.mark.slow
 def test_every_trained_candidate_failed_is_a_failed_run(tmp_path):
     """An image folder with a corrupt JPEG: the only trained candidate fails; the command exits 1
     and its last line says why, naming the file."""

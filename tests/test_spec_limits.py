@@ -7,13 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 
-from nas import ArchSpec, SpecError, list_models, model_spec
+from nas import ArchSpec, SpecError, arch_id, list_models, model_spec
 from nas import spec as spec_module
-from nas.benchmarks import chain_spec, spec_size
+from nas.blocks import chain_block
 from nas.graph import depth, lower
 from nas.metrics import PathGraph
+from nas.paths import render as paths_render
+from nas.profile import render as profile_render
+from nas.spec import Stage, Stem
+from pipeline.benchmarks import chain_spec, spec_size
+from search_spaces import get_space, list_spaces
 
 ROOT = Path(__file__).parent.parent
 
@@ -102,6 +108,7 @@ BAD_SPEC_FILES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["nas.paths", "nas.profile"])
 @pytest.mark.parametrize(
     "name, content, says", BAD_SPEC_FILES, ids=[case[0] for case in BAD_SPEC_FILES]
@@ -135,21 +142,22 @@ BAD_FLAGS = [
     ("nas.paths", ["--classes", "-3"], "argument --classes: invalid number of classes"),
     ("nas.profile", ["--classes", "nan"], "argument --classes: invalid number of classes"),
     ("nas.profile", ["--input-size", "1e9"], "argument --input-size: invalid input size"),
-    ("nas.kernels.bench", ["--seconds", "nan"], "argument --seconds: invalid number of seconds"),
-    ("nas.kernels.bench", ["--seconds", "-1"], "argument --seconds"),
-    ("nas.kernels.bench", ["--seconds", "0"], "argument --seconds"),
-    ("nas.kernels.bench", ["--seconds", "inf"], "argument --seconds"),
+    ("nas.packed.bench", ["--seconds", "nan"], "argument --seconds: invalid number of seconds"),
+    ("nas.packed.bench", ["--seconds", "-1"], "argument --seconds"),
+    ("nas.packed.bench", ["--seconds", "0"], "argument --seconds"),
+    ("nas.packed.bench", ["--seconds", "inf"], "argument --seconds"),
     ("nas.benchmarks", ["scoring", "--seconds", "nan"], "argument --seconds"),
     ("nas.benchmarks", ["scoring", "--repeats", "0"], "argument --repeats"),
     ("nas.benchmarks", ["spec-size", "--sizes", "0"], "argument --sizes"),
     ("nas.benchmarks", ["spec-size", "--sizes", "10000000"], "argument --sizes"),
-    ("nas.kernels.pack", ["--check", "0"], "argument --check: invalid number of images"),
+    ("nas.packed.pack", ["--check", "0"], "argument --check: invalid number of images"),
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, flags, says", BAD_FLAGS)
 def test_a_bad_number_is_refused_as_it_is_parsed(command, flags, says):
-    model = [] if command in ("nas.kernels.bench", "nas.benchmarks") else ["bireal_resnet18"]
+    model = [] if command in ("nas.packed.bench", "nas.benchmarks") else ["bireal_resnet18"]
     _one_line_error(_run(command, *model, *flags), f"{command}: error: {says}")
 
 
@@ -203,10 +211,6 @@ def test_block_and_edge_totals(monkeypatch):
 
 
 def test_every_zoo_model_and_search_space_net_is_within_the_limits():
-    import optuna
-
-    from search_spaces import get_space, list_spaces
-
     for name in list_models():
         model_spec(name)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -229,13 +233,11 @@ def test_the_limits_are_stated():
 N_BLOCKS = 20_000
 
 
+@pytest.mark.slow
 def test_paths_and_profile_of_a_spec_of_many_blocks(tmp_path):
     """N Bi-Real blocks in a row: the network has 2^N paths, sum_k C(N, k) of them through k
     convs, so N = (0, c, 2c) with counts 1, N and N(N-1)/2; a conv of block i reaches the output
     through the N-1-i blocks after it. Checked through both commands' JSON."""
-    from nas.paths import render as paths_render
-    from nas.profile import render as profile_render
-
     spec = chain_spec(N_BLOCKS)
     path = tmp_path / "chain.json"
     path.write_text(spec.to_json())
@@ -262,7 +264,7 @@ def test_paths_and_profile_of_a_spec_of_many_blocks(tmp_path):
     assert profile["depth"] == N_BLOCKS + 2 == depth(spec)
     assert profile["binary_params"] == N_BLOCKS * 9 * 64 * 64
     assert profile["bops"] == N_BLOCKS * 9 * 64 * 64 * 32 * 32
-    assert profile["arch_id"] == data["arch_id"] == spec.arch_id
+    assert profile["arch_id"] == data["arch_id"] == arch_id(spec)
     text = paths_render(spec)
     assert text.count("\n") > 2 * N_BLOCKS and f"stages.0.blocks.{N_BLOCKS - 1}" in text
 
@@ -270,9 +272,6 @@ def test_paths_and_profile_of_a_spec_of_many_blocks(tmp_path):
 def test_a_block_of_many_nodes_is_lowered_in_one_pass():
     """A block of a 20,000-conv chain with a Bi-Real shortcut beside each: 40,000 edges (the
     per-node edge scan this replaced took minutes)."""
-    from nas.blocks import chain_block
-    from nas.spec import Stage, Stem
-
     m = 20_000
     spec = ArchSpec(
         name="long_block",

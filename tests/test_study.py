@@ -85,12 +85,13 @@ def test_stratified_pick_covers_the_range_evenly():
     assert strata_value((1.0, None, 2.0)) == math.inf
 
 
+@pytest.mark.slow
 def test_a_study_row_is_reproduced_from_scratch_and_a_kill_loses_nothing(tmp_path, tiny_recipes):
     """A small study on a tiny recipe: the sample is in the band, from both spaces, with widths
     from the solver without the floor; killed after its first finished batch and run again, it
     trains nothing twice and ends with every job; one row's metrics and accuracy equal what the
     project's own functions compute from its spec and recipe."""
-    from nas.search import score
+    from nas.candidates import score
     from runners.datasets import load_dataset
     from runners.train import TrainConfig, proxy_spec, train
     from search_spaces import get_space
@@ -182,6 +183,7 @@ def test_a_study_row_is_reproduced_from_scratch_and_a_kill_loses_nothing(tmp_pat
     assert row["train_loss"] == pytest.approx(history[-1].train_loss, rel=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, words",
     [
@@ -207,6 +209,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, words):
     assert not (tmp_path / "out" / "study.json").exists()
 
 
+@pytest.mark.slow
 def test_a_directory_of_another_study_or_of_something_else_is_refused(tmp_path, tiny_recipes):
     out = tmp_path / "study"
     args = ["--references", "bireal_resnet18", "--plan-only"]

@@ -32,6 +32,7 @@ def _toy(n: int = 256, seed: int = 0) -> Splits:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
 def test_training_learns(precision):
     splits = _toy()
@@ -54,6 +55,7 @@ def test_same_seed_same_training():
     assert a[0].train_loss == b[0].train_loss and a[0].top1 == b[0].top1
 
 
+@pytest.mark.slow
 def test_checkpoint_resume_ends_as_an_uninterrupted_run(tmp_path):
     splits = _toy()
     spec = proxy_spec(model_spec("bireal_resnet18"), splits, width_mult=0.125)

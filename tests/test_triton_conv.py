@@ -110,6 +110,7 @@ def report() -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[str(c) for c in CASES])
 def test_triton_conv_is_exact(report, index):
     """Every output equals the reference bit for bit (float epilogue included); the fixed
@@ -121,11 +122,13 @@ def test_triton_conv_is_exact(report, index):
         assert result["distinct"] > 2
 
 
+@pytest.mark.slow
 def test_a_flipped_weight_bit_is_caught(report):
     # the flipped bit changes the dot by 2 at every output pixel of that channel
     assert report["flipped_bad"] == 7 * 7
 
 
+@pytest.mark.slow
 def test_import_needs_no_triton_and_names_the_fix(report):
     assert report["triton_imported_by_import"] is False
     assert "pip install triton" in report["missing_triton_error"]
@@ -148,16 +151,17 @@ def test_bench_gpu_without_cuda_says_so_in_one_line():
     assert done.stderr == "bench_gpu needs a CUDA GPU (torch.cuda.is_available() is False)\n"
 
 
+@pytest.mark.slow
 def test_every_gpu_launch_config_is_exact(report):
-    from nas.kernels.triton_conv import _kernels
+    from nas.kernels._triton_kernel import CONFIGS as configs
 
-    configs = _kernels().CONFIGS
     assert len(report["configs_bad"]) == 6 * len(configs)
     assert not any(report["configs_bad"])
     assert any(c["SPLIT_K"] > 1 for c in configs)  # the split launches were among them
     assert report["workspace_nonzero"] == [0]  # and left their workspace zero
 
 
+@pytest.mark.slow
 def test_signs_of_gives_the_signs_as_int8_nhwc(report):
     # 3x4 pixels with one pixel of padding each side, 70 channels
     assert report["signs_of"] == ["torch.int8", [2, 5, 6, 70], True]

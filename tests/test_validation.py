@@ -120,6 +120,7 @@ def test_seed_noise_and_claims_against_numpy_and_scipy(tmp_path):
     assert "igp_resnet21" not in found.index  # not trained: no row
 
 
+@pytest.mark.slow
 def test_the_document_is_written_with_its_tables_and_figures(tmp_path):
     _study(tmp_path / "study")
     doc = tmp_path / "docs" / "validation.md"

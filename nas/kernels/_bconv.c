@@ -1,6 +1,6 @@
 /* Bit-packed binary convolution (XNOR-popcount) for inference on the CPU.
  *
- * Layouts (DESIGN.md section 8):
+ * Layouts (docs/design.md section 8):
  *   activations  uint64 [N][H][W][CW]     bit c%64 of word c/64 is 1 where the value is -1
  *   weights      uint64 [K][K][CW][COUT]  the same bits, output channels innermost (vectors)
  *   output       float [N][OH][OW][COUT]  and/or uint64 [N][OH+2p][OW+2p][COUT/64 rounded up]
@@ -566,7 +566,7 @@ void bconv_set_threads(int threads) {
 #endif
 }
 
-/* The arguments of one binary convolution, as nas/kernels/__init__.py packs them (struct "18q"):
+/* The arguments of one binary convolution, as nas/kernels/_dispatch.py packs them (struct "18q"):
  * 64-bit integers, addresses among them (0 for NULL). One pointer crosses ctypes instead of 18
  * arguments it converts one by one: 0.4 us a call instead of 1.65 here. out_stride: floats from
  * one pixel of out_f (and of residual) to the next, cout where they are contiguous, more where

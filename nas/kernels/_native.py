@@ -90,7 +90,7 @@ def keep_freed_memory() -> bool:
     features are 5.6 MB at 224 px), and memory that comes back from the kernel is zeroed page by
     page on first touch. Some processes fell into that pattern and others not: a packed
     binary_densenet28 ran at 17-17.7 ms against 12.2-12.9 with this set. Process-wide, set once
-    (by :class:`nas.kernels.packed.PackedNetwork`); False where the C library has no mallopt."""
+    (by :class:`nas.packed.network.PackedNetwork`); False where the C library has no mallopt."""
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
     except (OSError, AttributeError):
@@ -102,11 +102,12 @@ def keep_freed_memory() -> bool:
 
 def available_paths() -> list[str]:
     """The compiled paths this CPU can run (empty without the library)."""
-    return list(_paths())
+    return list(compiled_paths())
 
 
 @cache
-def _paths() -> tuple[str, ...]:  # asked once: binary_conv2d consults it on every call
+def compiled_paths() -> tuple[str, ...]:
+    """:func:`available_paths` as a tuple, asked once: binary_conv2d consults it on every call."""
     lib = library()
     if lib is None:
         return ()

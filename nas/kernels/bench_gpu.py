@@ -43,7 +43,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from nas.kernels import Packed, PackedWeights, _unpack_weights, reference_conv2d, unpack
+from nas.kernels import Packed, PackedWeights, reference_conv2d, unpack
+from nas.kernels._layout import unpack_weights
 from nas.kernels.triton_conv import (
     EXACTNESS_CASES,
     NEEDS_TRITON,
@@ -79,7 +80,7 @@ def _in_workers(fn, tasks: list, workers: int) -> list:
 def check_case(task: tuple[int, tuple, str]) -> dict:
     """One of the tests' exactness cases on the GPU, with one form of input and each launch
     config (a worker's task: ``(seed, case, input)``)."""
-    from nas.kernels._triton_kernel import CONFIGS
+    from nas.kernels._triton_kernel import CONFIGS  # noqa: PLC0415 - optional: triton
 
     seed, case, name = task
     args = random_case(*case, seed=seed, device="cuda")
@@ -91,7 +92,7 @@ def compile_layer(task: tuple[int, int, int, int, str]) -> None:
     """Run every launch config once on one layer, with and without the epilogue, so that Triton
     compiles them into its disk cache (a worker's task: ``(batch, size, channels, seed, input)``,
     the arguments :func:`bench_layer` uses)."""
-    from nas.kernels._triton_kernel import CONFIGS
+    from nas.kernels._triton_kernel import CONFIGS  # noqa: PLC0415 - optional: triton
 
     batch, size, channels, seed, name = task
     x, w, stride, scale, shift, residual = random_case(
@@ -106,14 +107,14 @@ def compile_layer(task: tuple[int, int, int, int, str]) -> None:
 
 def _graph_ms(fn) -> float:
     """The GPU time of one ``fn()`` (median ms), replayed in a CUDA graph: no launch overhead."""
-    from triton.testing import do_bench_cudagraph
+    from triton.testing import do_bench_cudagraph  # noqa: PLC0415 - optional: triton
 
     return do_bench_cudagraph(fn, rep=10, return_mode="median")
 
 
 def _flushed_ms(fn) -> float:
     """One ``fn()`` launched from Python after an L2 flush (median ms)."""
-    from triton.testing import do_bench
+    from triton.testing import do_bench  # noqa: PLC0415 - optional: triton
 
     return do_bench(fn, return_mode="median")
 
@@ -126,7 +127,7 @@ def bench_layer(batch: int, size: int, channels: int, seed: int, kernels) -> lis
     x_cpu, w_cpu = Packed(x.bits.cpu(), channels, x.pad), PackedWeights(w.bits.cpu(), channels)
     expected_dot = reference_conv2d(x_cpu, w_cpu, stride)
     signs = _bf16_cl(unpack(x_cpu))  # padding included
-    weight = _bf16_cl(_unpack_weights(w_cpu))
+    weight = _bf16_cl(unpack_weights(w_cpu))
 
     def cudnn():
         return F.conv2d(signs, weight, stride=stride)
@@ -216,9 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_gpu needs a CUDA GPU (torch.cuda.is_available() is False)", file=sys.stderr)
         return 2
     try:
-        import triton
+        import triton  # noqa: PLC0415 - optional: triton
 
-        from nas.kernels import _triton_kernel as kernels
+        from nas.kernels import _triton_kernel as kernels  # noqa: PLC0415 - optional: triton
     except ImportError:
         print(NEEDS_TRITON, file=sys.stderr)
         return 2

@@ -1,5 +1,5 @@
-"""The GPU path of the binary convolution (DESIGN.md section 8): a Triton kernel that computes the
-+/-1 conv from packed weights on int8 tensor cores, exact against
+"""The GPU path of the binary convolution (docs/design.md section 8): a Triton kernel that
+computes the +/-1 conv from packed weights on int8 tensor cores, exact against
 :func:`nas.kernels.reference_conv2d`.
 
 Layout, as the CPU kernels take it (:mod:`nas.kernels`): activations ``Packed.bits`` int64
@@ -28,7 +28,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nas.kernels import Packed, PackedWeights, _pack_last, pack_weights, reference_conv2d, unpack
+from nas.kernels import Packed, PackedWeights, pack_weights, reference_conv2d, unpack
+from nas.kernels._layout import pack_last
 
 __all__ = ["EXACTNESS_CASES", "mismatches", "random_case", "signs_of", "triton_binary_conv2d"]
 
@@ -40,7 +41,7 @@ NEEDS_TRITON = (
 
 def _kernels():
     try:
-        from nas.kernels import _triton_kernel
+        from nas.kernels import _triton_kernel  # noqa: PLC0415 - optional: triton
     except ImportError as e:
         raise ImportError(f"{NEEDS_TRITON}: {e}") from e
     return _triton_kernel
@@ -195,7 +196,7 @@ def random_case(
     g = torch.Generator().manual_seed(seed)
     pad = kernel // 2
     negative = torch.rand(batch, height, width, channels, generator=g) < 0.5
-    bits = F.pad(_pack_last(negative), (0, 0, pad, pad, pad, pad))  # zero bits: +1 padding
+    bits = F.pad(pack_last(negative), (0, 0, pad, pad, pad, pad))  # zero bits: +1 padding
     weights = pack_weights(torch.randn(cout, channels, kernel, kernel, generator=g))
     x = Packed(bits.to(device), channels, pad)
     weights = PackedWeights(weights.bits.to(device), channels)

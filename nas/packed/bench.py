@@ -1,4 +1,4 @@
-"""``python -m nas.kernels.bench [--json] [--threads 1|2] [--batch 1|16]``: the packed binary conv
+"""``python -m nas.packed.bench [--json] [--threads 1|2] [--batch 1|16]``: the packed binary conv
 against PyTorch on the Bi-Real18 3x3 layers, then whole networks.
 
 Per layer (56x56x64, 28x28x128, 14x14x256, 7x7x512; 3x3, stride 1, +1 padding): milliseconds of the
@@ -12,7 +12,7 @@ ADD ceiling are probed before and after (they drift with the host's boost). Then
 224 px per image, ``bireal_resnet18``, ``igp_resnet37`` (the paper's, its widths no multiples of 32)
 and ``binary_densenet28``: the packed model against the PyTorch module in fp32 and in bf16 autocast
 (eval mode). Medians over interleaved rounds, threads pinned (``OMP_PROC_BIND=close
-OMP_PLACES=cores``; the command restarts itself with them). DESIGN.md section 8 has the anchors
+OMP_PLACES=cores``; the command restarts itself with them). docs/design.md section 8 has the anchors
 measured on another machine.
 """
 
@@ -24,13 +24,16 @@ import os
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
+
+import numpy as np
 
 from nas import _cli
 
 LAYERS = ((56, 64), (28, 128), (14, 256), (7, 512))
 MODELS = ("bireal_resnet18", "igp_resnet37", "binary_densenet28")
-ANCHORS_MS = {  # DESIGN.md section 8, one core, batch 1
+ANCHORS_MS = {  # docs/design.md section 8, one core, batch 1
     "torch_fp32": (1.17, 1.20, 1.35, 2.00),
     "openvino": (0.103, 0.105, 0.108, 0.107),
 }
@@ -80,9 +83,8 @@ def _openvino_layer(batch: int, size: int, channels: int, threads: int):
     """A compiled OpenVINO BinaryConvolution (xnor-popcount, pad value +1) on +/-1 data, as a
     callable; None where ``openvino`` is not installed (``pip install .[openvino]``)."""
     try:
-        import numpy as np
-        import openvino as ov
-        import openvino.opset8 as ops
+        import openvino as ov  # noqa: PLC0415 - optional: the OpenVINO anchor
+        import openvino.opset8 as ops  # noqa: PLC0415 - optional: the OpenVINO anchor
     except ImportError:
         return None
     x = ops.parameter([batch, channels, size, size], ov.Type.f32)
@@ -101,10 +103,8 @@ def _openvino_layer(batch: int, size: int, channels: int, threads: int):
 def _int8_layer(padded, signs):
     """PyTorch's quantized int8 conv of the same +/-1 values (uint8 activations, int8 weights), as
     a callable; None where this PyTorch has no quantized engine for the CPU."""
-    import warnings
-
-    import torch
-    import torch.ao.nn.quantized as nnq
+    import torch  # noqa: PLC0415 - torch: after the threads are pinned
+    import torch.ao.nn.quantized as nnq  # noqa: PLC0415 - torch: after the threads are pinned
 
     channels = signs.shape[0]
     try:
@@ -122,10 +122,11 @@ def _int8_layer(padded, signs):
 
 def _layer(batch: int, size: int, channels: int, threads: int) -> tuple[dict, dict]:
     """A layer's row (shape, batch, threads) and the functions to time for it."""
-    import torch
-    import torch.nn.functional as F
+    import torch  # noqa: PLC0415 - torch: after the threads are pinned
+    import torch.nn.functional as F  # noqa: PLC0415 - torch: after the threads are pinned
 
-    from nas.kernels import binary_conv2d, pack_activations, pack_weights
+    # torch: after the threads are pinned
+    from nas.kernels import binary_conv2d, pack_activations, pack_weights  # noqa: PLC0415
 
     x = torch.randn(batch, channels, size, size)
     w = torch.randn(channels, channels, 3, 3)
@@ -162,7 +163,7 @@ def machine() -> dict:
     """The core's clock and XNOR-popcount ceiling now (both drift with the host's boost): GHz from
     a chain of dependent adds, the ceiling from independent 512-bit XOR + POPCNT + ADD (null
     without AVX-512 VPOPCNTDQ or the compiled kernels)."""
-    from nas.kernels._native import library
+    from nas.kernels._native import library  # noqa: PLC0415 - torch: after the threads are pinned
 
     lib = library()
     if lib is None:
@@ -178,7 +179,7 @@ def machine() -> dict:
 
 def layers(batch: int, threads: int, seconds: float) -> list[dict]:
     """Every layer's functions timed in the same interleaved rounds."""
-    import torch
+    import torch  # noqa: PLC0415 - torch: after the threads are pinned
 
     rows, fns = [], {}
     for size, channels in LAYERS:
@@ -197,10 +198,10 @@ def layers(batch: int, threads: int, seconds: float) -> list[dict]:
 
 def models(batch: int, threads: int, seconds: float) -> list[dict]:
     """Each network's packed model and PyTorch module, timed in the same interleaved rounds."""
-    import torch
+    import torch  # noqa: PLC0415 - torch: after the threads are pinned
 
-    from nas import build_model, model_spec
-    from nas.kernels.packed import pack_model
+    from nas import build_model, model_spec  # noqa: PLC0415 - torch: after the threads are pinned
+    from nas.packed.network import pack_model  # noqa: PLC0415 - torch: after the threads are pinned
 
     rows = []
     x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
@@ -227,7 +228,7 @@ def models(batch: int, threads: int, seconds: float) -> list[dict]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _cli.Parser(
-        prog="python -m nas.kernels.bench",
+        prog="python -m nas.packed.bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -240,14 +241,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if any(os.environ.get(k) != v for k, v in PIN.items()):  # pin before OpenMP starts
         env = {**os.environ, **PIN, "OMP_NUM_THREADS": str(args.threads)}
-        command = [sys.executable, "-m", "nas.kernels.bench", *(argv or sys.argv[1:])]
+        command = [sys.executable, "-m", "nas.packed.bench", *(argv or sys.argv[1:])]
         os.execve(sys.executable, command, env)
     if hasattr(os, "sched_setaffinity"):
         cores = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, set(cores[: args.threads]))
-    import torch
+    import torch  # noqa: PLC0415 - torch: after the threads are pinned
 
-    from nas.kernels import available_paths, set_threads
+    # torch: after the threads are pinned
+    from nas.kernels import available_paths, set_threads  # noqa: PLC0415
 
     torch.set_num_threads(args.threads)
     set_threads(args.threads)
@@ -309,4 +311,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_cli.run("nas.kernels.bench", main))
+    sys.exit(_cli.run("nas.packed.bench", main))

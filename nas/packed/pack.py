@@ -1,32 +1,37 @@
-"""``python -m nas.kernels.pack MODEL [--checkpoint STATE] [-o FILE]``: a trained network as a
+"""``python -m nas.packed.pack MODEL [--checkpoint STATE] [-o FILE]``: a trained network as a
 packed inference file.
 
 MODEL is a zoo name or an ArchSpec JSON file; ``--checkpoint`` a state dict of that network, or a
 training checkpoint of :mod:`runners.train` (its ``"model"`` entry). The network is packed in eval
-mode (:func:`nas.kernels.packed.pack_model`), checked against the float module on random inputs
+mode (:func:`nas.packed.network.pack_model`), checked against the float module on random inputs
 (same predicted classes, logits within float rounding unless a pre-activation within rounding of
 zero takes the other sign; the float module's own float64 run is printed beside it as the measure
 of how far rounding alone moves this network's logits), and written atomically by
-:func:`~nas.kernels.packed.save_packed`; the file's size is printed beside the storage the paper
+:func:`~nas.packed.network.save_packed`; the file's size is printed beside the storage the paper
 counts for the spec. Packed inference is exact for networks trained with +1 padding
 (``"padding": "one"``): a checkpoint of a network that pads with zeros is refused. Without a
 checkpoint the network is packed as initialised (seeded, with +1 padding), which is enough to see
 its size and speed. The file is ``-o FILE``, or else ``NAME.packed.pt`` in the current folder, NAME
 the spec's name made a plain file name (:func:`default_output`: a spec names a network, never
-where to write). Load the file with :func:`~nas.kernels.packed.load_packed`.
+where to write). Load the file with :func:`~nas.packed.network.load_packed`.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import pickle
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from nas import _cli
+import torch
+
+from nas import _cli, build_model, spec_cost
 from nas._names import printable
+from nas.graph import arch_id
+from nas.packed.network import pack_model, save_packed
 
 MAX_FILE_NAME = 100  # characters of the default output's name taken from the spec's name
 
@@ -37,7 +42,7 @@ def default_output(spec) -> Path:
     :data:`MAX_FILE_NAME` characters, or the spec's arch id where nothing is left. A name such as
     ``../../x`` or ``/etc/x`` cannot write outside the folder."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", spec.name)[:MAX_FILE_NAME].lstrip(".-")
-    return Path(f"{name or spec.arch_id}.packed.pt")
+    return Path(f"{name or arch_id(spec)}.packed.pt")
 
 
 def _first_sentence(text: str) -> str:
@@ -50,10 +55,6 @@ def _first_sentence(text: str) -> str:
 
 def _state_dict(path: str) -> dict:
     """The network weights in ``path``: a state dict, or a training checkpoint holding one."""
-    import pickle
-
-    import torch
-
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -85,11 +86,6 @@ def pack(
     model_arg: str, checkpoint: str | None, out: str | None, check: int, seed: int = 0
 ) -> dict:
     """Pack, check and save; returns what ``--json`` prints."""
-    import torch
-
-    from nas import build_model, spec_cost
-    from nas.kernels.packed import pack_model, save_packed
-
     spec = _cli.load_model_arg(model_arg)
     if checkpoint is None:
         spec = spec.replace(padding="one")
@@ -145,7 +141,7 @@ def pack(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _cli.Parser(
-        prog="python -m nas.kernels.pack",
+        prog="python -m nas.packed.pack",
         description="Pack a trained binary CNN for bit-packed inference and save it.",
     )
     parser.add_argument("model", help="a zoo model name, or a path to an ArchSpec .json")
@@ -184,4 +180,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_cli.run("nas.kernels.pack", main))
+    sys.exit(_cli.run("nas.packed.pack", main))

@@ -15,16 +15,17 @@ import multiprocessing
 import os
 import signal
 
+import optuna
+from sqlalchemy import event
+from sqlalchemy.exc import SQLAlchemyError
+
 
 def open_storage(url: str):
     """Optuna storage at ``url``; SQLite gets write-ahead logging (what was committed survives a
     killed process, and a commit does not wait for a disk flush)."""
-    import optuna
-
     if not url.startswith("sqlite"):
         return url
     storage = optuna.storages.RDBStorage(url)
-    from sqlalchemy import event
 
     @event.listens_for(storage.engine, "connect")
     def _pragmas(dbapi_connection, _record):  # noqa: ANN001
@@ -53,8 +54,6 @@ def die_with_parent(parent: int) -> None:
 
 def _write(parent: int, url: str, study_name: str, queue) -> None:
     die_with_parent(parent)
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=study_name, storage=open_storage(url))
     while (trial := queue.get()) is not None:
@@ -108,9 +107,6 @@ def open_study(
     """Load the study ``study_name`` at ``url``, or create it when ``directions`` are given (a new
     run: a study of that name must not exist yet). ``where`` names the database in messages,
     ``fix`` says what to do when it cannot be opened."""
-    import optuna
-    from sqlalchemy.exc import SQLAlchemyError
-
     where = where or url
     try:
         storage = open_storage(url)

@@ -26,7 +26,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from nas.atomic import atomic_write_bytes
 from nas.kernels import (
     Packed,
     PackedWeights,
@@ -38,6 +40,7 @@ from nas.kernels import (
 )
 from nas.kernels._native import keep_freed_memory
 from nas.model import BlockLayer, ConvEdge, Network, build_model
+from nas.scopes import parse_conv_key
 from nas.spec import ArchSpec
 
 
@@ -53,8 +56,6 @@ def _nchw(x: torch.Tensor) -> torch.Tensor:
 
 def _fused(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A full-precision conv with the BatchNorm after it folded into its weights and bias."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     return fuse_conv_bn_eval(conv, bn).to(memory_format=torch.channels_last)
 
 
@@ -205,7 +206,7 @@ class PackedBlock(nn.Module):
         self.out_pad: int | None = None
         self.in_place = self._in_place()
         # a dense block's output is its input and its last node: that node's channels
-        into_last = [c for key, c in self.convs.items() if key.endswith(f"_{self.depth}")]
+        into_last = [c for key, c in self.convs.items() if parse_conv_key(key)[1] == self.depth]
         self.growth = into_last[0].bits.shape[3] if self.dense else 0
 
     def _in_place(self) -> dict[int, bool]:
@@ -403,8 +404,6 @@ into ``pre_scale`` / ``pre_shift``, and BinaryDenseNet transitions stored as
 
 def save_packed(packed: PackedNetwork, path: str | Path) -> None:
     """The spec, the format and the packed module's tensors, in one file, written atomically."""
-    from nas.atomic import atomic_write_bytes
-
     buffer = io.BytesIO()
     torch.save(
         {"format": FORMAT, "spec": packed.spec.to_json(), "state": packed.state_dict()}, buffer
@@ -419,7 +418,7 @@ def load_packed(path: str | Path) -> PackedNetwork:
     refused with a one-line ValueError that says what to do."""
     saved = torch.load(path, weights_only=True)
     if not isinstance(saved, dict) or not {"spec", "state"} <= saved.keys():
-        raise ValueError(f"{path} is not a packed network: write one with nas.kernels.pack")
+        raise ValueError(f"{path} is not a packed network: write one with nas.packed.pack")
     found = saved.get("format", 1)
     if not isinstance(found, int) or found > FORMAT:
         raise ValueError(
@@ -435,6 +434,6 @@ def load_packed(path: str | Path) -> PackedNetwork:
         raise ValueError(
             f"{path} is a packed network of format {found}, with other tensors than this version "
             f"packs ({first}): pack the network again from its checkpoint (python -m "
-            "nas.kernels.pack)"
+            "nas.packed.pack)"
         ) from None
     return packed

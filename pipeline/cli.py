@@ -1,0 +1,220 @@
+"""``python -m nas.search --budget 0.16GFLOPs``: find the binary CNNs with the best gradient paths
+at equal FLOPs, rank them, write the run's files and train the top candidates.
+
+Each trial samples a structure from a search space, solves its width to the budget (only
+candidates with FLOPs in [budget * (1 - tolerance), budget] exist; a structure that cannot get
+there is recorded as infeasible with ``trial.set_constraint``), and scores it by its gradient paths
+without training (docs/design.md section 5). An architecture already seen (same arch id) is never
+scored twice: its trial reuses the first score. The pipeline, one module per step:
+:mod:`pipeline.settings` -> :mod:`pipeline.run_dir` -> :mod:`pipeline.loop` (sampling, with
+:mod:`pipeline.evaluate` in a worker process and :mod:`pipeline.storage`) ->
+:mod:`pipeline.ranking` -> :mod:`pipeline.write` -> :mod:`pipeline.training`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from nas import _cli
+from nas._names import printable
+from nas.budget import format_flops
+from pipeline.loop import Search
+from pipeline.run_dir import check_budget, given_flags, new_run, resume_run
+from pipeline.settings import SAMPLERS, Settings
+from pipeline.storage import StudyError
+from pipeline.write import write_results
+from runners.options import TrainingOptions
+from search_spaces import get_space
+
+# The numeric flags: (flag, lowest, highest), a bound in a list excluded. Checked when the command
+# line is read, whether or not the run trains, before any work.
+_RANGES = (
+    ("--tolerance", [0], [1]),
+    ("--trials", 1, math.inf),
+    ("--top", 1, math.inf),
+    ("--input-size", 8, 8192),
+    ("--classes", 2, 1_000_000),
+    ("--train-top", 0, math.inf),
+    ("--epochs", 1, math.inf),
+    ("--train-subset", 0, math.inf),
+    ("--width-mult", [0], 4),
+    ("--cpus-per-trial", [0], math.inf),
+    ("--gpus-per-trial", 0, math.inf),
+    ("--max-failures", 0, math.inf),
+)
+
+
+def check_numbers(args) -> None:
+    """Every numeric flag finite and in its range, or one line naming it."""
+    for flag, low, high in _RANGES:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        lo, hi = (b[0] if isinstance(b, list) else b for b in (low, high))
+        above = value > lo if isinstance(low, list) else value >= lo
+        below = value < hi if isinstance(high, list) else value <= hi
+        if not (math.isfinite(value) and above and below):
+            if hi == math.inf:
+                bounds = f"above {lo}" if isinstance(low, list) else f"at least {lo}"
+            else:
+                bounds = "in " + ("(" if isinstance(low, list) else "[") + f"{lo}, {hi}"
+                bounds += ")" if isinstance(high, list) else "]"
+            raise _cli.UsageError(f"{flag} must be {bounds}, got {value}")
+
+
+
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of :class:`TrainingOptions`, with its defaults."""
+    d = TrainingOptions()
+    parser.add_argument(
+        "--train-top",
+        type=int,
+        default=d.top,
+        help=f"train the top K through Ray Tune (default {d.top}; 0: stop after ranking)",
+    )
+    parser.add_argument(
+        "--dataset",
+        default=d.dataset,
+        help=f"training data (default {d.dataset}; mnist, digits, cifar10, cifar100, imagefolder)",
+    )
+    parser.add_argument("--data-dir", help="where the dataset's files are")
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument(
+        "--width-mult",
+        type=float,
+        default=d.width_mult,
+        help=f"proxy: every width times this (default {d.width_mult}; 1 for the searched widths)",
+    )
+    parser.add_argument(
+        "--stem-stride",
+        type=int,
+        choices=(1, 2),
+        default=d.stem_stride,
+        help=f"proxy: stride of the small-image stem (default {d.stem_stride}: half resolution, "
+        "1/4 the MACs)",
+    )
+    parser.add_argument(
+        "--train-subset",
+        type=int,
+        default=d.train_subset,
+        help=f"proxy: training images per epoch (default {d.train_subset}; 0 for the whole "
+        "train split)",
+    )
+    parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="random crops and flips in training (off by default: the short proxy learns more "
+        "without them; turn on for long runs)",
+    )
+    parser.add_argument(
+        "--baseline",
+        default=d.baseline,
+        help=f"a reference model trained beside the candidates (default {d.baseline}; none)",
+    )
+    parser.add_argument("--cpus-per-trial", type=float, default=d.cpus_per_trial)
+    parser.add_argument("--gpus-per-trial", type=float, default=d.gpus_per_trial)
+    parser.add_argument(
+        "--max-failures",
+        type=int,
+        default=d.max_failures,
+        help="retries of a crashed trial, from its last checkpoint",
+    )
+    parser.add_argument("--ray-address", help="join this Ray cluster instead of a local one")
+    parser.add_argument("--dashboard-port", type=_cli.port, default=d.dashboard_port)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # torch (through the datasets) is loaded only by a search that trains
+    from pipeline.training import train_top, training_options  # noqa: PLC0415
+
+    parser = _cli.Parser(
+        prog="python -m nas.search",
+        description="Search binary CNNs with the best gradient paths under a FLOPs budget.",
+    )
+    parser.add_argument("--budget", help="FLOPs budget: 0.16GFLOPs, 160MFLOPs, 1.6e8")
+    parser.add_argument("--space", default="all", help="resnet, densenet or all (default)")
+    parser.add_argument("--trials", type=int, default=1000, help="Optuna trials (default 1000)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.05,
+        help="candidates have FLOPs in [budget * (1 - T), budget] (default 0.05)",
+    )
+    parser.add_argument("--top", type=int, default=10, help="specs written for the top K")
+    add_training_flags(parser)
+    parser.add_argument("--out", help="run directory (default results/runs/<run-id>)")
+    parser.add_argument("--storage", help="Optuna storage URL (default SQLite in the run dir)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or finished run")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="tpe")
+    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--describe-space", metavar="NAME", help="print a space's parameters")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    check_numbers(args)
+    if args.describe_space:
+        try:
+            print(get_space(args.describe_space).describe())
+        except KeyError as e:
+            raise _cli.UsageError(e.args[0]) from None
+        return 0
+    try:
+        if args.resume:
+            settings, run_dir, _lock = resume_run(args, given_flags(parser, argv))
+        else:
+            budget = check_budget(args)
+            training = training_options(args) if args.train_top else None
+            settings, run_dir, _lock = new_run(args, budget, training)
+        search = Search(settings, run_dir)
+    except StudyError as e:
+        raise _cli.UsageError(str(e)) from None
+    print(f"run directory: {printable(str(run_dir))}", file=sys.stderr)
+    started = time.perf_counter()
+    search.run(progress=not args.no_progress)
+    table = write_results(search, run_dir)
+    seconds = time.perf_counter() - started
+    _summary(settings, run_dir, table, seconds)
+    if settings.train_top:
+        return train_top(settings, run_dir, table)
+    return 0
+
+
+def _summary(settings: Settings, run_dir: Path, table: pd.DataFrame, seconds: float) -> None:
+    found = table[table["reference"] == ""]
+    print(
+        f"{settings.trials} trials, {len(found)} distinct candidates in the band "
+        f"[{format_flops(settings.band[0])}, {format_flops(settings.band[1])}], {seconds:.1f} s"
+    )
+    show = table.head(max(settings.top, 1))[
+        [
+            "rank",
+            "arch_id",
+            "space",
+            "reference",
+            "flops",
+            "storage_mbit",
+            "N_1st",
+            "N_2nd",
+            "N_3rd",
+        ]
+    ].copy()
+    show["flops"] = (show["flops"] / 1e9).map("{:.4f}e9".format)
+    for c in ("N_1st", "N_2nd", "N_3rd"):
+        show[c] = (show[c] / 1e6).map("{:.3f} M".format)
+    print(show.to_string(index=False))
+    refs = table[table["reference"] != ""][["rank", "reference", "flops", "in_band"]]
+    print(
+        "references: "
+        + ", ".join(
+            f"{r.reference} #{r.rank}{'' if r.in_band else ' (outside the band)'}"
+            for r in refs.itertuples()
+        )
+    )
+    print(f"results: {run_dir / 'report.md'}  candidates: {run_dir / 'candidates.csv'}")

@@ -1,0 +1,252 @@
+"""A search's run directory: a new run claims one (:func:`new_run`), a killed or finished run is
+continued in its own (:func:`resume_run`).
+
+A run directory protects itself: one process at a time works on it (an exclusive lock held for
+the whole run, training and report included), ``--out`` never writes into a directory that holds
+something else, ``--resume`` refuses flags that contradict the run's settings (``--trials`` may
+grow, to extend a run), and the study is found relative to the directory, so a moved or copied
+run resumes into its own database. The layout is :mod:`results.run`'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from nas import _cli
+from nas.atomic import atomic_write_json
+from nas.budget import format_flops, parse_budget
+from pipeline.settings import Settings
+from pipeline.storage import StudyError, open_study
+from results.run import (
+    LOCK,
+    RUNS_ROOT,
+    SETTINGS,
+    STUDY_DB,
+    RunInUse,
+    is_run_dir,
+    lock_run_dir,
+    read_settings,
+)
+from search_spaces import get_space, list_spaces
+
+
+def _new_run_dir(args: argparse.Namespace, budget: float) -> Path:
+    if args.out:
+        return Path(args.out)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = RUNS_ROOT / f"{stamp}-{format_flops(budget)}-{args.space}-s{args.seed}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+# What --resume lets change: --trials may grow (the run goes on to the new count); the rest is the
+# run's and must be left out or given as it was.
+RESUME_MAY_CHANGE = ("trials", "no_progress")
+
+
+def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The ``dest`` of every option written on the command line (abbreviations are off)."""
+    given = set()
+    for action in parser._actions:
+        for option in action.option_strings:
+            if any(a == option or a.startswith(option + "=") for a in argv):
+                given.add(action.dest)
+    return given
+
+
+def _stored_value(stored: dict[str, Any], dest: str) -> tuple[bool, Any]:
+    training = stored.get("training") or {}
+    if dest in stored:
+        return True, stored[dest]
+    if dest in training:
+        return True, training[dest]
+    return False, None
+
+
+def _check_resume_flags(
+    args: argparse.Namespace, given: set[str], stored: dict[str, Any]
+) -> dict[str, Any]:
+    """Refuse flags that contradict the run's settings, naming the difference; returns the
+    settings to resume with (``--trials`` may grow)."""
+    for dest in sorted(given - {"resume", *RESUME_MAY_CHANGE}):
+        flag = "--" + dest.replace("_", "-")
+        value = getattr(args, dest)
+        known, before = _stored_value(stored, dest)
+        if dest == "budget":
+            try:
+                same = parse_budget(value) == stored["budget"]
+            except ValueError:
+                same = False
+            before = stored["budget_text"]
+        elif dest == "train_subset":
+            same = (value or None) == before
+        elif dest == "baseline":
+            same = (value if value != "none" else "") == before
+        elif dest == "storage":
+            same = value == before or (not before and value == stored.get("_url"))
+        else:
+            same = known and value == before
+        if not known:
+            raise _cli.UsageError(
+                f"{flag} cannot be given with --resume: the run keeps its own settings "
+                f"(only {', '.join('--' + d.replace('_', '-') for d in RESUME_MAY_CHANGE)} "
+                "may change)"
+            )
+        if not same:
+            raise _cli.UsageError(
+                f"--resume keeps the run's settings: {flag} {value} differs from the run's "
+                f"{before if before not in (None, '') else 'default'} (only --trials may change, "
+                "to extend the run; start a new run for other settings)"
+            )
+    if "trials" in given and args.trials != stored["trials"]:
+        if args.trials < stored["trials"]:
+            raise _cli.UsageError(
+                f"--trials {args.trials} is fewer than the run's {stored['trials']}: a run can "
+                "be extended, not shortened"
+            )
+        print(
+            f"extending the run from {stored['trials']} to {args.trials} trials",
+            file=sys.stderr,
+        )
+        return {**stored, "trials": args.trials}
+    return stored
+
+
+def resume_run(args: argparse.Namespace, given: set[str]) -> tuple[Settings, Path, int]:
+    """The run of ``--resume RUN_DIR``, locked, with its settings (``--trials`` may have grown);
+    every other flag given must agree with the run's."""
+    run_dir = Path(args.resume)
+    if not is_run_dir(run_dir):
+        raise _cli.UsageError(
+            f"{run_dir} is not a search run directory (no {SETTINGS} written by nas.search)"
+        )
+    try:
+        lock = lock_run_dir(run_dir)
+    except RunInUse as e:
+        raise _cli.UsageError(str(e)) from None
+    except OSError as e:
+        raise _cli.UsageError(f"cannot lock the run directory {run_dir}: {e.strerror}") from None
+    try:
+        stored = read_settings(run_dir)
+        fields = {f for f in Settings.__dataclass_fields__}
+        settings = Settings(**{k: v for k, v in stored.items() if k in fields})
+    except (OSError, ValueError, TypeError, RecursionError) as e:
+        raise _cli.UsageError(
+            f"{run_dir / SETTINGS} cannot be read ({type(e).__name__}); restore it from a copy"
+        ) from None
+    database = run_dir / STUDY_DB
+    if not settings.storage and not (database.is_file() and database.stat().st_size):
+        what = "is empty" if database.is_file() else "is missing"
+        raise _cli.UsageError(
+            f"{database} {what}: the study of this run is not in it; restore it from a copy, "
+            "or start a new run"
+        )
+    stored = {**asdict(settings), "_url": settings.study_url(run_dir)}
+    updated = _check_resume_flags(args, given, stored)
+    updated.pop("_url")
+    if updated["trials"] != settings.trials:
+        settings = Settings(**updated)
+        atomic_write_json(run_dir / SETTINGS, asdict(settings), private=settings.has_secret)
+    return settings, run_dir, lock
+
+
+
+def check_budget(args: argparse.Namespace) -> float:
+    """The budget and the space of a new run, checked: the budget in FLOPs."""
+    if args.budget is None:
+        raise _cli.UsageError("give a compute budget, e.g. --budget 0.16GFLOPs")
+    try:
+        budget = parse_budget(args.budget)
+    except ValueError as e:
+        raise _cli.UsageError(str(e)) from None
+    if args.space != "all" and args.space not in list_spaces():
+        raise _cli.UsageError(
+            f"unknown search space {args.space!r}; choose {', '.join(list_spaces())} or all"
+        )
+    return budget
+
+
+def new_run(
+    args: argparse.Namespace, budget: float, training: dict[str, Any] | None
+) -> tuple[Settings, Path, int]:
+    """A new run: checks that candidates exist in the budget's band, then claims the run
+    directory (its lock), creates the study and writes settings.json, in that order (a run
+    directory always has its study)."""
+    spaces = list_spaces() if args.space == "all" else [args.space]
+    ranges = [get_space(n).flops_range(args.input_size, args.classes) for n in spaces]
+    smallest, largest = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    if budget < smallest:
+        raise _cli.UsageError(
+            f"the budget {format_flops(budget)} is below every candidate: the smallest feasible "
+            f"is {format_flops(smallest)} ({smallest:.4g} FLOPs) in space {args.space!r}"
+        )
+    if budget * (1 - args.tolerance) > largest:
+        raise _cli.UsageError(
+            f"the budget {format_flops(budget)} is above every candidate: the largest is "
+            f"{format_flops(largest)} in space {args.space!r}"
+        )
+    run_dir = _new_run_dir(args, budget)
+    if is_run_dir(run_dir):
+        raise _cli.UsageError(
+            f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose --out"
+        )
+    if run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir()):
+        raise _cli.UsageError(
+            f"--out {run_dir} is a directory that holds other files; give a new or empty directory"
+        )
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = lock_run_dir(run_dir)
+    except RunInUse as e:
+        raise _cli.UsageError(str(e)) from None
+    except OSError as e:
+        raise _cli.UsageError(
+            f"cannot write the output directory {run_dir}: {e.strerror}"
+        ) from None
+    if is_run_dir(run_dir):  # another process made it a run between our check and the lock
+        raise _cli.UsageError(
+            f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose --out"
+        )
+    settings = Settings(
+        budget=budget,
+        budget_text=args.budget,
+        space=args.space,
+        trials=args.trials,
+        seed=args.seed,
+        tolerance=args.tolerance,
+        top=args.top,
+        train_top=args.train_top,
+        sampler=args.sampler,
+        storage=args.storage or "",
+        study_name=run_dir.resolve().name,
+        input_size=args.input_size,
+        classes=args.classes,
+        training=training,
+    )
+    try:
+        open_study(
+            settings.study_url(run_dir),
+            settings.study_name,
+            settings.directions,
+            where=settings.study_where(run_dir),
+            fix=settings.study_fix,
+        )
+    except StudyError:  # leave the directory as it was found
+        for name in (STUDY_DB, f"{STUDY_DB}-wal", f"{STUDY_DB}-shm", LOCK):
+            if not settings.storage or name == LOCK:
+                (run_dir / name).unlink(missing_ok=True)
+        if created:
+            run_dir.rmdir()
+        raise
+    atomic_write_json(run_dir / SETTINGS, asdict(settings), private=settings.has_secret)
+    return settings, run_dir, lock

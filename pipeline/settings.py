@@ -1,0 +1,79 @@
+"""What a search run was asked to do: :class:`Settings`, written to the run's ``settings.json``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from results.run import STUDY_DB, study_url
+from search_spaces import list_spaces
+
+SAMPLERS = ("tpe", "random", "nsga2")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a run was asked to do (``settings.json``)."""
+
+    budget: float
+    budget_text: str
+    space: str
+    trials: int
+    seed: int
+    tolerance: float
+    top: int
+    train_top: int
+    sampler: str
+    storage: str  # an Optuna storage URL given by --storage; "" for study.db in the run directory
+    study_name: str
+    input_size: int
+    classes: int
+    scorer: str = "stage_mean_n"
+    training: dict[str, Any] | None = None  # runners.tune.TrainingOptions, when train_top > 0
+    kind: str = "nas.search"
+
+    @property
+    def spaces(self) -> list[str]:
+        return list_spaces() if self.space == "all" else [self.space]
+
+    @property
+    def band(self) -> tuple[float, float]:
+        return self.budget * (1 - self.tolerance), self.budget
+
+    @property
+    def directions(self) -> list[str]:
+        return ["minimize", "minimize"] if self.sampler == "nsga2" else ["minimize"]
+
+    def study_url(self, run_dir: Path) -> str:
+        return study_url(self.storage, run_dir)
+
+    @property
+    def has_secret(self) -> bool:
+        """Whether the --storage URL holds a password (settings.json is then private)."""
+        try:
+            return bool(self.storage) and make_url(self.storage).password is not None
+        except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: keep it private
+            return bool(self.storage)
+
+    @property
+    def study_fix(self) -> str:
+        """What to do when the study's database cannot be opened."""
+        if not self.storage:
+            return "restore it from a copy, or start a new run"
+        return (
+            "check --storage: an SQLAlchemy URL (postgresql://user:password@host/db) of a "
+            "reachable database whose driver is installed"
+        )
+
+    def study_where(self, run_dir: Path) -> str:
+        """The study's database as messages name it (never a password of a --storage URL)."""
+        if not self.storage:
+            return str(run_dir / STUDY_DB)
+        try:
+            return make_url(self.storage).render_as_string(hide_password=True)
+        except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: name the scheme alone
+            return self.storage.split(":", 1)[0] + " storage"
+

@@ -1,0 +1,43 @@
+"""The files of a finished search, each written atomically: ``candidates.csv`` (and
+``candidates.parquet`` where pyarrow is installed), the specs of the top-k and of the reference
+models under ``specs/``, and the report."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from nas.atomic import atomic_write_bytes, atomic_write_text
+from pipeline.loop import Search
+from pipeline.ranking import rank_candidates, spec_of
+from results.report import build_report
+from results.run import CANDIDATES
+
+
+def write_results(search: Search, run_dir: Path) -> pd.DataFrame:
+    """Rank the search's candidates and write the run's files; returns the candidates table."""
+    settings = search.settings
+    params = {t.number: t.params for t in search.mirror.get_trials(deepcopy=False)}
+    table = rank_candidates(search.by_arch.values(), params, search.spaces, settings)
+    atomic_write_text(run_dir / CANDIDATES, table.to_csv(index=False))
+    try:
+        buffer = io.BytesIO()
+        table.to_parquet(buffer, index=False)
+        atomic_write_bytes(run_dir / "candidates.parquet", buffer.getvalue())
+    except ImportError:
+        pass  # pyarrow is optional
+    specs = run_dir / "specs"
+    specs.mkdir(exist_ok=True)
+    top = table[table["reference"] == ""].head(settings.top)
+    for _, row in top.iterrows():
+        spec = spec_of(row, search.spaces, settings)
+        spec = spec.replace(name=f"rank{row['rank']:03d}-{row['arch_id']}")
+        atomic_write_text(specs / f"{spec.name}.json", spec.to_json() + "\n")
+    for _, row in table[table["reference"] != ""].iterrows():  # the reference models too
+        spec = spec_of(row, search.spaces, settings)
+        spec = spec.replace(name=f"ref-{row['reference']}-{row['arch_id']}")
+        atomic_write_text(specs / f"{spec.name}.json", spec.to_json() + "\n")
+    build_report(run_dir)
+    return table
