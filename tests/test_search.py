@@ -253,6 +253,7 @@ def test_resnet_space_ranks_igp_style_above_bireal(tmp_path):
     assert (igp["N_1st"] == 0).all()
 
 
+@pytest.mark.slow  # a search process per bad flag
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
     afile = tmp_path / "file"
     afile.write_text("")

@@ -47,6 +47,7 @@ def test_training_learns(precision):
     assert all(h.images_per_s > 0 for h in history)
 
 
+@pytest.mark.slow
 def test_same_seed_same_training():
     splits = _toy()
     spec = proxy_spec(model_spec("igp_resnet21"), splits, width_mult=0.1)
@@ -112,7 +113,8 @@ def one_thread():
 @pytest.mark.parametrize(
     "name, precision, augment, subset",
     [
-        ("bireal_resnet18", "bf16", False, None),  # the proxy recipe: bf16, no augmentation
+        # the proxy recipe: bf16, no augmentation (the widest net: slow)
+        pytest.param("bireal_resnet18", "bf16", False, None, marks=pytest.mark.slow),
         ("igp_resnet21", "bf16", True, 150),  # fractal blocks, a train subset
         ("binary_densenet28", "fp32", True, None),  # dense blocks, fp32
     ],

@@ -45,7 +45,7 @@ from nas.kernels._dispatch import (
     set_threads,
 )
 from nas.kernels._layout import Packed, PackedWeights, pack_weights, reference_conv2d, unpack
-from nas.kernels._native import available_paths
+from nas.kernels._native import available_paths, keep_freed_memory
 
 __all__ = [
     "Packed",
@@ -53,6 +53,7 @@ __all__ = [
     "available_paths",
     "binary_conv2d",
     "fp_stem",
+    "keep_freed_memory",
     "max_pool2d",
     "pack_activations",
     "pack_weights",

@@ -34,11 +34,11 @@ from nas.kernels import (
     PackedWeights,
     binary_conv2d,
     fp_stem,
+    keep_freed_memory,
     max_pool2d,
     pack_activations,
     pack_weights,
 )
-from nas.kernels._native import keep_freed_memory
 from nas.model import BlockLayer, ConvEdge, Network, build_model
 from nas.scopes import parse_conv_key
 from nas.spec import ArchSpec
