@@ -67,7 +67,6 @@ def check_numbers(args) -> None:
             raise _cli.UsageError(f"{flag} must be {bounds}, got {value}")
 
 
-
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of :class:`TrainingOptions`, with its defaults."""
     d = TrainingOptions()

@@ -51,7 +51,6 @@ def _objective(key: Sequence[float]) -> float:
     return min(PENALTY, k[0] * 1e3 + k[1] + k[2] * 1e-3)
 
 
-
 @dataclass
 class _Pending:
     """A trial whose parameters are sampled and whose result is coming."""

@@ -159,7 +159,6 @@ def resume_run(args: argparse.Namespace, given: set[str]) -> tuple[Settings, Pat
     return settings, run_dir, lock
 
 
-
 def check_budget(args: argparse.Namespace) -> float:
     """The budget and the space of a new run, checked: the budget in FLOPs."""
     if args.budget is None:

@@ -37,8 +37,6 @@ from runners.train import TrainConfig, proxy_spec, train
 EXTRA_PREFIX = "probe_"  # reported metrics that a wrapping trainable adds (kept in the rows)
 
 
-
-
 def train_candidate(
     config: dict[str, Any], probe: Callable[..., dict[str, float]] | None = None
 ) -> None:
