@@ -17,6 +17,8 @@ the file 0600 once Ray has written it.
 from __future__ import annotations
 
 import os
+import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +53,24 @@ def loopback_env(home: Path) -> dict[str, str]:
     return {**LOOPBACK_ENV, "HOME": str(home.resolve())}
 
 
+def dashboard_port_free(port: int) -> int:
+    """``port`` if nothing listens on 127.0.0.1:port, else a free one, said on stderr (another
+    Ray session, a second search or the study, holds the default 8265)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
+            free = probe.getsockname()[1]
+    print(
+        f"note: 127.0.0.1:{port} is in use (another Ray dashboard?); this session's dashboard "
+        f"is on port {free}",
+        file=sys.stderr,
+    )
+    return free
+
+
 @contextmanager
 def ray_session(
     home: Path,
@@ -80,7 +100,7 @@ def ray_session(
                 num_gpus=gpus,
                 include_dashboard=True,
                 dashboard_host="127.0.0.1",
-                dashboard_port=dashboard_port,
+                dashboard_port=dashboard_port_free(dashboard_port),
                 _node_ip_address="127.0.0.1",
                 log_to_driver=False,
             )

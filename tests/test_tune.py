@@ -262,3 +262,23 @@ def test_two_node_cluster_on_loopback_trains_through_ray_address(tmp_path, requi
     # every process of the cluster names its address (--gcs-address=127.0.0.1:6390, ...)
     leftovers = subprocess.run(["pgrep", "-f", "127.0.0.1:6390"], capture_output=True)
     assert leftovers.stdout.strip() == b""  # the nodes' processes are gone
+
+
+def test_a_busy_dashboard_port_gives_way_to_a_free_one(capsys):
+    """A second Ray session on this machine (a search beside the study) must not fail on the
+    dashboard's default port: ray_session asks for a free port instead, and says so."""
+    import socket
+
+    from runners.ray_local import dashboard_port_free
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        port = dashboard_port_free(busy)
+        assert port != busy
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", port))  # free indeed
+        assert f"127.0.0.1:{busy} is in use" in capsys.readouterr().err
+    assert dashboard_port_free(busy) == busy  # released: kept as asked
+    assert capsys.readouterr().err == ""
