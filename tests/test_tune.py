@@ -35,9 +35,9 @@ FAULTS = textwrap.dedent(
         if arch == "raises":
             raise RuntimeError("injected fault: the data loader broke")
         if arch == "makes-nan":
-            import runners.datasets as datasets
-            load = datasets.load_dataset
-            datasets.load_dataset = lambda *a, **k: dataclasses.replace(load(*a, **k), std=(0.0,))
+            import runners.tune as tune  # the name train_candidate loads its data through
+            load = tune.load_dataset
+            tune.load_dataset = lambda *a, **k: dataclasses.replace(load(*a, **k), std=(0.0,))
         train_candidate(config)
 
     run_dir = Path(sys.argv[1])
