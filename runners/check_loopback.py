@@ -32,6 +32,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from runners.ray_local import dashboard_port_free
+
 JOB = [
     "--budget", "0.16GFLOPs", "--trials", "30", "--train-top", "1", "--epochs", "1",
     "--train-subset", "512", "--no-progress",
@@ -155,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("strace") is None:
         print("check_loopback: strace is not installed (apt-get install strace)", file=sys.stderr)
         return 2
+    # the port the job will get: a busy one gives way to a free one (runners.ray_local)
+    args.dashboard_port = dashboard_port_free(args.dashboard_port)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="loopback-"))
     work.mkdir(parents=True, exist_ok=True)
     run_dir, log = work / "run", work / "strace.log"
