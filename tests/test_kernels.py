@@ -518,6 +518,7 @@ def test_packed_bireal18_file_is_its_storage():
     assert abs(mbit - 33.2) / 33.2 < 0.10, mbit
 
 
+@pytest.mark.slow  # a whole network, seconds
 def test_pack_command_packs_a_training_checkpoint(tmp_path, capsys):
     """``python -m nas.packed.pack SPEC --checkpoint STATE``: the file it writes loads into a
     module that predicts what the trained float module predicts."""
@@ -571,6 +572,7 @@ def test_pack_command_refuses_what_it_cannot_pack_exactly(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow  # a whole network, seconds
 def test_load_packed_refuses_what_it_cannot_load(tmp_path):
     """A file that is no packed network, one of a newer format, or one of format 1 (no
     ``"format"`` entry) packed with other tensors (a dense edge's BN before it was folded into

@@ -396,6 +396,7 @@ def bireal():
     return model, images, labels
 
 
+@pytest.mark.slow  # a whole network, seconds
 def test_all_proxies_on_bireal_resnet18_are_finite_deterministic_and_leave_the_model_alone(bireal):
     model, images, labels = bireal
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -420,6 +421,7 @@ def test_all_proxies_on_bireal_resnet18_are_finite_deterministic_and_leave_the_m
     assert torch.equal(torch.get_rng_state(), rng)
 
 
+@pytest.mark.slow  # a whole network, seconds
 def test_zero_cost_proxies_seed_moves_only_the_random_proxy(bireal):
     model, images, labels = bireal
     names = ("grad_norm", "naswot", "zen_score")
