@@ -5,7 +5,7 @@ graph + gradient-path metrics at every scope + ranking key), on one core with pi
 Target (issue 3): 500 or more Bi-Real18-sized candidates per second.
 
 ``python -m nas.benchmarks training``: the proxy training of the study (issue 18): the recipe of
-``runners.tune.TrainingOptions`` (Fashion-MNIST at 28 px, width x0.5, stride-2 small stem, batch
+``runners.options.TrainingOptions`` (Fashion-MNIST at 28 px, width x0.5, stride-2 small stem, batch
 128, Adam, bf16 autocast + channels_last, no augmentation) on one thread pinned to one core, as a
 trial runs, for three networks of different shape (``bireal_resnet18``, ``igp_resnet37`` and
 :func:`deep_thin_spec`, a search candidate of 161 binary convs). Per network the reference path
@@ -324,7 +324,7 @@ def proxy_training(
 
 def _print_proxy_training(rows: list[dict], data_name: str, repeats: int, load: tuple) -> None:
     print(
-        f"proxy training (runners.tune.TrainingOptions recipe, {data_name}), 1 thread pinned, "
+        f"proxy training (runners.options.TrainingOptions recipe, {data_name}), 1 thread pinned, "
         f"median of {repeats} interleaved rounds; target fast >= {TARGET_PROXY_SPEEDUP}x reference"
     )
     print(

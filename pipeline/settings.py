@@ -32,7 +32,7 @@ class Settings:
     input_size: int
     classes: int
     scorer: str = "stage_mean_n"
-    training: dict[str, Any] | None = None  # runners.tune.TrainingOptions, when train_top > 0
+    training: dict[str, Any] | None = None  # runners.options.TrainingOptions, when train_top > 0
     kind: str = "nas.search"
 
     @property

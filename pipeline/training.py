@@ -1,5 +1,5 @@
 """Dispatch to training: the training flags checked before the search starts (as
-:class:`runners.tune.TrainingOptions`), and the training of the top candidates through Ray Tune
+:class:`runners.options.TrainingOptions`), and the training of the top candidates through Ray Tune
 once the search has ranked them (docs/design.md section 7).
 
 This module imports torch (through the datasets); the search imports it only when it trains."""
