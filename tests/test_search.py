@@ -176,12 +176,13 @@ def test_same_seed_same_ranking_and_resume_after_sigkill(run, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline:
         time.sleep(0.2)
-        try:
-            study = optuna.load_study(study_name=out.name, storage=f"sqlite:///{out / 'study.db'}")
-            if len(study.trials) >= 20:
-                break
-        except Exception:  # noqa: BLE001 - the study is not created yet
+        # Open the database only once settings.json exists (written after the study): opening it
+        # earlier creates study.db, and the search then refuses the directory as not empty.
+        if not (out / "settings.json").exists():
             continue
+        study = optuna.load_study(study_name=out.name, storage=f"sqlite:///{out / 'study.db'}")
+        if len(study.trials) >= 20:
+            break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "candidates.csv").exists()
