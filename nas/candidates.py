@@ -7,10 +7,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from nas.analysis import analyze_ops
-from nas.cost import ops_cost
-from nas.graph import Op, ops_arch_id, ops_depth
-from nas.scorers import DEFAULT_SCORER, get_scorer
+from nas.graph import Op, ops_arch_id
+from nas.scorers import DEFAULT_SCORER, get_scorer, measure
 
 # The gradient-path columns: means over stages (docs/design.md section 5).
 PATH_COLUMNS = ("N_1st", "N_2nd", "N_3rd", "L_1st", "L_2nd", "L_3rd")
@@ -42,10 +40,10 @@ def score(ops: list[Op], scorer_name: str = DEFAULT_SCORER, aid: str | None = No
     """Cost and gradient-path metrics of a lowered spec: a candidate's row without its rank and
     provenance (every column of :data:`COLUMNS` from ``arch_id`` to ``key``, less ``space``,
     ``reference``, ``in_band`` and ``width``)."""
-    report = analyze_ops(ops)
-    key = get_scorer(scorer_name)(report)
-    total = ops_cost(ops).total
-    stages = list(report.stages.values())
+    measures = measure(ops)
+    key = get_scorer(scorer_name)(measures)
+    total = measures.cost
+    stages = list(measures.paths.stages.values())
 
     def mean(field: str, k: int) -> float | None:
         values = [getattr(s, field)[k] for s in stages]
@@ -60,7 +58,7 @@ def score(ops: list[Op], scorer_name: str = DEFAULT_SCORER, aid: str | None = No
         "params": total.params,
         "binary_params": total.binary_params,
         "fp_params": total.fp_params,
-        "depth": ops_depth(ops),
+        "depth": measures.depth,
     }
     for name in PATH_COLUMNS:
         field, order = name.split("_")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from nas.graph import lower, ops_arch_id, scopes
 from nas.metrics import PathGraph, PathReport, PathStats, path_report
 from nas.pathplot import plot_scope
 from nas.profile import json_text, text_table
-from nas.scorers import DEFAULT_SCORER, get_scorer, list_scorers
+from nas.scorers import DEFAULT_SCORER, Scorer, get_scorer, list_scorers, measure
 from nas.spec import ArchSpec
 
 PLOT_FORMATS = (".png", ".svg", ".pdf")
@@ -65,12 +65,12 @@ def format_report(name: str, report: PathReport, key: tuple, scorer: str) -> str
     return "\n\n".join(parts)
 
 
-def analyse(spec: ArchSpec, scorer: Callable[[PathReport], tuple] | None = None):
+def analyse(spec: ArchSpec, scorer: Scorer | None = None):
     """The path graph, the report and the ranking key of ``spec`` (what every output needs)."""
     ops = lower(spec)
     graph = PathGraph.from_ops(ops, scopes(ops))
     report = path_report(graph)
-    key = (scorer or get_scorer(DEFAULT_SCORER))(report)
+    key = (scorer or get_scorer(DEFAULT_SCORER))(measure(ops, report))
     return ops, graph, report, key
 
 

@@ -57,12 +57,11 @@ from pathlib import Path
 import optuna
 
 from nas import _cli, paths, profile
-from nas.analysis import analyze_spec
 from nas.blocks import chain_block, fractal_convs, shortcuts
-from nas.graph import spec_graph
+from nas.graph import lower, spec_graph
 from nas.metrics import PathGraph, path_report
 from nas.registry import model_spec
-from nas.scorers import get_scorer
+from nas.scorers import get_scorer, measure
 from nas.spec import MAX_BLOCKS, ArchSpec, Block, Stage, Stem, Transition
 from pipeline.evaluate import EvaluatorProcess
 from pipeline.settings import Settings
@@ -108,9 +107,9 @@ def scoring(seconds: float = 1.0, repeats: int = 5) -> list[dict]:
     for name in ("bireal_resnet18", "igp_resnet37", "binary_densenet28"):
         spec = model_spec(name)
         paths = {
-            "spec -> layer ops -> metrics -> key": lambda s=spec: key(analyze_spec(s)),
+            "spec -> layer ops -> metrics -> key": lambda s=spec: key(measure(lower(s))),
             "spec -> networkx graph -> metrics -> key": lambda s=spec: key(
-                path_report(PathGraph.from_networkx(spec_graph(s)))
+                measure(lower(s), path_report(PathGraph.from_networkx(spec_graph(s))))
             ),
         }
         for route, fn in paths.items():
@@ -187,6 +186,7 @@ def deep_thin_spec():
     the block) in 4 stages of widths 35, 70, 140 and 280 joined by AvgPool + 1x1 conv
     transitions, ApproxSign; 161 binary convs, ImageNet shapes (proxy it with
     ``runners.train.proxy_spec``)."""
+
     def block(width: int) -> Block:
         return Block("residual", width, convs=fractal_convs(3), shortcuts=shortcuts("outer", 4))
 
@@ -605,4 +605,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  {r['model']:18s} {r['route']:42s} {r['per_s']:8.1f}/s  {r['vs_target']:.2f}x target"
         )
     return 0
-

@@ -25,6 +25,7 @@ import pandas as pd
 from nas import _cli
 from nas._names import printable
 from nas.budget import format_flops
+from nas.scorers import DEFAULT_SCORER, PAPER_SCORER, list_scorers
 from pipeline.loop import Search
 from pipeline.run_dir import check_budget, given_flags, new_run, resume_run
 from pipeline.settings import SAMPLERS, Settings
@@ -48,6 +49,7 @@ _RANGES = (
     ("--cpus-per-trial", [0], math.inf),
     ("--gpus-per-trial", 0, math.inf),
     ("--max-failures", 0, math.inf),
+    ("--min-width", 1, 100_000),
 )
 
 
@@ -55,6 +57,8 @@ def check_numbers(args) -> None:
     """Every numeric flag finite and in its range, or one line naming it."""
     for flag, low, high in _RANGES:
         value = getattr(args, flag[2:].replace("-", "_"))
+        if value is None:  # an optional flag not given
+            continue
         lo, hi = (b[0] if isinstance(b, list) else b for b in (low, high))
         above = value > lo if isinstance(low, list) else value >= lo
         below = value < hi if isinstance(high, list) else value <= hi
@@ -144,6 +148,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         default=0.05,
         help="candidates have FLOPs in [budget * (1 - T), budget] (default 0.05)",
+    )
+    parser.add_argument(
+        "--scorer",
+        default=DEFAULT_SCORER,
+        choices=list_scorers(),
+        help=f"ranking key (default {DEFAULT_SCORER}, chosen on the benchmark: docs/ranking.md; "
+        f"the paper's: {PAPER_SCORER})",
+    )
+    parser.add_argument(
+        "--min-width",
+        type=int,
+        help="the smallest base width (ResNets) or growth rate (DenseNets) a candidate may have "
+        "(default: each space's floor, 32; the benchmark finds thinner ResNets train worse and "
+        "thinner DenseNets no better: docs/validation.md)",
     )
     parser.add_argument("--top", type=int, default=10, help="specs written for the top K")
     add_training_flags(parser)

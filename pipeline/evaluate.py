@@ -31,7 +31,9 @@ class Evaluator:
         s = self.settings
         structure = dict(params)
         name = structure.pop("space", None) or next(iter(self.spaces))
-        solved = self.spaces[name].solve(structure, s.budget, s.tolerance, s.input_size, s.classes)
+        solved = self.spaces[name].solve(
+            structure, s.budget, s.tolerance, s.input_size, s.classes, min_width=s.min_width
+        )
         if solved.spec is None:
             return {
                 "space": name,

@@ -46,9 +46,10 @@ def _step_seed(seed: int, finished: int) -> int:
 
 def _objective(key: Sequence[float]) -> float:
     """A scalar for the sampler to minimise: the key's first value dominates, then the second,
-    then the third. Ranking uses the exact lexicographic key; this only guides the sampler."""
-    k = [v if math.isfinite(v) else PENALTY for v in key]
-    return min(PENALTY, k[0] * 1e3 + k[1] + k[2] * 1e-3)
+    then the third (keys have one to three values). Ranking uses the exact lexicographic key;
+    this only guides the sampler."""
+    k = [v if math.isfinite(v) else PENALTY for v in key[:3]]
+    return min(PENALTY, sum(v * 1e3 ** (1 - i) for i, v in enumerate(k)))
 
 
 @dataclass

@@ -31,7 +31,7 @@ def rank_candidates(
 ) -> pd.DataFrame:
     """The candidates table: ``found`` (the first result of each arch id; ``params`` gives each
     trial's sampled parameters) and every reference model of ``spaces``, ranked by the key, then
-    storage, then arch id."""
+    the run's tie-break column (docs/ranking.md), then arch id."""
     rows = [
         {
             **result,
@@ -56,12 +56,31 @@ def rank_candidates(
             }
             row["in_band"] = low <= row["flops"] <= high
             rows.append(row)
-    rows.sort(key=lambda r: (sort_key(r), r["storage_mbit"], r["arch_id"], r["reference"]))
+    sign = -1 if settings.tie_break_larger_first else 1
+    rows.sort(
+        key=lambda r: (sort_key(r), sign * r[settings.tie_break], r["arch_id"], r["reference"])
+    )
     table = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "rank"])
     table.insert(0, "rank", range(1, len(table) + 1))
     table["key"] = table["key"].map(json.dumps)
     table["trial"] = table["trial"].astype("Int64")
     return table
+
+
+def training_pool(table: pd.DataFrame, size: int) -> pd.DataFrame:
+    """The candidates that training decides among (successive halving, :mod:`runners.promotion`):
+    the first candidate of each distinct key, taken in turn from each space (the ranking is
+    surer within a space than between spaces: docs/ranking.md), ``size`` of them, in rank
+    order."""
+    found = table[table["reference"] == ""].drop_duplicates("key")
+    # each space's candidates in rank order, the space of the best candidate first
+    queues = sorted((list(rows.index) for _, rows in found.groupby("space")), key=lambda q: q[0])
+    picked: list[int] = []
+    while len(picked) < size and any(queues):
+        for queue in queues:
+            if queue and len(picked) < size:
+                picked.append(queue.pop(0))
+    return found.loc[sorted(picked)]
 
 
 def spec_of(

@@ -21,6 +21,7 @@ from typing import Any
 from nas import _cli
 from nas.atomic import atomic_write_json
 from nas.budget import format_flops, parse_budget
+from nas.scorers import ranking_choice
 from pipeline.settings import Settings
 from pipeline.storage import StudyError, open_study
 from results.run import (
@@ -171,6 +172,13 @@ def check_budget(args: argparse.Namespace) -> float:
         raise _cli.UsageError(
             f"unknown search space {args.space!r}; choose {', '.join(list_spaces())} or all"
         )
+    for name in [args.space] if args.space != "all" else list_spaces():
+        space = get_space(name)
+        if args.min_width is not None and args.min_width > space.width_bounds[1]:
+            raise _cli.UsageError(
+                f"--min-width {args.min_width} is above the widest {space.width_label} of space "
+                f"{name!r} ({space.width_bounds[1]}); give at most that"
+            )
     return budget
 
 
@@ -230,6 +238,10 @@ def new_run(
         study_name=run_dir.resolve().name,
         input_size=args.input_size,
         classes=args.classes,
+        scorer=args.scorer,
+        tie_break=ranking_choice()["tie_break"]["column"],
+        tie_break_larger_first=ranking_choice()["tie_break"]["larger_first"],
+        min_width=args.min_width,
         training=training,
     )
     try:

@@ -32,6 +32,11 @@ class Settings:
     input_size: int
     classes: int
     scorer: str = "stage_mean_n"
+    # Equal keys are ordered by this column of the candidates table (nas/ranking_choice.json at
+    # the run's start; a run written before it existed ordered them by storage, smaller first).
+    tie_break: str = "storage_mbit"
+    tie_break_larger_first: bool = False
+    min_width: int | None = None  # the smallest base width or growth rate (None: the space's)
     training: dict[str, Any] | None = None  # runners.options.TrainingOptions, when train_top > 0
     kind: str = "nas.search"
 
@@ -76,4 +81,3 @@ class Settings:
             return make_url(self.storage).render_as_string(hide_password=True)
         except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: name the scheme alone
             return self.storage.split(":", 1)[0] + " storage"
-

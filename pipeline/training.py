@@ -12,13 +12,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pandas as pd
 
 from nas import _cli
 from nas._names import printable
 from nas.atomic import atomic_write_text
+from nas.candidates import PATH_COLUMNS
+from pipeline.ranking import training_pool
 from pipeline.settings import Settings
-from results.report import build_report
+from pipeline.storage import open_storage
+from results.report import build_report, model_name
 from results.run import CANDIDATES
 from runners.datasets import DATASETS, DataError, DataNotFound, load_dataset
 from runners.options import TrainingOptions
@@ -60,30 +64,117 @@ def training_options(args: argparse.Namespace) -> dict[str, Any]:
     return dataclasses.asdict(TrainingOptions(**given))
 
 
+def record_in_optuna(
+    settings: Settings, run_dir: Path, table: pd.DataFrame, trained: pd.DataFrame
+) -> str:
+    """Write what training measured to the run's Optuna storage, for Optuna's own tools
+    (``optuna-dashboard``): a study ``<run>-training`` with one trial per trained model (its
+    final test top-1 as the value, each epoch's as intermediate values, its arch id, name, rank,
+    status and metrics as user attributes; stopped early by successive halving: pruned; failed:
+    fail), and on the search's study a user attribute ``trained_top1`` (arch id -> top-1). A
+    resumed run adds only the models not recorded yet. Returns the training study's name."""
+    storage = open_storage(settings.study_url(run_dir))
+    name = f"{settings.study_name}-training"
+    study = optuna.create_study(
+        study_name=name, storage=storage, direction="maximize", load_if_exists=True
+    )
+    recorded = {t.user_attrs.get("arch_id") for t in study.get_trials(deepcopy=False)}
+    curves_file = run_dir / "curves.csv"
+    curves = (
+        pd.read_csv(curves_file, dtype={"arch_id": str})
+        if curves_file.is_file() and curves_file.stat().st_size > 1
+        else pd.DataFrame(columns=["arch_id", "epoch", "top1"])
+    )
+    # one row per arch id: a reference model that the search also found is named as the reference
+    rows = table.sort_values("reference", ascending=False).drop_duplicates("arch_id")
+    rows = rows.set_index("arch_id")
+    state = {
+        "trained": optuna.trial.TrialState.COMPLETE,
+        "stopped": optuna.trial.TrialState.PRUNED,
+        "failed": optuna.trial.TrialState.FAIL,
+    }
+    for row in trained.itertuples():
+        if row.arch_id in recorded:
+            continue
+        info = rows.loc[row.arch_id]
+        curve = curves[curves["arch_id"] == row.arch_id]
+        attrs = {
+            "arch_id": row.arch_id,
+            "model": model_name(info["rank"], info["reference"] or ""),
+            "rank": int(info["rank"]),
+            "space": info["space"],
+            "status": row.status,
+            "epochs": None if pd.isna(row.epoch) else int(row.epoch),
+            **{c: _plain(info[c]) for c in (*COLUMNS_SHOWN, "key")},
+        }
+        if row.status == "failed":
+            attrs["error"] = str(row.error)
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state[row.status],
+                value=None if row.status != "trained" else float(row.top1),
+                intermediate_values={
+                    int(e): float(t) for e, t in zip(curve["epoch"], curve["top1"], strict=True)
+                },
+                user_attrs=attrs,
+            )
+        )
+    search = optuna.load_study(study_name=settings.study_name, storage=storage)
+    search.set_user_attr(
+        "trained_top1",
+        {
+            r.arch_id: float(r.top1)
+            for r in trained.itertuples()
+            if r.status != "failed" and pd.notna(r.top1)
+        },
+    )
+    return name
+
+
+COLUMNS_SHOWN = ("flops", "fp_macs", "bops", "depth", "width", *PATH_COLUMNS)
+
+
+def _plain(value: Any) -> Any:
+    """A table value as JSON for Optuna (numpy numbers to Python, NaN to None)."""
+    if isinstance(value, str) or value is None:
+        return value
+    try:
+        return None if pd.isna(value) else value.item() if hasattr(value, "item") else value
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def train_top(settings: Settings, run_dir: Path, table: pd.DataFrame) -> int:
     """Train the top candidates through Ray Tune and join their results to candidates.csv; returns
     the exit status: 1 when every trained candidate failed (the last line says why)."""
     options = TrainingOptions(**settings.training)
-    top = table[table["reference"] == ""].head(options.top)
+    top = training_pool(table, options.top)
     specs = {p.stem.rsplit("-", 1)[1]: p for p in (run_dir / "specs").glob("*.json")}
     candidates = [(aid, specs[aid]) for aid in top["arch_id"]]
     baseline = table[(table["reference"] == options.baseline) & (table["reference"] != "")]
-    if len(baseline):
-        candidates.append((baseline["arch_id"].iloc[0], specs[baseline["arch_id"].iloc[0]]))
+    if len(baseline):  # first: it trains every epoch, so it starts at once beside the pool
+        candidates.insert(0, (baseline["arch_id"].iloc[0], specs[baseline["arch_id"].iloc[0]]))
     print(
-        f"training the top {len(top)}"
-        + (f" and {options.baseline} (the baseline)" if len(baseline) else "")
+        f"training a pool of {len(top)} candidates (the best of each space in turn, by "
+        f"{settings.scorer}; one epoch each, the best third promoted to {options.epochs})"
+        + (f" and {options.baseline} (the baseline, every epoch)" if len(baseline) else "")
         + f" on {options.dataset} "
         f"({options.epochs} epochs, width x{options.width_mult}, stem stride "
         f"{options.stem_stride}, {'with' if options.augment else 'no'} augmentation, "
         f"{options.train_subset or 'all'} training images per epoch)",
         file=sys.stderr,
     )
-    trained = run_training(run_dir, candidates, options)
+    trained = run_training(
+        run_dir,
+        candidates,
+        options,
+        baseline=baseline["arch_id"].iloc[0] if len(baseline) else "",
+    )
     joined = table.drop(columns=[c for c in table.columns if c.startswith("trained_")])
     extra = trained.rename(columns={c: f"trained_{c}" for c in trained.columns if c != "arch_id"})
     joined = joined.merge(extra, on="arch_id", how="left")
     atomic_write_text(run_dir / CANDIDATES, joined.to_csv(index=False))
+    record_in_optuna(settings, run_dir, joined, trained)
     build_report(run_dir)
     for row in trained.itertuples():
         if row.status == "failed":
@@ -102,4 +193,3 @@ def train_top(settings: Settings, run_dir: Path, table: pd.DataFrame) -> int:
         )
         return 1
     return 0
-

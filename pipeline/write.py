@@ -1,6 +1,6 @@
 """The files of a finished search, each written atomically: ``candidates.csv`` (and
-``candidates.parquet`` where pyarrow is installed), the specs of the top-k and of the reference
-models under ``specs/``, and the report."""
+``candidates.parquet`` where pyarrow is installed), the specs of the top-k, of the pool that
+training decides among and of the reference models under ``specs/``, and the report."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 
 from nas.atomic import atomic_write_bytes, atomic_write_text
 from pipeline.loop import Search
-from pipeline.ranking import rank_candidates, spec_of
+from pipeline.ranking import rank_candidates, spec_of, training_pool
 from results.report import build_report
 from results.run import CANDIDATES
 
@@ -31,7 +31,8 @@ def write_results(search: Search, run_dir: Path) -> pd.DataFrame:
     specs = run_dir / "specs"
     specs.mkdir(exist_ok=True)
     top = table[table["reference"] == ""].head(settings.top)
-    for _, row in top.iterrows():
+    pool = training_pool(table, settings.train_top)
+    for _, row in pd.concat([top, pool]).drop_duplicates("arch_id").iterrows():
         spec = spec_of(row, search.spaces, settings)
         spec = spec.replace(name=f"rank{row['rank']:03d}-{row['arch_id']}")
         atomic_write_text(specs / f"{spec.name}.json", spec.to_json() + "\n")

@@ -6,13 +6,16 @@ and ``plots/*.png`` (pandas tables, matplotlib plots), each atomically.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 from sqlalchemy.engine import make_url
 
 from nas import _cli
@@ -21,10 +24,12 @@ from nas.candidates import PATH_COLUMNS
 from nas.graph import lower, scopes
 from nas.metrics import PathGraph
 from nas.pathplot import plot_scope
-from nas.scopes import stage_label
+from nas.scopes import block_path, stage_label
+from nas.scorers import PAPER_SCORER, get_scorer, ranking_choice
 from nas.spec import ArchSpec
 from results.run import CANDIDATES, is_run_dir, read_settings
 
+PAGE_BLOCKS = 3  # the widest first stage drawn whole in the report; beyond, its first block
 SPACE_COLOURS = {"resnet": "#4575b4", "densenet": "#d73027"}
 METRICS = PATH_COLUMNS
 # What the report reads of each table, and which of those columns are numbers.
@@ -62,6 +67,89 @@ def read_table(run_dir: Path, name: str) -> pd.DataFrame:
                 f"{path}: column {column} holds values that are not numbers; {fix}"
             ) from None
     return table
+
+
+def model_name(rank: int | float | None, reference: str) -> str:
+    """How the report names a model: its zoo name, or its rank (``#3``)."""
+    if reference:
+        return reference
+    return f"#{int(rank)}" if rank is not None and pd.notna(rank) else "?"
+
+
+def _label_points(ax, xs, ys, labels, min_gap: float = 0.04) -> None:
+    """Label points; points closer than ``min_gap`` of the axes (in both directions) share one
+    label (``#1, #4``), so labels do not overlap."""
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    groups: list[tuple[float, float, list[str]]] = []
+    for x, y, label in sorted(zip(xs, ys, labels, strict=True), key=lambda p: (p[1], p[0])):
+        for gx, gy, names in groups:
+            if abs(x - gx) <= min_gap * (x1 - x0) and abs(y - gy) <= min_gap * (y1 - y0):
+                names.append(label)
+                break
+        else:
+            groups.append((x, y, [label]))
+    for x, y, names in groups:
+        ax.annotate(", ".join(names), (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+
+
+def verdict(settings: dict, trained: pd.DataFrame) -> str:
+    """The report's first paragraph once training ran: the best fully trained candidate against
+    the baseline of the same run, with the benchmark's seed noise, and the ranking's held-out
+    Kendall tau (nas/ranking_choice.json, docs/ranking.md)."""
+    training = settings.get("training") or {}
+    epochs = training.get("epochs")
+    base_name = training.get("baseline") or ""
+    choice = ranking_choice()
+    scorer = settings["scorer"]
+
+    def tau(name: str) -> str:
+        value = choice.get("held_out_tau", {}).get(name)
+        if not value or value[0] is None or not np.isfinite(value[0]):
+            return "not measured"
+        return f"{value[0]:+.2f} [{value[1]:+.2f}, {value[2]:+.2f}]"
+
+    full = trained[(trained["status"] == "trained") & (trained["reference"] == "")]
+    base = trained[(trained["reference"] == base_name) & (trained["status"] == "trained")]
+    ranking = (
+        f"The ranking (`{scorer}`) has a held-out Kendall tau of {tau(scorer)} against trained "
+        f"accuracy on the benchmark of trained binary CNNs"
+        + (
+            f" (the paper's key `{PAPER_SCORER}`: {tau(PAPER_SCORER)})"
+            if scorer != PAPER_SCORER
+            else ""
+        )
+        + " (docs/ranking.md)."
+    )
+    if not len(full):
+        return f"**Verdict:** no candidate finished its {epochs} epochs. {ranking}"
+    best = full.sort_values("top1", ascending=False).iloc[0]
+    what = (
+        f"the best trained candidate, {model_name(best['rank'], '')} ({best['space']}, "
+        f"arch {best['arch_id']}), reached {best['top1'] * 100:.2f}% test top-1 after "
+        f"{int(best['epoch'])} epochs"
+    )
+    if not len(base):
+        return f"**Verdict:** {what}; no baseline was trained beside it. {ranking}"
+    b = base.iloc[0]
+    diff = (best["top1"] - b["top1"]) * 100
+    sd = choice.get("benchmark", {}).get("seed_sd")
+    if sd:
+        noise = 2 * np.sqrt(2) * sd * 100  # two standard deviations of a difference of two runs
+        within = "within" if abs(diff) <= noise else "beyond"
+        noise_text = (
+            f"; {within} the seed noise (on the benchmark a difference of two seeds varies by "
+            f"+/-{noise:.2f} points, two standard deviations)"
+        )
+    else:
+        noise_text = "; the seed noise is not measured yet (no benchmark architecture has "
+        noise_text += "several seeds)"
+    better = "above" if diff > 0 else "below"
+    return (
+        f"**Verdict: {what}, {abs(diff):.2f} points {better} the baseline {base_name} "
+        f"({b['top1'] * 100:.2f}%, the same recipe in the same run){noise_text}.** "
+        f"{len(trained) - 1} candidates were trained by successive halving (one epoch each, the "
+        f"best promoted to {epochs}). {ranking}"
+    )
 
 
 def pareto_front(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -155,9 +243,11 @@ def make_plots(run_dir: Path, settings: dict, table: pd.DataFrame) -> dict[str, 
     if best:
         spec = ArchSpec.load(best[0])
         ops = lower(spec)
+        # a stage of more than a few blocks is drawn as its first block, readable at page width
+        scope = stage_label(0) if len(spec.stages[0].blocks) <= PAGE_BLOCKS else block_path(0, 0)
         path = plots / "best_stage1.png"
         tmp = plots / ".best_stage1.tmp.png"
-        plot_scope(spec, PathGraph.from_ops(ops, scopes(ops)), stage_label(0), str(tmp))
+        plot_scope(spec, PathGraph.from_ops(ops, scopes(ops)), scope, str(tmp))
         tmp.replace(path)
         made["best_stage1"] = "plots/best_stage1.png"
     return made
@@ -199,15 +289,27 @@ def _tables(table: pd.DataFrame, top: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     return found, refs
 
 
+def trained_models(run_dir: Path, table: pd.DataFrame) -> pd.DataFrame:
+    """``trained.csv`` with each model's name, rank, space, reference and path metrics."""
+    trained = read_table(run_dir, "trained.csv")
+    joined = trained.merge(
+        table[["arch_id", "rank", "space", "reference", *METRICS]], on="arch_id", how="left"
+    )
+    joined["reference"] = joined["reference"].fillna("")
+    joined.insert(
+        0,
+        "model",
+        [model_name(r, ref) for r, ref in zip(joined["rank"], joined["reference"], strict=True)],
+    )
+    return joined
+
+
 def training_section(run_dir: Path, table: pd.DataFrame) -> tuple[list[str], str, dict]:
     """Markdown lines, HTML and plots of the trained candidates (``trained.csv``, ``curves.csv``):
     their accuracy, its rank correlation with each gradient-path metric (Kendall tau, Spearman
     rho), learning curves, and the trials that failed with their reason."""
-    trained = read_table(run_dir, "trained.csv")
-    joined = trained.merge(
-        table[["arch_id", "rank", "reference", *METRICS]], on="arch_id", how="left"
-    )
-    joined["reference"] = joined["reference"].fillna("")
+    joined = trained_models(run_dir, table)
+    names = dict(zip(joined["arch_id"], joined["model"], strict=True))
     curves_path = run_dir / "curves.csv"
     curves = (
         pd.read_csv(curves_path, dtype={"arch_id": str})
@@ -238,6 +340,7 @@ def training_section(run_dir: Path, table: pd.DataFrame) -> tuple[list[str], str
     ).round(3)
     results = joined[
         [
+            "model",
             "rank",
             "arch_id",
             "reference",
@@ -250,14 +353,15 @@ def training_section(run_dir: Path, table: pd.DataFrame) -> tuple[list[str], str
             "train_seconds",
         ]
     ].round(4)
-    failed = joined[joined["status"] == "failed"][["rank", "arch_id", "error"]]
+    failed = joined[joined["status"] == "failed"][["model", "arch_id", "error"]]
     plots: dict[str, str] = {}
     if len(curves):
         matplotlib.use("Agg")
 
         fig, ax = plt.subplots(figsize=(7, 4))
         for aid, part in curves.groupby("arch_id"):
-            ax.plot(part["epoch"], part["top1"], marker="o", label=aid)
+            ax.plot(part["epoch"], part["top1"], marker="o", label=names.get(aid, aid))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("test top-1")
         ax.set_title("learning curves of the trained candidates")
@@ -266,15 +370,17 @@ def training_section(run_dir: Path, table: pd.DataFrame) -> tuple[list[str], str
         atomic_savefig(fig, run_dir / "plots" / "learning_curves.png", dpi=110)
         plt.close(fig)
         plots["learning_curves"] = "plots/learning_curves.png"
-    if len(done):
-        costs = METRICS[:3]  # the N values; L values are small integers, see the table
-        fig, axes = plt.subplots(1, len(costs), figsize=(4 * len(costs), 3.4), sharey=True)
-        for ax, metric in zip(axes, costs, strict=True):
+    # the N values (L values are small integers, see the table); a constant one is left out
+    costs = [m for m in METRICS[:3] if done[m].nunique() > 1]
+    if len(done) and costs:
+        fig, axes = plt.subplots(
+            1, len(costs), figsize=(4 * len(costs), 3.4), sharey=True, squeeze=False
+        )
+        for ax, metric in zip(axes[0], costs, strict=True):
             ax.scatter(done[metric] / 1e6, done["top1"])
-            for row in done.itertuples():
-                ax.annotate(f"#{row.rank}", (getattr(row, metric) / 1e6, row.top1), fontsize=7)
+            _label_points(ax, done[metric] / 1e6, done["top1"], done["model"])
             ax.set_xlabel(f"{metric} (M FLOP-equivalents)")
-        axes[0].set_ylabel(f"test top-1 at epoch {common}")
+        axes[0][0].set_ylabel(f"test top-1 at epoch {common}")
         fig.suptitle("trained accuracy against the gradient-path metrics")
         fig.tight_layout()
         atomic_savefig(fig, run_dir / "plots" / "accuracy_vs_metrics.png", dpi=110)
@@ -345,18 +451,36 @@ def build_report(run_dir: Path) -> Path:
         ],
         columns=["setting", "value"],
     )
+    scorer = settings["scorer"]
+    doc = (get_scorer(scorer).__doc__ or "").split("\n\n")[0]  # its first paragraph, as Markdown
+    doc = re.sub(r":\w+:`([^`]*)`", r"`\1`", doc).replace("``", "`")
     intro = (
-        "Candidates are ranked by their gradient paths, without training: the key is the mean "
-        "over stages of (N_1st, N_2nd, N_3rd), the three smallest distinct costs of a gradient "
-        "path through a stage, a binary conv costing its BOPs/64 (Zhu et al., 'Improving "
-        "Gradient Paths for Binary Convolutional Neural Networks'). Smaller ranks first. "
+        f"Candidates are ranked without training by `{scorer}`: {' '.join(doc.split())} "
+        "The gradient-path metrics N_1st < N_2nd < N_3rd are the three smallest distinct costs "
+        "of a gradient path through a stage, a binary conv costing its BOPs/64 (Zhu et al., "
+        "'Improving Gradient Paths for Binary Convolutional Neural Networks'); L counts binary "
+        "convs instead. Smaller keys rank first; equal keys are ordered by "
+        f"{settings.get('tie_break', 'storage_mbit')} "
+        f"({'larger' if settings.get('tie_break_larger_first') else 'smaller'} first). "
         "Reference models of the paper are ranked with their own exact FLOPs."
     )
+    top_keys = table[table["reference"] == ""]["key"].head(settings["top"])
+    tied = int((top_keys == top_keys.iloc[0]).sum()) if len(top_keys) else 0
+    tie_note = (
+        f"Note: the top {tied} candidates tie on the key; the tie-break column orders them."
+        if tied > 1
+        else ""
+    )
+    first = []
+    if (run_dir / "trained.csv").is_file():
+        first = [verdict(settings, trained_models(run_dir, table)), ""]
     md = [
         f"# Search report: {settings['study_name']}",
         "",
+        *first,
         intro,
         "",
+        *([tie_note, ""] if tie_note else []),
         facts.to_markdown(index=False),
         "",
         f"## Top {len(found)} candidates",
@@ -384,8 +508,9 @@ def build_report(run_dir: Path) -> Path:
         f"<title>Search report {settings['study_name']}</title>"
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
         "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>"
-        f"<h1>Search report: {settings['study_name']}</h1><p>{intro}</p>"
-        f"{facts.to_html(index=False)}<h2>Top {len(found)} candidates</h2>"
+        f"<h1>Search report: {settings['study_name']}</h1>"
+        + "".join(f"<p>{p.replace('**', '')}</p>" for p in (*first[:1], intro, tie_note) if p)
+        + f"{facts.to_html(index=False)}<h2>Top {len(found)} candidates</h2>"
         f"{found.to_html(index=False)}<h2>Reference models</h2>{refs.to_html(index=False)}"
         f"{trained_html}<h2>Plots</h2>{images}</body></html>"
     )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 class TrainingOptions:
     """How the top candidates are trained (the ``nas.search`` flags)."""
 
-    top: int = 3
+    top: int = 8  # the pool that successive halving trains (runners.promotion)
     dataset: str = "fashion_mnist"
     data_dir: str | None = None
     epochs: int = 3

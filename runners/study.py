@@ -53,7 +53,7 @@ from nas.graph import lower, ops_arch_id
 from nas.model import build_model
 from nas.proxies import zero_cost_proxies
 from nas.registry import UnknownModelError, list_models, model_spec
-from nas.scorers import DEFAULT_SCORER, get_scorer, list_scorers
+from nas.scorers import PAPER_SCORER, get_scorer, list_scorers, measure
 from nas.spec import ArchSpec
 from results.benchmark import STUDY_DIR
 from results.run import RunInUse, lock_run_dir
@@ -191,7 +191,7 @@ def arch_metrics(spec) -> dict[str, Any]:
                 None if not values or None in values else sum(values) / len(values)
             )
     for name in list_scorers():
-        for k, v in enumerate(get_scorer(name)(report)):
+        for k, v in enumerate(get_scorer(name)(measure(ops, report))):
             row[f"key_{name}_{k}"] = v if math.isfinite(v) else None
     return row
 
@@ -280,7 +280,7 @@ def plan(settings: StudySettings) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
 
 
 def _default_key(spec) -> tuple[float, ...]:
-    return get_scorer(DEFAULT_SCORER)(analyze_ops(lower(spec)))
+    return get_scorer(PAPER_SCORER)(measure(lower(spec)))
 
 
 def jobs_of(archs: pd.DataFrame, settings: StudySettings) -> list[dict[str, Any]]:

@@ -96,9 +96,11 @@ def run_training(
     candidates: list[tuple[str, Path]],
     options: TrainingOptions,
     trainable: Callable[[dict[str, Any]], None] = train_candidate,
+    baseline: str = "",
 ) -> pd.DataFrame:
     """Train ``candidates`` ((arch id, spec file) pairs) in a Ray session of their own; returns
-    one row per candidate and writes ``trained.csv`` and ``curves.csv`` in ``run_dir``."""
+    one row per candidate and writes ``trained.csv`` and ``curves.csv`` in ``run_dir``.
+    ``baseline``: the arch id that successive halving never stops."""
     home = run_dir / ".ray_home"
     with ray_session(home, options.ray_address, dashboard_port=options.dashboard_port) as url:
         if url:
@@ -108,7 +110,9 @@ def run_training(
                 flush=True,
             )
         specs = [(aid, Path(spec).read_text()) for aid, spec in candidates]
-        trained, curves = tune_candidates(run_dir / "tune", specs, options, trainable)
+        trained, curves = tune_candidates(
+            run_dir / "tune", specs, options, trainable, baseline=baseline
+        )
     atomic_write_text(run_dir / "trained.csv", trained.to_csv(index=False))
     atomic_write_text(run_dir / "curves.csv", curves.to_csv(index=False))
     return trained
@@ -120,16 +124,21 @@ def tune_candidates(
     options: TrainingOptions,
     trainable: Callable[[dict[str, Any]], None] = train_candidate,
     stop_early: bool = True,
+    baseline: str = "",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train ``candidates`` ((arch id, spec JSON text) pairs) as one Tune experiment under
     ``storage``, in the Ray session already started (:func:`runners.ray_local.ray_session`).
     Returns one row per candidate and their learning curves (one row per epoch). An experiment
     of the same candidates and options found under ``storage`` is restored, its finished trials
-    kept. ``stop_early``: ASHA stops weak trials (the search's top candidates); without it every
-    trial trains all its epochs (the benchmark study)."""
+    kept. ``stop_early``: successive halving (ASHA, :class:`runners.promotion.PromoteCandidates`:
+    every candidate trains one epoch, the best third goes on to the full recipe; the search's
+    candidates), the ``baseline`` arch id never stopped; without it every trial trains all its
+    epochs (the benchmark study)."""
     # only now: Ray reads its environment (the loopback recipe) when it is imported
     from ray import tune  # noqa: PLC0415
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: PLC0415
+    from ray.tune.schedulers import FIFOScheduler  # noqa: PLC0415
+
+    from runners.promotion import PromoteCandidates  # noqa: PLC0415 - it imports Ray
 
     storage = storage.resolve()
 
@@ -152,6 +161,7 @@ def tune_candidates(
     )
     space = [
         {"arch_id": aid, "spec": text, "options": dataclasses.asdict(options)}
+        | ({"baseline": True} if aid == baseline else {})
         for aid, text in candidates
     ]
     name = "train-" + hashlib.sha256(json.dumps(space, sort_keys=True).encode()).hexdigest()[:8]
@@ -160,7 +170,9 @@ def tune_candidates(
         tuner = tune.Tuner.restore(str(path), trainable=resources, resume_errored=True)
     else:
         scheduler = (
-            ASHAScheduler(max_t=options.epochs, grace_period=1) if stop_early else FIFOScheduler()
+            PromoteCandidates(max_t=options.epochs, grace_period=1, reduction_factor=3)
+            if stop_early
+            else FIFOScheduler()
         )
         tuner = tune.Tuner(
             resources,

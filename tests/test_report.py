@@ -129,3 +129,87 @@ def test_broken_candidates_table_is_one_line(trained_run, tmp_path, damage, word
     assert str(run / "candidates.csv") in out.stderr
     assert (run / "report.md").read_bytes() == report
     json.loads((run / "settings.json").read_text())  # untouched
+
+
+def test_training_results_reach_optuna(trained_run):
+    """What training measured goes to the run's Optuna storage: a training study with one trial
+    per trained model (value = final top-1, curve as intermediate values, failed as FAIL), and
+    the search study's trained_top1; a second call adds nothing."""
+    import optuna
+
+    from pipeline.settings import Settings
+    from pipeline.training import record_in_optuna
+
+    run, done = trained_run
+    settings = Settings(**json.loads((run / "settings.json").read_text()))
+    table = pd.read_csv(run / "candidates.csv", dtype={"arch_id": str}, keep_default_na=False)
+    trained = pd.read_csv(run / "trained.csv", dtype={"arch_id": str})
+    for _ in range(2):
+        name = record_in_optuna(settings, run, table, trained)
+    url = f"sqlite:///{run / 'study.db'}"
+    trials = optuna.load_study(study_name=name, storage=url).trials
+    assert len(trials) == 5
+    by_arch = {t.user_attrs["arch_id"]: t for t in trials}
+    for aid, top1 in zip(done["arch_id"], done["top1"], strict=True):
+        t = by_arch[aid]
+        assert t.state == optuna.trial.TrialState.COMPLETE and t.value == pytest.approx(top1)
+        assert t.intermediate_values == {1: pytest.approx(top1 - 0.05), 2: pytest.approx(top1)}
+        assert t.user_attrs["model"] == f"#{t.user_attrs['rank']}"
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 1 and "broken.jpg" in failed[0].user_attrs["error"]
+    search = optuna.load_study(study_name=settings.study_name, storage=url)
+    assert search.user_attrs["trained_top1"] == pytest.approx(
+        dict(zip(done["arch_id"], done["top1"], strict=True))
+    )
+
+
+def test_optuna_dashboard_lists_trained_accuracy_per_trial(trained_run):
+    """`optuna-dashboard sqlite:///RUN/study.db` (the README's command), asked through its HTTP
+    API, lists the run's search study and its training study, whose trials carry the trained
+    top-1 as their values."""
+    import socket
+    import time
+    import urllib.request
+
+    from pipeline.settings import Settings
+    from pipeline.training import record_in_optuna
+
+    run, done = trained_run
+    settings = Settings(**json.loads((run / "settings.json").read_text()))
+    table = pd.read_csv(run / "candidates.csv", dtype={"arch_id": str}, keep_default_na=False)
+    trained = pd.read_csv(run / "trained.csv", dtype={"arch_id": str})
+    name = record_in_optuna(settings, run, table, trained)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dashboard = subprocess.Popen(
+        [str(Path(sys.executable).parent / "optuna-dashboard"), f"sqlite:///{run / 'study.db'}",
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def get(path: str):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return json.loads(r.read())
+
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                studies = get("/api/studies")["study_summaries"]
+                break
+            except OSError:
+                assert time.time() < deadline and dashboard.poll() is None, "no dashboard"
+                time.sleep(0.5)
+        ids = {s["study_name"]: s["study_id"] for s in studies}
+        assert {settings.study_name, name} <= set(ids)
+        trials = get(f"/api/studies/{ids[name]}")["trials"]
+        values = {
+            next(a["value"] for a in t["user_attrs"] if a["key"] == "arch_id"): t.get("values")
+            for t in trials
+        }
+        for aid, top1 in zip(done["arch_id"], done["top1"], strict=True):
+            assert values[aid] == [pytest.approx(top1)]
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)

@@ -75,6 +75,62 @@ def test_failed_trials_are_reported_while_the_others_finish(tmp_path):
     assert 0 <= trained.loc["fine", "top1"] <= 1 and trained.loc["fine", "epoch"] == 1
 
 
+PROMOTION = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from ray import tune
+    from runners.options import TrainingOptions
+    from runners.tune import run_training
+
+    ACCURACY = {"c1": 0.9, "c2": 0.8, "c3": 0.7, "c4": 0.6, "c5": 0.5, "base": 0.1}
+
+    def fixed(config):
+        # no training: each model reports the same accuracy every epoch
+        arch = config["candidate"]["arch_id"]
+        for epoch in (1, 2, 3):
+            tune.report({"epoch": epoch, "top1": ACCURACY[arch], "top5": 1.0, "test_loss": 1.0,
+                         "train_loss": 1.0, "images_per_s": 1.0, "seconds": 0.01,
+                         "arch_id": arch, "node": "n"})
+
+    run_dir, port, baseline = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec = run_dir / "spec.json"
+    spec.write_text("{}")
+    options = TrainingOptions(epochs=3, dashboard_port=port, max_failures=0)
+    run_training(run_dir, [(a, spec) for a in ACCURACY], options, fixed, baseline=baseline)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exempt", [True, False])
+def test_successive_halving_stops_weak_candidates_never_the_baseline(tmp_path, exempt):
+    """Candidates reported in order of falling accuracy: after the first, each is below the best
+    at the first rung and stops there; the baseline, the worst of all, trains every epoch when
+    it is exempt (and stops like the others when it is not: the exemption is what keeps it)."""
+    script = tmp_path / "promotion.py"
+    script.write_text(PROMOTION)
+    run_dir = tmp_path / "run"
+    out = subprocess.run(
+        [sys.executable, str(script), str(run_dir), "8283", "base" if exempt else ""],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    trained = pd.read_csv(run_dir / "trained.csv", dtype={"arch_id": str}).set_index("arch_id")
+    assert trained.loc["c1", "status"] == "trained" and trained.loc["c1", "epoch"] == 3
+    for weak in ("c4", "c5"):
+        assert trained.loc[weak, "status"] == "stopped" and trained.loc[weak, "epoch"] == 1
+    base = trained.loc["base"]
+    if exempt:
+        assert base["status"] == "trained" and base["epoch"] == 3
+    else:
+        assert base["status"] == "stopped" and base["epoch"] == 1
+
+
 def _search(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "nas.search", "--no-progress", *args],
