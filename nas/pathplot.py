@@ -125,7 +125,8 @@ def plot_scope(spec: ArchSpec, graph: PathGraph, scope: str, path: str) -> None:
                 lw=3,
                 label=f"N_{k + 1}: {value / 1e6:.3g} M ({stats.count[k]} paths)",
             )
-    ax.legend(loc="upper left", fontsize=8)
+    # below the drawing, where it covers no node
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8, frameon=False)
     n_text = _fmt([None if v is None else v / 1e6 for v in stats.N])
     name = printable(spec.name).replace("$", r"\$")  # a label, not mathtext
     ax.set_title(f"{name} {scope}: N = {n_text} MFLOP-eq, L = {_fmt(stats.L)}", fontsize=10)

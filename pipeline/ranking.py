@@ -70,8 +70,8 @@ def rank_candidates(
 def training_pool(table: pd.DataFrame, size: int) -> pd.DataFrame:
     """The candidates that training decides among (successive halving, :mod:`runners.promotion`):
     the first candidate of each distinct key, taken in turn from each space (the ranking is
-    surer within a space than between spaces: docs/ranking.md), ``size`` of them, in rank
-    order."""
+    surer within a space than between spaces: docs/ranking.md), ``size`` of them, in the order
+    taken (so the spaces' candidates, often of different speeds, train side by side)."""
     found = table[table["reference"] == ""].drop_duplicates("key")
     # each space's candidates in rank order, the space of the best candidate first
     queues = sorted((list(rows.index) for _, rows in found.groupby("space")), key=lambda q: q[0])
@@ -80,7 +80,7 @@ def training_pool(table: pd.DataFrame, size: int) -> pd.DataFrame:
         for queue in queues:
             if queue and len(picked) < size:
                 picked.append(queue.pop(0))
-    return found.loc[sorted(picked)]
+    return found.loc[picked]
 
 
 def spec_of(

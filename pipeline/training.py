@@ -94,7 +94,7 @@ def record_in_optuna(
         "failed": optuna.trial.TrialState.FAIL,
     }
     for row in trained.itertuples():
-        if row.arch_id in recorded:
+        if row.arch_id in recorded or row.status not in state:
             continue
         info = rows.loc[row.arch_id]
         curve = curves[curves["arch_id"] == row.arch_id]
@@ -179,8 +179,10 @@ def train_top(settings: Settings, run_dir: Path, table: pd.DataFrame) -> int:
     for row in trained.itertuples():
         if row.status == "failed":
             result = f"failed: {printable(str(row.error))}"
+        elif row.status == "not started":
+            result = "not started (the run was interrupted; --resume trains it)"
         else:
-            early = " (stopped early by ASHA)" if row.status == "stopped" else ""
+            early = " (stopped early by successive halving)" if row.status == "stopped" else ""
             result = f"test top-1 {row.top1:.4f} after {row.epoch:g} epochs{early}"
         print(f"  {row.arch_id}: {result}")
     ours = trained[trained["arch_id"].isin(set(top["arch_id"]))]

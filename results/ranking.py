@@ -228,7 +228,10 @@ def write_document(choice: dict, table: pd.DataFrame, doc: Path = DOC) -> str:
         f"is fitted on the fit half and scored there by {FOLDS}-fold cross-validation. The "
         "held-out tau carries a 95% bootstrap interval over architectures and seed noise "
         + (f"(seed sd {b['seed_sd'] * 100:.2f} points)." if b["seed_sd"] else "(no seeds yet).")
-        + " Positive tau: the scorer's first candidates train best.",
+        + " Positive tau: the scorer's first candidates train best. The zero-cost proxies "
+        "(synflow, NASWOT, ...) are compared in docs/validation.md but are not candidates here: "
+        "they need torch and a forward and backward pass of each network, and the search's "
+        "evaluator scores without torch.",
         "",
         "## The choice",
         "",

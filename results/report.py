@@ -76,19 +76,25 @@ def model_name(rank: int | float | None, reference: str) -> str:
     return f"#{int(rank)}" if rank is not None and pd.notna(rank) else "?"
 
 
-def _label_points(ax, xs, ys, labels, min_gap: float = 0.04) -> None:
-    """Label points; points closer than ``min_gap`` of the axes (in both directions) share one
-    label (``#1, #4``), so labels do not overlap."""
-    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-    groups: list[tuple[float, float, list[str]]] = []
-    for x, y, label in sorted(zip(xs, ys, labels, strict=True), key=lambda p: (p[1], p[0])):
-        for gx, gy, names in groups:
-            if abs(x - gx) <= min_gap * (x1 - x0) and abs(y - gy) <= min_gap * (y1 - y0):
+def _label_points(ax, xs, ys, labels) -> None:
+    """Label points (after the axes' limits and scales are set) so that labels do not overlap:
+    a point whose label would run into the label of a point already placed (same text line on
+    screen, within that label's width) joins it (``#1, #4``)."""
+    line = 11.0  # pixels: one line of 7-point text at the figure's dpi
+    char = 4.4  # pixels: an average character of it
+    ax.autoscale_view()  # the limits as they will be drawn (matplotlib defers them)
+    to_screen = ax.transData.transform
+    groups: list[tuple[float, float, float, float, list[str]]] = []
+    for x, y, label in sorted(zip(xs, ys, labels, strict=True), key=lambda p: (p[0], p[1])):
+        px, py = to_screen((x, y))
+        for _, _, sx, sy, names in groups:
+            width = char * (len(", ".join(names)) + 2)
+            if abs(py - sy) < line and -line < px - sx < width:
                 names.append(label)
                 break
         else:
-            groups.append((x, y, [label]))
-    for x, y, names in groups:
+            groups.append((x, y, px, py, [label]))
+    for x, y, _, _, names in groups:
         ax.annotate(", ".join(names), (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
 
 
@@ -175,25 +181,19 @@ def _scatter(ax, table: pd.DataFrame, x: str, scale: float) -> None:
             color=SPACE_COLOURS.get(space, "grey"),
             label=f"{space} candidates",
         )
-    ax.scatter(
-        refs[x] / scale,
-        refs["N_2nd"] / 1e6,
-        marker="*",
-        s=120,
-        color="black",
-        label="reference models",
-    )
-    for _, r in refs.iterrows():
-        note = "" if r["in_band"] else " (out of band)"
-        ax.annotate(
-            r["reference"] + note,
-            (r[x] / scale, r["N_2nd"] / 1e6),
-            fontsize=7,
-            xytext=(4, 3),
-            textcoords="offset points",
+    for in_band, part in refs.groupby(refs["in_band"].astype(bool)):
+        ax.scatter(
+            part[x] / scale,
+            part["N_2nd"] / 1e6,
+            marker="*",
+            s=120,
+            color="black" if in_band else "white",
+            edgecolors="black",
+            label="reference models" + ("" if in_band else " (outside the band)"),
         )
     ax.set_ylabel("N_2nd, mean over stages (M FLOP-eq, log)")
     ax.set_yscale("log")
+    _label_points(ax, refs[x] / scale, refs["N_2nd"] / 1e6, list(refs["reference"]))
 
 
 def make_plots(run_dir: Path, settings: dict, table: pd.DataFrame) -> dict[str, str]:
@@ -208,7 +208,7 @@ def make_plots(run_dir: Path, settings: dict, table: pd.DataFrame) -> dict[str, 
     ax.axvspan(low / 1e9, high / 1e9, color="#e0f3f8", label="budget band")
     _scatter(ax, scored, "flops", 1e9)
     ax.set_xlabel("FLOPs (1e9) = FP MACs + BOPs/64")
-    ax.set_title("gradient-path key against FLOPs")
+    ax.set_title("N_2nd (mean over stages) against FLOPs")
     ax.legend(fontsize=8)
     fig.tight_layout()
     atomic_savefig(fig, plots / "key_vs_flops.png", dpi=110)
@@ -232,7 +232,7 @@ def make_plots(run_dir: Path, settings: dict, table: pd.DataFrame) -> dict[str, 
             zorder=5,
         )
     ax.set_xlabel("storage (Mbit)")
-    ax.set_title("gradient-path key against storage")
+    ax.set_title("N_2nd (mean over stages) against storage")
     ax.legend(fontsize=8)
     fig.tight_layout()
     atomic_savefig(fig, plots / "key_vs_storage.png", dpi=110)
@@ -317,7 +317,7 @@ def training_section(run_dir: Path, table: pd.DataFrame) -> tuple[list[str], str
         else pd.DataFrame(columns=["arch_id", "epoch", "top1"])
     )
     # ASHA stops some trials early: compare every candidate at the last epoch all of them reached
-    done = joined[joined["status"] != "failed"]
+    done = joined[joined["status"].isin(("trained", "stopped"))]
     common = int(done["epoch"].min()) if len(done) else 0
     at_common = curves[curves["epoch"] == common][["arch_id", "top1"]]
     done = done.drop(columns="top1").merge(at_common, on="arch_id")

@@ -202,10 +202,17 @@ def tune_candidates(
         epochs_done = metrics.get("epoch") or 0
         row = {
             "arch_id": config["arch_id"],
-            # "stopped": ASHA ended it early, its accuracy is that of its last epoch
+            # "stopped": successive halving ended it early, its accuracy is that of its last
+            # epoch; "not started": the run was interrupted before it trained an epoch
             "status": "failed"
             if result.error
-            else ("trained" if epochs_done >= options.epochs else "stopped"),
+            else (
+                "trained"
+                if epochs_done >= options.epochs
+                else "stopped"
+                if epochs_done
+                else "not started"
+            ),
             "error": _reason(result.error),
         }
         for key in ("epoch", "top1", "top5", "test_loss", "train_loss", "images_per_s", "node"):

@@ -119,8 +119,8 @@ def test_training_pool_takes_each_space_in_turn_one_per_key():
         [{"arch_id": a, "space": s, "key": k, "reference": ""} for a, s, k in rows]
         + [{"arch_id": "bireal", "space": "resnet", "key": "[0]", "reference": "bireal"}]
     )
-    assert training_pool(table, 3)["arch_id"].tolist() == ["r1", "r3", "d1"]
-    assert training_pool(table, 10)["arch_id"].tolist() == ["r1", "r3", "r4", "d1", "x"]
+    assert training_pool(table, 3)["arch_id"].tolist() == ["r1", "d1", "r3"]
+    assert training_pool(table, 10)["arch_id"].tolist() == ["r1", "d1", "r3", "x", "r4"]
 
 
 @pytest.mark.slow
