@@ -67,3 +67,23 @@ def test_close_points_share_one_label():
     labels = sorted(t.get_text() for t in ax.texts)
     plt.close(fig)
     assert labels == ["#1, #2", "#3"]
+
+
+def test_verdict_weighs_the_difference_against_the_benchmark_seed_noise(monkeypatch):
+    """With a seed deviation sd on the benchmark, a difference of two single runs varies by
+    2 * sqrt(2) * sd (two standard deviations): 0.5 points is within it for sd = 0.3 points
+    (+/-0.85) and beyond it for sd = 0.1 points (+/-0.28)."""
+    import results.report as report
+
+    trained = _trained(
+        [
+            ("a", 1, "resnet", "", "trained", 3, 0.8650),
+            ("z", 60, "resnet", "bireal_resnet18", "trained", 3, 0.8600),
+        ]
+    )
+    for sd, word, band in ((0.003, "within", "0.85"), (0.001, "beyond", "0.28")):
+        choice = {**ranking_choice(), "benchmark": {"seed_sd": sd}}
+        monkeypatch.setattr(report, "ranking_choice", lambda c=choice: c)
+        text = verdict(SETTINGS, trained)
+        assert "0.50 points above the baseline" in text
+        assert f"{word} the seed noise" in text and f"+/-{band} points" in text
