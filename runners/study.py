@@ -381,7 +381,8 @@ def run_jobs(
                 result = trained[trained["arch_id"] == job["arch_id"]].iloc[0]
                 if result["status"] != "trained":
                     failed += 1
-                    print(f"  {job['job']} failed: {result['error']}", flush=True)
+                    why = result["error"] or f"{result['status']} (the run was interrupted)"
+                    print(f"  {job['job']} failed: {why}", flush=True)
                     continue
                 curve = curves[curves["arch_id"] == job["arch_id"]].sort_values("epoch")
                 rows.append(

@@ -196,6 +196,8 @@ def tune_candidates(
     grid = tuner.fit()
     rows, curves = [], []
     for result in grid:
+        if not result.config:  # an interrupted run: a trial that never started (added below)
+            continue
         config = result.config["candidate"]
         metrics = result.metrics or {}
         history = result.metrics_dataframe
@@ -230,6 +232,12 @@ def tune_candidates(
                         **{k: h[k] for k in ("epoch", "top1", "top5", "test_loss", "train_loss")},
                     }
                 )
+    done = {row["arch_id"] for row in rows}
+    rows += [
+        {"arch_id": aid, "status": "not started", "error": ""}
+        for aid, _ in candidates
+        if aid not in done
+    ]
     return pd.DataFrame(rows), pd.DataFrame(curves)
 
 
