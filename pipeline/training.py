@@ -22,7 +22,7 @@ from nas.candidates import PATH_COLUMNS
 from pipeline.ranking import training_pool
 from pipeline.settings import Settings
 from pipeline.storage import open_storage
-from results.report import build_report, model_name
+from results.report import build_report, model_name, one_row_per_arch, read_curves
 from results.run import CANDIDATES
 from runners.datasets import DATASETS, DataError, DataNotFound, load_dataset
 from runners.options import TrainingOptions
@@ -79,15 +79,8 @@ def record_in_optuna(
         study_name=name, storage=storage, direction="maximize", load_if_exists=True
     )
     recorded = {t.user_attrs.get("arch_id") for t in study.get_trials(deepcopy=False)}
-    curves_file = run_dir / "curves.csv"
-    curves = (
-        pd.read_csv(curves_file, dtype={"arch_id": str})
-        if curves_file.is_file() and curves_file.stat().st_size > 1
-        else pd.DataFrame(columns=["arch_id", "epoch", "top1"])
-    )
-    # one row per arch id: a reference model that the search also found is named as the reference
-    rows = table.sort_values("reference", ascending=False).drop_duplicates("arch_id")
-    rows = rows.set_index("arch_id")
+    curves = read_curves(run_dir)
+    rows = one_row_per_arch(table).set_index("arch_id")
     state = {
         "trained": optuna.trial.TrialState.COMPLETE,
         "stopped": optuna.trial.TrialState.PRUNED,

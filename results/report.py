@@ -289,11 +289,27 @@ def _tables(table: pd.DataFrame, top: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     return found, refs
 
 
+def one_row_per_arch(table: pd.DataFrame) -> pd.DataFrame:
+    """The candidates table with one row per arch id: a reference model that the search also
+    found keeps its reference row (it is named after the zoo model)."""
+    return table.sort_values("reference", ascending=False, kind="stable").drop_duplicates("arch_id")
+
+
+def read_curves(run_dir: Path) -> pd.DataFrame:
+    """``curves.csv`` (one row per trained model and epoch), empty when training wrote none."""
+    path = run_dir / "curves.csv"
+    if path.is_file() and path.stat().st_size > 1:
+        return pd.read_csv(path, dtype={"arch_id": str})
+    return pd.DataFrame(columns=["arch_id", "epoch", "top1"])
+
+
 def trained_models(run_dir: Path, table: pd.DataFrame) -> pd.DataFrame:
     """``trained.csv`` with each model's name, rank, space, reference and path metrics."""
     trained = read_table(run_dir, "trained.csv")
     joined = trained.merge(
-        table[["arch_id", "rank", "space", "reference", *METRICS]], on="arch_id", how="left"
+        one_row_per_arch(table)[["arch_id", "rank", "space", "reference", *METRICS]],
+        on="arch_id",
+        how="left",
     )
     joined["reference"] = joined["reference"].fillna("")
     joined.insert(
@@ -304,18 +320,13 @@ def trained_models(run_dir: Path, table: pd.DataFrame) -> pd.DataFrame:
     return joined
 
 
-def training_section(run_dir: Path, table: pd.DataFrame) -> tuple[list[str], str, dict]:
-    """Markdown lines, HTML and plots of the trained candidates (``trained.csv``, ``curves.csv``):
+def training_section(run_dir: Path, joined: pd.DataFrame) -> tuple[list[str], str, dict]:
+    """Markdown lines, HTML and plots of the trained candidates (``joined``: their
+    :func:`trained_models`; ``curves.csv``):
     their accuracy, its rank correlation with each gradient-path metric (Kendall tau, Spearman
     rho), learning curves, and the trials that failed with their reason."""
-    joined = trained_models(run_dir, table)
     names = dict(zip(joined["arch_id"], joined["model"], strict=True))
-    curves_path = run_dir / "curves.csv"
-    curves = (
-        pd.read_csv(curves_path, dtype={"arch_id": str})
-        if curves_path.is_file() and curves_path.stat().st_size > 1
-        else pd.DataFrame(columns=["arch_id", "epoch", "top1"])
-    )
+    curves = read_curves(run_dir)
     # ASHA stops some trials early: compare every candidate at the last epoch all of them reached
     done = joined[joined["status"].isin(("trained", "stopped"))]
     common = int(done["epoch"].min()) if len(done) else 0
@@ -471,9 +482,8 @@ def build_report(run_dir: Path) -> Path:
         if tied > 1
         else ""
     )
-    first = []
-    if (run_dir / "trained.csv").is_file():
-        first = [verdict(settings, trained_models(run_dir, table)), ""]
+    trained = trained_models(run_dir, table) if (run_dir / "trained.csv").is_file() else None
+    first = [] if trained is None else [verdict(settings, trained), ""]
     md = [
         f"# Search report: {settings['study_name']}",
         "",
@@ -493,8 +503,8 @@ def build_report(run_dir: Path) -> Path:
         "",
     ]
     trained_html = ""
-    if (run_dir / "trained.csv").is_file():
-        lines, trained_html, more = training_section(run_dir, table)
+    if trained is not None:
+        lines, trained_html, more = training_section(run_dir, trained)
         md += lines
         plots.update(more)
     md += ["## Plots", ""]
