@@ -39,6 +39,15 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
              "or pass --data-dir with its four IDX files" >&2
     fi
 fi
+# PostgreSQL, for the test of searches sharing one study (--storage postgresql://...,
+# --study-name); the test skips without it (under CI it fails).
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    if can_apt; then
+        apt_install postgresql
+    else
+        echo "note: the shared-study test needs PostgreSQL: 'sudo apt-get install postgresql'" >&2
+    fi
+fi
 # strace, for the loopback check (python3 -m runners.check_loopback) and its tests, which skip
 # without it (under CI they fail).
 if ! command -v strace >/dev/null 2>&1; then

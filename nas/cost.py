@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from nas.graph import Op, lower
+from nas.graph import Op, lower, spec_macs
 from nas.spec import ArchSpec
 
 
@@ -123,6 +123,13 @@ def cost_report(layers: list[LayerCost], bn: dict[str, int]) -> CostReport:
 def spec_cost(spec: ArchSpec, count_bn: bool = False) -> CostReport:
     """The cost of ``spec``, computed from its layer graph (no module is built)."""
     return ops_cost(lower(spec), count_bn)
+
+
+def spec_flops(spec: ArchSpec) -> float:
+    """:func:`ops_flops` of ``spec``'s ops, the same number, from per-block MACs cached across
+    specs (:func:`nas.graph.spec_macs`): the width solver's inner loop."""
+    fp, binary = spec_macs(spec)
+    return fp + binary / 64
 
 
 def ops_flops(ops: list[Op]) -> float:

@@ -50,9 +50,12 @@ def resnet_layout(
     stages = []
     for s, n in enumerate(blocks):
         w = width * 2**s
+        # one object per distinct block (blocks are immutable; a spec checks each object once)
+        rest = block(w, 1)
+        first = block(w, 2) if in_block and s > 0 else rest
         stages.append(
             Stage(
-                blocks=tuple(block(w, 2 if in_block and s > 0 and b == 0 else 1) for b in range(n)),
+                blocks=(first,) + (rest,) * (n - 1),
                 transition=None if in_block or s == 0 else Transition("avgpool_conv", w),
             )
         )
@@ -96,7 +99,7 @@ def densenet_layout(
             ch = out
         stages.append(
             Stage(
-                blocks=tuple(dense_unit(growth, columns, join) for _ in range(n)),
+                blocks=(dense_unit(growth, columns, join),) * n,  # one object, checked once
                 transition=transition,
             )
         )

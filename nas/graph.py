@@ -16,6 +16,7 @@ gradient-path weight of docs/design.md section 5.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter
 from typing import NamedTuple
@@ -238,9 +239,8 @@ class _Lowering:
         return out, out_ch, out_size
 
 
-def lower(spec: ArchSpec) -> list[Op]:
-    """The ops of ``spec`` in forward (topological) order."""
-    low = _Lowering()
+def _walk(spec: ArchSpec, low: _Lowering) -> None:
+    """Emit the ops of ``spec`` through ``low``, in forward (topological) order."""
     x = low.emit(
         name="input",
         kind="input",
@@ -285,7 +285,47 @@ def lower(spec: ArchSpec) -> list[Op]:
         size=1,
         stage=names.HEAD,
     )
+
+
+def lower(spec: ArchSpec) -> list[Op]:
+    """The ops of ``spec`` in forward (topological) order."""
+    low = _Lowering()
+    _walk(spec, low)
     return low.ops
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _block_macs(block: Block, ch: int, size: int) -> tuple[int, int, int, int]:
+    """(FP MACs, binary MACs, output channels, output side) of ``block`` fed ``ch`` channels at
+    side ``size``: a block's cost depends on nothing else, and a network repeats its blocks."""
+    low = _Lowering()
+    _, out_ch, out_size = low.block("b", block, "s", "x", ch, size)
+    fp = sum(op.macs for op in low.ops if op.kind in ("conv", "fc"))
+    binary = sum(op.macs for op in low.ops if op.kind == "binconv")
+    return fp, binary, out_ch, out_size
+
+
+class _MacsOnly(_Lowering):
+    """A lowering that emits the ops outside blocks and adds up the blocks' MACs from a cache."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fp_macs = self.binary_macs = 0
+
+    def block(self, prefix: str, block: Block, stage: str, x: str, ch: int, size: int):
+        fp, binary, out_ch, out_size = _block_macs(block, ch, size)
+        self.fp_macs += fp
+        self.binary_macs += binary
+        return x, out_ch, out_size
+
+
+def spec_macs(spec: ArchSpec) -> tuple[int, int]:
+    """(FP MACs, binary MACs) of ``spec``, as its lowered ops count them, without lowering its
+    blocks again when they were seen before (the width solver's inner loop)."""
+    low = _MacsOnly()
+    _walk(spec, low)
+    fp = low.fp_macs + sum(op.macs for op in low.ops if op.kind in ("conv", "fc"))
+    return fp, low.binary_macs + sum(op.macs for op in low.ops if op.kind == "binconv")
 
 
 def scopes(ops: list[Op]) -> dict[str, list[tuple[str, str, str]]]:
@@ -376,17 +416,18 @@ def ops_arch_id(ops: list[Op], iterations: int = 4) -> str:
             consumers[i].append(op.name)
     inputs = {op.name: op.inputs for op in ops}
     seen = Counter(label.values())
-    hashed: dict[str, str] = {}  # a network repeats its blocks: most neighbourhoods recur
+    # a network repeats its blocks: most neighbourhoods recur, and are hashed once
+    hashed: dict[tuple, str] = {}
     for _ in range(iterations):
         relabelled = {}
         for n in label:
-            text = (
-                f"{label[n]}<{','.join(sorted([label[i] for i in inputs[n]]))}"
-                f">{','.join(sorted([label[c] for c in consumers[n]]))}"
-            )
-            h = hashed.get(text)
+            ins = sorted([label[i] for i in inputs[n]])
+            outs = sorted([label[c] for c in consumers[n]])
+            seen_as = (label[n], *ins, "", *outs)  # "" is no label: it separates the two lists
+            h = hashed.get(seen_as)
             if h is None:
-                h = hashed[text] = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+                text = f"{label[n]}<{','.join(ins)}>{','.join(outs)}"
+                h = hashed[seen_as] = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
             relabelled[n] = h
         label = relabelled
         seen.update(label.values())

@@ -235,14 +235,29 @@ def layer_stats(g: PathGraph) -> dict[str, PathStats]:
     return {n: PathStats.from_tables(cost.get(n, {}), length.get(n, {})) for n in g.binary}
 
 
-@dataclass(frozen=True)
 class PathReport:
-    """Gradient-path metrics of one network at the four scopes."""
+    """Gradient-path metrics of one network at the four scopes: ``network``, ``stages``,
+    ``blocks`` and ``layers`` (per binary conv). Each scope is computed when first read: the
+    search's scorers read one or two of them, a hundred thousand times a run."""
 
-    network: PathStats
-    stages: dict[str, PathStats]
-    blocks: dict[str, PathStats]
-    layers: dict[str, PathStats]
+    def __init__(self, g: PathGraph):
+        self._g = g
+
+    @functools.cached_property
+    def network(self) -> PathStats:
+        return scope_stats(self._g, self._g.order[0], self._g.order[-1])
+
+    @functools.cached_property
+    def stages(self) -> dict[str, PathStats]:
+        return {name: scope_stats(self._g, s, t) for name, s, t in self._g.scopes.get("stages", [])}
+
+    @functools.cached_property
+    def blocks(self) -> dict[str, PathStats]:
+        return {name: scope_stats(self._g, s, t) for name, s, t in self._g.scopes.get("blocks", [])}
+
+    @functools.cached_property
+    def layers(self) -> dict[str, PathStats]:
+        return layer_stats(self._g)
 
     def to_dict(self) -> dict[str, Any]:
         def scoped(stats: dict[str, PathStats]) -> list[dict[str, Any]]:
@@ -261,14 +276,8 @@ class PathReport:
 
 
 def path_report(g: PathGraph) -> PathReport:
-    """All four scopes of a path graph."""
-    scopes = g.scopes
-    return PathReport(
-        network=scope_stats(g, g.order[0], g.order[-1]),
-        stages={name: scope_stats(g, s, t) for name, s, t in scopes.get("stages", [])},
-        blocks={name: scope_stats(g, s, t) for name, s, t in scopes.get("blocks", [])},
-        layers=layer_stats(g),
-    )
+    """All four scopes of a path graph (each computed when first read)."""
+    return PathReport(g)
 
 
 def missing_last(value: float | None) -> float:

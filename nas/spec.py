@@ -232,8 +232,11 @@ class Stage:
             raise SpecError(f"{where}.blocks", "a stage needs at least one block")
         if self.transition is not None:
             self.transition.validate(f"{where}.transition")
+        checked: set[int] = set()  # a block object repeated in the stage is checked once
         for n, block in enumerate(self.blocks):
-            block.validate(f"{where}.blocks[{n}]")
+            if id(block) not in checked:
+                block.validate(f"{where}.blocks[{n}]")
+                checked.add(id(block))
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,10 @@ on) and the wall time per trial of a Tuner running trials that do no work (each 
 epochs and a checkpoint), with ``reuse_actors`` as the product runs them; what every trained
 candidate pays on top of its training.
 
+``python -m nas.benchmarks search``: the search's wall time for 1k, 10k and 100k candidates
+(``--sizes``), run as users run it, and ``python -m nas.benchmarks samplers``: the samplers at
+equal wall time (:mod:`pipeline.bench_search`).
+
 ``python -m nas.benchmarks evaluator``: the start of the search's evaluator process (spawned, as
 the search spawns it): seconds to its first result and its peak memory; the spec side it imports
 loads no torch (docs/design.md section 11).
@@ -63,7 +67,7 @@ from nas.metrics import PathGraph, path_report
 from nas.registry import model_spec
 from nas.scorers import get_scorer, measure
 from nas.spec import MAX_BLOCKS, ArchSpec, Block, Stage, Stem, Transition
-from pipeline.evaluate import EvaluatorProcess
+from pipeline.evaluate import EvaluatorPool
 from pipeline.settings import Settings
 from runners.options import TrainingOptions
 from runners.ray_local import ray_session
@@ -461,9 +465,9 @@ def ray_overhead(trials: int = 16, repeats: int = 3) -> list[dict]:
 
 
 def evaluator_start(repeats: int = 5) -> dict:
-    """The search's evaluator process (:class:`pipeline.evaluate.EvaluatorProcess`), spawned as
-    the search spawns it: seconds from its start to its first result (one ResNet structure
-    solved and scored), and its peak resident memory (VmHWM, Linux)."""
+    """A search's evaluator process (:class:`pipeline.evaluate.EvaluatorPool` of one worker),
+    spawned as the search spawns it: seconds from its start to its first result (one ResNet
+    structure solved and scored), and its peak resident memory (VmHWM, Linux)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = Settings(
         budget=0.16e9, budget_text="0.16GFLOPs", space="resnet", trials=1, seed=0,
@@ -475,15 +479,15 @@ def evaluator_start(repeats: int = 5) -> dict:
     seconds, peak = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        process = EvaluatorProcess(settings, [])
-        process.submit(0, dict(trial.params))
-        process.result()
+        pool = EvaluatorPool(settings, workers=1)
+        pool.result(pool.submit([dict(trial.params)]))
         seconds.append(time.perf_counter() - start)
-        status = Path(f"/proc/{process.process.pid}/status")
-        if status.exists():
-            hwm = [line for line in status.read_text().splitlines() if line.startswith("VmHWM")]
-            peak.append(int(hwm[0].split()[1]) / 1024)
-        process.close()
+        for pid in pool.executor._processes:  # the one worker
+            status = Path(f"/proc/{pid}/status")
+            if status.exists():
+                hwm = [ln for ln in status.read_text().splitlines() if ln.startswith("VmHWM")]
+                peak.append(int(hwm[0].split()[1]) / 1024)
+        pool.close()
     return {
         "seconds": statistics.median(seconds),
         "seconds_range": [min(seconds), max(seconds)],
@@ -499,8 +503,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("which", choices=["scoring", "training", "ray", "spec-size", "evaluator"])
-    parser.add_argument("--seconds", type=_cli.seconds, default=1.0, help="length of one timed run")
+    parser.add_argument(
+        "which",
+        choices=["scoring", "training", "ray", "spec-size", "evaluator", "search", "samplers"],
+    )
+    parser.add_argument(
+        "--seconds",
+        type=_cli.seconds,
+        help="length of one timed run (default 1; samplers: each sampler's time, default 60)",
+    )
     parser.add_argument(
         "--repeats",
         type=_cli.int_range(1, 1000, "number of runs"),
@@ -511,7 +522,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=_cli.int_range(1, MAX_BLOCKS, "number of blocks"),
         nargs="+",
         default=SPEC_SIZES,
-        help="spec-size only: the numbers of blocks (default: 1000 10000 100000)",
+        help="spec-size: the numbers of blocks; search: the numbers of candidates (default "
+        "for both: 1000 10000 100000)",
     )
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
@@ -534,6 +546,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     proxy = args.which == "training" and not args.precision and args.device == "cpu"
     _pin(one_core=args.which in ("scoring", "spec-size") or proxy)
+    if args.which in ("search", "samplers"):
+        from pipeline import bench_search  # noqa: PLC0415 - one mode's module
+
+        if args.which == "search":
+            rows = bench_search.scaling(args.sizes)
+            print(json.dumps(rows, indent=1) if args.json else bench_search.scaling_text(rows))
+        else:
+            rows = bench_search.samplers(args.seconds or 60.0)
+            print(json.dumps(rows, indent=1) if args.json else bench_search.samplers_text(rows))
+        return 0
     if args.which == "spec-size":
         rows = spec_size(args.sizes, args.repeats or 1)
         if args.json:
@@ -592,6 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"({r['device']}, {r['threads']} threads){extra}"
             )
         return 0
+    args.seconds = args.seconds or 1.0
     rows = scoring(args.seconds, args.repeats)
     if args.json:
         print(json.dumps(rows, indent=1))

@@ -28,9 +28,10 @@ from nas.budget import format_flops
 from nas.scorers import DEFAULT_SCORER, PAPER_SCORER, list_scorers
 from pipeline.loop import Search
 from pipeline.run_dir import check_budget, given_flags, new_run, resume_run
-from pipeline.settings import SAMPLERS, Settings
+from pipeline.settings import DEFAULT_SAMPLER, SAMPLERS, Settings
 from pipeline.storage import StudyError
 from pipeline.write import write_results
+from results.report import draws_sentence
 from runners.options import TrainingOptions
 from search_spaces import get_space
 
@@ -50,6 +51,7 @@ _RANGES = (
     ("--gpus-per-trial", 0, math.inf),
     ("--max-failures", 0, math.inf),
     ("--min-width", 1, 100_000),
+    ("--workers", 1, 1024),
 )
 
 
@@ -141,7 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--budget", help="FLOPs budget: 0.16GFLOPs, 160MFLOPs, 1.6e8")
     parser.add_argument("--space", default="all", help="resnet, densenet or all (default)")
-    parser.add_argument("--trials", type=int, default=1000, help="Optuna trials (default 1000)")
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=1000,
+        help="distinct candidates to find: new architectures in the band (default 1000)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--tolerance",
@@ -167,8 +174,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_training_flags(parser)
     parser.add_argument("--out", help="run directory (default results/runs/<run-id>)")
     parser.add_argument("--storage", help="Optuna storage URL (default SQLite in the run dir)")
+    parser.add_argument(
+        "--study-name",
+        help="with --storage: join (or start) the shared study NAME, so that several searches, "
+        "on one machine or many, gather their candidates in it (give each its own --seed and "
+        "--out)",
+    )
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or finished run")
-    parser.add_argument("--sampler", choices=SAMPLERS, default="tpe")
+    parser.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default=DEFAULT_SAMPLER,
+        help=f"how structures are drawn (default {DEFAULT_SAMPLER}; tpe and nsga2 are Optuna's "
+        "model-based samplers, for objectives dearer than the key: README, 'Speed')",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=_cli.usable_cores(),
+        help="processes that solve and score structures (default: the usable cores, "
+        f"{_cli.usable_cores()} here); the results do not depend on it",
+    )
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--describe-space", metavar="NAME", help="print a space's parameters")
@@ -182,6 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyError as e:
             raise _cli.UsageError(e.args[0]) from None
         return 0
+    if args.study_name is not None and not args.storage and not args.resume:
+        raise _cli.UsageError(
+            "--study-name joins a study shared by several searches: give --storage URL too "
+            "(a PostgreSQL or MySQL database they all reach)"
+        )
     try:
         if args.resume:
             settings, run_dir, _lock = resume_run(args, given_flags(parser, argv))
@@ -189,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             budget = check_budget(args)
             training = training_options(args) if args.train_top else None
             settings, run_dir, _lock = new_run(args, budget, training)
-        search = Search(settings, run_dir)
+        search = Search(settings, run_dir, workers=args.workers)
     except StudyError as e:
         raise _cli.UsageError(str(e)) from None
     print(f"run directory: {printable(str(run_dir))}", file=sys.stderr)
@@ -197,17 +228,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     search.run(progress=not args.no_progress)
     table = write_results(search, run_dir)
     seconds = time.perf_counter() - started
-    _summary(settings, run_dir, table, seconds)
+    _summary(settings, run_dir, table, search, seconds)
     if settings.train_top:
         return train_top(settings, run_dir, table)
     return 0
 
 
-def _summary(settings: Settings, run_dir: Path, table: pd.DataFrame, seconds: float) -> None:
+def _summary(
+    settings: Settings, run_dir: Path, table: pd.DataFrame, search: Search, seconds: float
+) -> None:
     found = table[table["reference"] == ""]
     print(
-        f"{settings.trials} trials, {len(found)} distinct candidates in the band "
-        f"[{format_flops(settings.band[0])}, {format_flops(settings.band[1])}], {seconds:.1f} s"
+        f"{len(found)} distinct candidates in the band "
+        f"[{format_flops(settings.band[0])}, {format_flops(settings.band[1])}], {seconds:.1f} s; "
+        + draws_sentence(search.counts_dict())
     )
     show = table.head(max(settings.top, 1))[
         [

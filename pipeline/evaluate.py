@@ -1,13 +1,16 @@
 """The work of one trial after its parameters are sampled: fit the structure to the budget and
-score it (:class:`Evaluator`), in a worker process beside the sampler (:class:`EvaluatorProcess`).
+score it (:class:`Evaluator`), in worker processes beside the sampler (:class:`EvaluatorPool`,
+``--workers`` of them, fed batches of structures).
 
-The worker imports the spec side only (spaces, graph, cost, paths), no torch."""
+The workers import the spec side only (spaces, graph, cost, paths), no torch."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from nas.candidates import score
@@ -19,15 +22,15 @@ from search_spaces import get_space
 
 class Evaluator:
     """Fits a structure to the budget and scores it: the work of one trial after its parameters
-    are sampled. Runs in a worker process beside the sampler; keeps the first result of every
-    architecture, so none is scored twice."""
+    are sampled. Keeps the architectures it has scored: one met again (another structure, same
+    graph) comes back as ``{"arch_id", "feasible", "repeat": True}`` without a second scoring."""
 
-    def __init__(self, settings: Settings, known: Sequence[dict[str, Any]] = ()):
+    def __init__(self, settings: Settings):
         self.settings = settings
         self.spaces = {name: get_space(name) for name in settings.spaces}
-        self.by_arch = {r["arch_id"]: r for r in reversed(known) if r.get("feasible")}
+        self.scored: set[str] = set()
 
-    def evaluate(self, number: int, params: dict[str, Any]) -> dict[str, Any]:
+    def evaluate(self, params: dict[str, Any]) -> dict[str, Any]:
         s = self.settings
         structure = dict(params)
         name = structure.pop("space", None) or next(iter(self.spaces))
@@ -41,57 +44,52 @@ class Evaluator:
                 "width": solved.width,
                 "flops": solved.flops,
                 "reason": solved.reason,
-                "trial": number,
             }
         ops = lower(solved.spec)
         aid = ops_arch_id(ops)
-        first = self.by_arch.get(aid)
-        if first is not None:
-            return {**first, "duplicate_of": first["trial"]}
-        result = {
-            "space": name,
-            "feasible": True,
-            "width": solved.width,
-            "trial": number,
-            **score(ops, s.scorer, aid),
-        }
-        self.by_arch[aid] = result
-        return result
+        if aid in self.scored:
+            return {"arch_id": aid, "feasible": True, "repeat": True}
+        self.scored.add(aid)
+        return {"space": name, "feasible": True, "width": solved.width, **score(ops, s.scorer, aid)}
 
 
-def _evaluate_forever(parent: int, settings: Settings, known: list[dict[str, Any]], conn) -> None:
+_evaluator: Evaluator | None = None
+
+
+def _start_worker(parent: int, settings: Settings) -> None:
+    global _evaluator
     die_with_parent(parent)
-    evaluator = Evaluator(settings, known)
-    while (job := conn.recv()) is not None:
-        conn.send(evaluator.evaluate(*job))
+    _evaluator = Evaluator(settings)
 
 
-class EvaluatorProcess:
-    """An :class:`Evaluator` in a worker process, fed one trial at a time."""
+def _evaluate_batch(batch: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [_evaluator.evaluate(params) for params in batch]
 
-    def __init__(self, settings: Settings, known: list[dict[str, Any]]):
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(
-            target=_evaluate_forever,
-            args=(os.getpid(), settings, known, child),
-            name="nas-evaluator",
-            daemon=True,
+
+class EvaluatorPool:
+    """``workers`` processes, each an :class:`Evaluator`, fed batches of structures; the results
+    of a batch come back in its order (:meth:`submit` returns a future)."""
+
+    def __init__(self, settings: Settings, workers: int):
+        self.executor = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(os.getpid(), settings),
         )
-        self.process.start()
 
-    def submit(self, number: int, params: dict[str, Any]) -> None:
-        self.conn.send((number, params))
+    def submit(self, batch: Sequence[dict[str, Any]]) -> Future:
+        return self.executor.submit(_evaluate_batch, list(batch))
 
-    def result(self) -> dict[str, Any]:
+    @staticmethod
+    def result(future: Future) -> list[dict[str, Any]]:
         try:
-            return self.conn.recv()
-        except EOFError:
+            return future.result()
+        except BrokenProcessPool:
             raise RuntimeError(
-                f"the evaluator process stopped (exit code {self.process.exitcode}); "
-                "the finished trials are in the study, continue with --resume"
+                "an evaluator process stopped; the finished trials are in the study, "
+                "continue with --resume"
             ) from None
 
     def close(self) -> None:
-        self.conn.send(None)
-        self.process.join()
+        self.executor.shutdown(wait=True, cancel_futures=True)

@@ -1,47 +1,69 @@
-"""The search loop: Optuna samples structures, a worker process scores them, and every finished
-trial is written to the persistent study (:class:`Search`).
+"""The search loop: a sampler proposes structures, worker processes solve and score them, and
+every new architecture in the band becomes a trial of the persistent study (:class:`Search`).
 
-Reproducible and resumable: the sampler is reseeded from (seed, number of finished trials) before
-each trial, and a trial reaches the study database in one transaction once it is finished. A run
-killed at any point resumes with ``--resume RUN_DIR`` and ends with exactly the requested trials
-and the same results as an uninterrupted run. The sampler works on an in-memory mirror of the
-study (fast), and every finished trial is added to the persistent study (SQLite in the run
-directory, or ``--storage URL``), which Optuna's own tools read.
+**A trial is a new architecture.** A structure drawn before is skipped before it costs anything;
+the others are solved to the budget and scored in batches by ``--workers`` processes
+(:class:`pipeline.evaluate.EvaluatorPool`). The run keeps the first structure of each
+architecture whose FLOPs land in the band, a *candidate*, until it has ``--trials`` of them (or
+the sampler has no new structure left); structures outside the band and second structures of an
+architecture are counted (:class:`Counts`, in the report) but not recorded. Each candidate is one
+trial of the persistent study (SQLite in the run directory, or ``--storage URL``), written in
+bulk by a writer process (:mod:`pipeline.storage`), which Optuna's own tools read.
+
+**Samplers.** ``random`` (the default), ``qmc`` and ``exhaustive`` draw structures directly
+(:mod:`pipeline.draws`: microseconds a draw, so the cost of a candidate is its solving and
+scoring, whatever the number of trials). ``tpe`` and ``nsga2`` are Optuna's model-based samplers,
+for objectives that are not cheap: they ask an in-memory study :data:`MODEL_BATCH` trials at a
+time and learn from every outcome, repeats and structures outside the band included; their cost
+per trial grows with the trials they condition on.
+
+**Reproducible and resumable.** What is proposed does not depend on the number of workers or on
+timing: stream samplers draw from a generator seeded once, model-based ones are reseeded from
+(seed, trials asked) before each batch, and results are taken in the order proposed. A killed run
+resumes with ``--resume RUN_DIR``: the draws are replayed, the candidates already in the study are
+taken from it without evaluation, and the run ends with the same candidates and counts as an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from pipeline.evaluate import EvaluatorProcess
+from pipeline.draws import STREAM_SAMPLERS, sample_structure, space_size, stream, structure_key
+from pipeline.evaluate import EvaluatorPool
 from pipeline.ranking import sort_key
 from pipeline.settings import Settings
 from pipeline.storage import StudyWriter, open_study
-from search_spaces import get_space
+from search_spaces import SearchSpace, get_space
 
 PENALTY = 1e18  # objective of an infeasible trial (its constraint marks it infeasible too)
+STREAM_BATCH = 64  # structures per batch of a stream sampler
+MODEL_BATCH = 8  # trials a model-based sampler is asked between two tells
+# A sampler that proposes only structures drawn before for this many draws in a row has nothing
+# new left to give (a model-based sampler that has converged; a nearly exhausted space).
+STALL = 20_000
 
 
 def _sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.NSGAIISampler(seed=seed)
 
 
-def _step_seed(seed: int, finished: int) -> int:
-    return (seed * 1_000_003 + finished) % 2**32
+def _step_seed(seed: int, asked: int) -> int:
+    return (seed * 1_000_003 + asked) % 2**32
 
 
 def _objective(key: Sequence[float]) -> float:
@@ -53,26 +75,118 @@ def _objective(key: Sequence[float]) -> float:
 
 
 @dataclass
-class _Pending:
-    """A trial whose parameters are sampled and whose result is coming."""
+class Counts:
+    """Where the draws of a run went (each draw is exactly one of the last four)."""
 
-    trial: Any
-    result: dict[str, Any] | None = None  # known already (a repeated structure, or resumed)
-    persisted: bool = False
+    drawn: int = 0  # structures the sampler proposed
+    repeats: int = 0  # drawn before: skipped without evaluation
+    outside: int = 0  # no width puts its FLOPs in the band
+    same_arch: int = 0  # another structure's architecture
+    candidates: int = 0  # new architectures in the band: the run's trials
+
+
+@dataclass
+class Proposal:
+    """A structure to evaluate: its parameters, their distributions (for the study), the repeats
+    the sampler drew just before it, and the model-based sampler's trial to tell."""
+
+    params: dict[str, Any]
+    distributions: Mapping[str, Any]
+    repeats_before: int = 0
+    trial: Any = None
+    key: str = field(init=False)
+
+    def __post_init__(self):
+        self.key = structure_key(self.params)
+
+
+class _Proposer:
+    """Proposes structures not drawn before: :meth:`propose` draws until it has ``n`` new ones
+    (or the space or the sampler has none left); :meth:`observe` hears each one's outcome."""
+
+    size: float = math.inf  # structures the spaces hold
+
+    def _draw(self, repeats_before: int) -> Proposal | None:
+        raise NotImplementedError
+
+    def _repeated(self, proposal: Proposal) -> None:
+        """A proposal drawn before, skipped."""
+
+    def propose(self, n: int, seen: set[str]) -> list[Proposal]:
+        out: list[Proposal] = []
+        repeats = 0
+        while len(out) < n and len(seen) < self.size and repeats < STALL:
+            p = self._draw(repeats)
+            if p is None:
+                break
+            if p.key in seen:
+                repeats += 1
+                self._repeated(p)
+                continue
+            seen.add(p.key)
+            out.append(p)
+            repeats = 0
+        return out
+
+    def observe(self, proposal: Proposal, values: list[float], constraint: float | None) -> None:
+        pass
+
+
+class _StreamProposer(_Proposer):
+    """Proposes the new structures of a stream sampler (:mod:`pipeline.draws`)."""
+
+    def __init__(self, sampler: str, spaces: Mapping[str, SearchSpace], seed: int):
+        self.draws = stream(sampler, spaces, seed)
+        self.size = space_size(spaces)
+
+    def _draw(self, repeats_before: int) -> Proposal | None:
+        draw = next(self.draws, None)
+        return None if draw is None else Proposal(draw.params, draw.distributions, repeats_before)
+
+
+class _ModelProposer(_Proposer):
+    """Proposes through one of Optuna's model-based samplers, asking an in-memory study; a
+    repeated structure is told at once, with the outcome it had."""
+
+    def __init__(self, settings: Settings, spaces: Mapping[str, SearchSpace]):
+        self.settings = settings
+        self.spaces = spaces
+        self.mirror = optuna.create_study(directions=settings.directions)
+        self.asked = 0
+        self.outcome: dict[str, tuple[list[float], float | None]] = {}
+
+    def _tell(self, trial, values: list[float], constraint: float | None) -> None:
+        if constraint is not None:
+            trial.set_constraint("flops_band", constraint)
+        self.mirror.tell(trial, values)
+
+    def _draw(self, repeats_before: int) -> Proposal:
+        trial = self.mirror.ask()
+        self.asked += 1
+        params = sample_structure(trial, self.spaces)
+        return Proposal(params, trial.distributions, repeats_before, trial)
+
+    def _repeated(self, proposal: Proposal) -> None:
+        self._tell(proposal.trial, *self.outcome[proposal.key])
+
+    def propose(self, n: int, seen: set[str]) -> list[Proposal]:
+        s = self.settings
+        self.mirror.sampler = _sampler(s.sampler, _step_seed(s.seed, self.asked))
+        return super().propose(n, seen)
+
+    def observe(self, proposal: Proposal, values: list[float], constraint: float | None) -> None:
+        self.outcome[proposal.key] = (values, constraint)
+        self._tell(proposal.trial, values, constraint)
 
 
 class Search:
-    """One run's search loop over a persistent study and its in-memory mirror.
+    """One run's search over its persistent study (see the module's docstring)."""
 
-    Sampling (Optuna, in this process) and evaluating (width solving and scoring, in a worker
-    process) overlap: trial t + 1 is sampled while trial t is evaluated, so the sampler always
-    sees trial t as running. The order of these steps is fixed, so a run is reproducible; on
-    resume, the last finished trial is put back as running before the next one is sampled."""
-
-    def __init__(self, settings: Settings, run_dir: Path):
+    def __init__(self, settings: Settings, run_dir: Path, workers: int = 1):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.settings = settings
         self.run_dir = run_dir
+        self.workers = workers
         self.spaces = {name: get_space(name) for name in settings.spaces}
         self.url = settings.study_url(run_dir)
         self.study = open_study(
@@ -81,127 +195,151 @@ class Search:
             where=settings.study_where(run_dir),
             fix=settings.study_fix,
         )
-        self.mirror = optuna.create_study(directions=settings.directions)
-        finished = self.study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
-        self.known = [t.user_attrs["result"] for t in finished]
-        self.results = self.known[:-1]  # the last one is finished again as pending, below
-        self.by_structure: dict[str, dict[str, Any]] = {}
-        for t in finished:
-            self.by_structure.setdefault(
-                json.dumps(t.params, sort_keys=True), t.user_attrs["result"]
-            )
-        self.pending: _Pending | None = None
-        if finished:  # the state in which the next trial was sampled: the last one running
-            self.mirror.add_trials(finished[:-1])
-            last = finished[-1]
-            self.mirror.enqueue_trial(last.params)
-            trial = self.mirror.ask()
-            self._sample(trial)
-            self.pending = _Pending(trial, last.user_attrs["result"], persisted=True)
+        trials = self.study.get_trials(deepcopy=False, states=[TrialState.COMPLETE])
+        own = [t for t in trials if t.user_attrs["result"].get("run", "") == settings.run_tag]
+        # a resumed run: its candidates already recorded, by structure
+        self.stored = {structure_key(t.params): t.user_attrs["result"] for t in own}
+        # a run that joined a shared study: what the other runs had found when it started
+        self.others = {t.user_attrs["result"]["arch_id"] for t in trials} - {
+            r["arch_id"] for r in self.stored.values()
+        }
+        self.candidates: list[dict[str, Any]] = []  # the results, in trial order
+        self.params: dict[int, dict[str, Any]] = {}  # trial number -> parameters
+        self.by_arch: dict[str, dict[str, Any]] = {}  # arch id -> its candidate's result
+        self.counts = Counts()
+        self.seconds = 0.0  # of the last run()
 
     @property
     def finished(self) -> int:
-        return len(self.results)
+        return len(self.candidates)
 
-    @property
-    def by_arch(self) -> dict[str, dict[str, Any]]:
-        first: dict[str, dict[str, Any]] = {}
-        for r in self.results:
-            if r["feasible"]:
-                first.setdefault(r["arch_id"], r)
-        return first
+    def _values(self, result: dict[str, Any]) -> list[float]:
+        key = [math.inf if v is None else v for v in result["key"]]
+        return [_objective(key), result["storage_mbit"]][: len(self.settings.directions)]
 
-    def _sample(self, trial) -> dict[str, Any]:
-        names = list(self.spaces)
-        name = trial.suggest_categorical("space", names) if len(names) > 1 else names[0]
-        self.spaces[name].sample(trial)
-        return trial.params
-
-    def _finish(self, pending: _Pending, evaluator: EvaluatorProcess, writer: StudyWriter):
-        result = pending.result if pending.result is not None else evaluator.result()
-        trial = pending.trial
+    def _take(self, p: Proposal, result: dict[str, Any], proposer, new: list) -> None:
+        """Count one evaluated proposal, and record it when it is a new candidate."""
+        c = self.counts
+        c.drawn += p.repeats_before + 1
+        c.repeats += p.repeats_before
         if not result["feasible"]:
-            # Only infeasible trials carry the constraint: the samplers read a trial without one
-            # as feasible, and skip the bookkeeping for it.
+            c.outside += 1
             low, high = self.settings.band
-            flops = result["flops"]
-            trial.set_constraint("flops_band", max(flops - high, low - flops) / high)
-        trial.set_user_attr("result", result)
-        if not result["feasible"]:
-            values = [PENALTY] * len(self.study.directions)
+            constraint = max(result["flops"] - high, low - result["flops"]) / high
+            proposer.observe(p, [PENALTY] * len(self.settings.directions), constraint)
+            return
+        first = self.by_arch.get(result["arch_id"])
+        if first is not None or (result["arch_id"] in self.others and p.key not in self.stored):
+            c.same_arch += 1
+            proposer.observe(p, self._values(first or result), None)
+            return
+        number = len(self.candidates)
+        result = {**result, "trial": number}
+        if self.settings.run_tag:
+            result["run"] = self.settings.run_tag
+        values = self._values(result)
+        proposer.observe(p, values, None)
+        c.candidates += 1
+        self.candidates.append(result)
+        self.params[number] = p.params
+        self.by_arch[result["arch_id"]] = result
+        if p.key not in self.stored:
+            now = datetime.now()
+            new.append(
+                FrozenTrial(
+                    number=number,
+                    state=TrialState.COMPLETE,
+                    value=None,
+                    values=values,
+                    datetime_start=now,
+                    datetime_complete=now,
+                    params=p.params,
+                    distributions=dict(p.distributions),
+                    user_attrs={"result": result},
+                    system_attrs={},
+                    intermediate_values={},
+                    trial_id=-1,
+                )
+            )
+
+    def run(self, progress: bool = True, seconds: float | None = None) -> None:
+        """Search until the run has its candidates (or, given ``seconds``, until that much time
+        has passed: the sampler comparison of ``python -m nas.benchmarks samplers``)."""
+        s = self.settings
+        if s.sampler in STREAM_SAMPLERS:
+            proposer = _StreamProposer(s.sampler, self.spaces, s.seed)
+            batch, depth = STREAM_BATCH, 2 * self.workers
         else:
-            key = [math.inf if v is None else v for v in result["key"]]
-            values = [_objective(key), result["storage_mbit"]][: len(self.study.directions)]
-        frozen = self.mirror.tell(trial, values)
-        if not pending.persisted:
-            writer.put(frozen)
-        self.results.append(result)
-        self.by_structure.setdefault(json.dumps(frozen.params, sort_keys=True), result)
-        return result
-
-    def _submit(self, trial, evaluator: EvaluatorProcess) -> _Pending:
-        seen = self.by_structure.get(json.dumps(trial.params, sort_keys=True))
-        if seen is not None:  # the same parameters again: same architecture, same score
-            return _Pending(trial, {**seen, "duplicate_of": seen["trial"]})
-        evaluator.submit(trial.number, trial.params)
-        return _Pending(trial)
-
-    def run(self, progress: bool = True) -> None:
-        total = self.settings.trials
+            proposer = _ModelProposer(s, self.spaces)
+            batch, depth = MODEL_BATCH, 1  # the sampler learns from each batch before the next
         bar = tqdm(
-            total=total,
-            initial=min(self.finished, total),
+            total=s.trials,
             disable=not progress,
-            unit="trial",
+            unit="cand",
             dynamic_ncols=True,
             file=sys.stderr,
             mininterval=0.5,
         )
-        start, done_here = time.perf_counter(), 0
-        best = min(
-            (r["key"] for r in self.results if r["feasible"]),
-            default=None,
-            key=lambda k: sort_key({"key": k}),
-        )
-        arch_ids = {r["arch_id"] for r in self.results if r["feasible"]}
-        arch_ids_before = len(arch_ids)
-        writer = StudyWriter(self.url, self.settings.study_name)
-        evaluator = EvaluatorProcess(self.settings, self.known)
+        seen: set[str] = set()
+        best = None
+        start = time.perf_counter()
+        writer = StudyWriter(self.url, s.study_name)
+        pool = EvaluatorPool(s, self.workers)
+        in_flight: deque = deque()
         try:
-            while True:
-                asked = self.finished + (self.pending is not None)
-                trial = None
-                if asked < total:
-                    self.mirror.sampler = _sampler(
-                        self.settings.sampler, _step_seed(self.settings.seed, asked)
-                    )
-                    trial = self.mirror.ask()
-                    self._sample(trial)
-                if self.pending is not None:
-                    was_done = self.pending.persisted
-                    result = self._finish(self.pending, evaluator, writer)
-                    self.pending = None
-                    bar.update(1)
-                    if not was_done:
-                        done_here += 1
-                        if result["feasible"] and (
-                            best is None or sort_key(result) < sort_key({"key": best})
-                        ):
-                            best = result["key"]
-                        if result["feasible"]:
-                            arch_ids.add(result["arch_id"])
-                        elapsed = time.perf_counter() - start
-                        bar.set_postfix_str(
-                            f"best N=({_format_key(best)}) M  {len(arch_ids)} candidates, "
-                            f"{(len(arch_ids) - arch_ids_before) / elapsed:.1f}/s"
-                        )
-                if trial is None:
+            while self.finished < s.trials:
+                if seconds is not None and time.perf_counter() - start > seconds:
                     break
-                self.pending = self._submit(trial, evaluator)
+                while len(in_flight) < depth:
+                    proposals = proposer.propose(batch, seen)
+                    if not proposals:
+                        break
+                    todo = [p.params for p in proposals if p.key not in self.stored]
+                    in_flight.append((proposals, pool.submit(todo) if todo else None))
+                if not in_flight:
+                    break  # the sampler has no new structure left
+                proposals, future = in_flight.popleft()
+                results = iter(pool.result(future) if future else ())
+                new: list[FrozenTrial] = []
+                for p in proposals:
+                    if self.finished == s.trials:
+                        break
+                    stored = self.stored.get(p.key)
+                    self._take(p, stored if stored is not None else next(results), proposer, new)
+                writer.put(new)
+                bar.update(self.finished - bar.n)
+                if self.candidates:
+                    top = min(self.candidates[-len(proposals) :], key=sort_key)
+                    if best is None or sort_key(top) < sort_key(best):
+                        best = top
+                    rate = self.counts.drawn / (time.perf_counter() - start)
+                    bar.set_postfix_str(
+                        f"best N=({_format_key(best['key'])}) M  "
+                        f"{self.counts.drawn} drawn, {rate:.0f}/s"
+                    )
         finally:
-            evaluator.close()
+            pool.close()
             bar.close()
         writer.close()
+        self.seconds = time.perf_counter() - start
+
+    def gathered(self) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
+        """The candidates of the run and their parameters by trial number; for a run that
+        joined a shared study, those of every run in the study, each architecture once (its
+        first trial), numbered as the study numbers them."""
+        if not self.settings.run_tag:
+            return self.candidates, self.params
+        found: dict[str, dict[str, Any]] = {}
+        params: dict[int, dict[str, Any]] = {}
+        for t in self.study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]):
+            result = {**t.user_attrs["result"], "trial": t.number}
+            if result["arch_id"] not in found:
+                found[result["arch_id"]] = result
+                params[t.number] = t.params
+        return list(found.values()), params
+
+    def counts_dict(self) -> dict[str, Any]:
+        return {**asdict(self.counts), "space_size": space_size(self.spaces)}
 
 
 def _format_key(key) -> str:

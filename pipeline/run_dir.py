@@ -23,7 +23,7 @@ from nas.atomic import atomic_write_json
 from nas.budget import format_flops, parse_budget
 from nas.scorers import ranking_choice
 from pipeline.settings import Settings
-from pipeline.storage import StudyError, open_study
+from pipeline.storage import StudyError, open_study, tagged
 from results.run import (
     LOCK,
     RUNS_ROOT,
@@ -51,7 +51,7 @@ def _new_run_dir(args: argparse.Namespace, budget: float) -> Path:
 
 # What --resume lets change: --trials may grow (the run goes on to the new count); the rest is the
 # run's and must be left out or given as it was.
-RESUME_MAY_CHANGE = ("trials", "no_progress")
+RESUME_MAY_CHANGE = ("trials", "no_progress", "workers")
 
 
 def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
@@ -235,7 +235,8 @@ def new_run(
         train_top=args.train_top,
         sampler=args.sampler,
         storage=args.storage or "",
-        study_name=run_dir.resolve().name,
+        study_name=args.study_name or run_dir.resolve().name,
+        run_tag=run_dir.resolve().name if args.study_name else "",
         input_size=args.input_size,
         classes=args.classes,
         scorer=args.scorer,
@@ -245,13 +246,19 @@ def new_run(
         training=training,
     )
     try:
-        open_study(
+        study = open_study(
             settings.study_url(run_dir),
             settings.study_name,
             settings.directions,
             where=settings.study_where(run_dir),
             fix=settings.study_fix,
+            join=settings.identity() if settings.run_tag else None,
         )
+        if settings.run_tag and tagged(study, settings.run_tag):
+            raise StudyError(
+                f"a run named {settings.run_tag!r} has joined the study {settings.study_name!r} "
+                "already; give this run another --out name (or continue that one with --resume)"
+            )
     except StudyError:  # leave the directory as it was found
         for name in (STUDY_DB, f"{STUDY_DB}-wal", f"{STUDY_DB}-shm", LOCK):
             if not settings.storage or name == LOCK:

@@ -11,7 +11,9 @@ from sqlalchemy.engine import make_url
 from results.run import STUDY_DB, study_url
 from search_spaces import list_spaces
 
-SAMPLERS = ("tpe", "random", "nsga2")
+# stream samplers (pipeline.draws) first, then Optuna's model-based ones (pipeline.loop)
+SAMPLERS = ("random", "qmc", "exhaustive", "tpe", "nsga2")
+DEFAULT_SAMPLER = "random"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ class Settings:
     tie_break: str = "storage_mbit"
     tie_break_larger_first: bool = False
     min_width: int | None = None  # the smallest base width or growth rate (None: the space's)
+    # A run that joined a shared study (--study-name with --storage) tags its trials with this
+    # name (its run directory's, when it started); "" when the study is the run's alone.
+    run_tag: str = ""
     training: dict[str, Any] | None = None  # runners.options.TrainingOptions, when train_top > 0
     kind: str = "nas.search"
 
@@ -54,6 +59,11 @@ class Settings:
 
     def study_url(self, run_dir: Path) -> str:
         return study_url(self.storage, run_dir)
+
+    def identity(self) -> dict[str, Any]:
+        """What runs sharing one study must agree on: their candidates are then comparable."""
+        keys = ("budget", "tolerance", "space", "input_size", "classes", "scorer", "min_width")
+        return {k: getattr(self, k) for k in keys} | {"directions": self.directions}
 
     @property
     def has_secret(self) -> bool:

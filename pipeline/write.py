@@ -9,19 +9,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from nas.atomic import atomic_write_bytes, atomic_write_text
+from nas.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from pipeline.loop import Search
 from pipeline.ranking import rank_candidates, spec_of, training_pool
 from results.report import build_report
-from results.run import CANDIDATES
+from results.run import CANDIDATES, DRAWS
 
 
 def write_results(search: Search, run_dir: Path) -> pd.DataFrame:
     """Rank the search's candidates and write the run's files; returns the candidates table."""
     settings = search.settings
-    params = {t.number: t.params for t in search.mirror.get_trials(deepcopy=False)}
-    table = rank_candidates(search.by_arch.values(), params, search.spaces, settings)
+    table = rank_candidates(*search.gathered(), search.spaces, settings)
     atomic_write_text(run_dir / CANDIDATES, table.to_csv(index=False))
+    atomic_write_json(
+        run_dir / DRAWS, {**search.counts_dict(), "seconds": round(search.seconds, 2)}
+    )
     try:
         buffer = io.BytesIO()
         table.to_parquet(buffer, index=False)

@@ -6,6 +6,7 @@ and ``plots/*.png`` (pandas tables, matplotlib plots), each atomically.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from nas.pathplot import plot_scope
 from nas.scopes import block_path, stage_label
 from nas.scorers import PAPER_SCORER, get_scorer, ranking_choice
 from nas.spec import ArchSpec
-from results.run import CANDIDATES, is_run_dir, read_settings
+from results.run import CANDIDATES, DRAWS, is_run_dir, read_settings
 
 PAGE_BLOCKS = 3  # the widest first stage drawn whole in the report; beyond, its first block
 SPACE_COLOURS = {"resnet": "#4575b4", "densenet": "#d73027"}
@@ -438,6 +439,17 @@ def _study_place(storage: str) -> str:
         return storage.split(":", 1)[0] + " storage"
 
 
+def draws_sentence(counts: dict) -> str:
+    """Where a search's draws went (``draws.json``), in words."""
+    drawn = counts["drawn"]
+    return (
+        f"{counts['candidates']} candidates from {drawn} structures drawn: {counts['repeats']} "
+        f"drawn before (skipped unevaluated), {counts['outside']} with no width in the band, "
+        f"{counts['same_arch']} another structure's architecture (the spaces hold "
+        f"{counts['space_size']:,} structures)"
+    )
+
+
 def build_report(run_dir: Path) -> Path:
     """Write report.md, report.html and the plots of ``run_dir``; returns report.md's path."""
     settings = read_settings(run_dir)
@@ -475,6 +487,9 @@ def build_report(run_dir: Path) -> Path:
         f"({'larger' if settings.get('tie_break_larger_first') else 'smaller'} first). "
         "Reference models of the paper are ranked with their own exact FLOPs."
     )
+    if (run_dir / DRAWS).is_file():  # runs before draws.json counted trials, repeats included
+        intro += " The search found " + draws_sentence(json.loads((run_dir / DRAWS).read_text()))
+        intro += "."
     top_keys = table[table["reference"] == ""]["key"].head(settings["top"])
     tied = int((top_keys == top_keys.iloc[0]).sum()) if len(top_keys) else 0
     tie_note = (

@@ -24,6 +24,7 @@ from typing import Any
 
 SETTINGS = "settings.json"
 CANDIDATES = "candidates.csv"
+DRAWS = "draws.json"  # where the draws of a search went (pipeline.loop.Counts)
 RUNS_ROOT = Path("results") / "runs"
 STUDY_DB = "study.db"
 LOCK = ".lock"

@@ -15,8 +15,7 @@ from typing import Any
 
 import optuna
 
-from nas.cost import ops_flops
-from nas.graph import lower
+from nas.cost import spec_flops
 from nas.spec import ArchSpec, SpecError
 
 Structure = dict[str, Any]
@@ -41,6 +40,12 @@ class Param:
     def describe(self) -> str:
         values = ", ".join(map(str, self.choices)) if self.choices else f"{self.low}..{self.high}"
         return f"{self.name:24s} {values}   ({self.when})"
+
+    def options(self) -> list:
+        """Every value the parameter can take."""
+        if self.choices is not None:
+            return list(self.choices)
+        return list(range(self.low, self.high + 1))
 
 
 @dataclass(frozen=True)
@@ -80,15 +85,24 @@ class SearchSpace(ABC):
     def extremes(self) -> tuple[Structure, Structure]:
         """The structures of smallest and of largest FLOPs at any one width."""
 
+    @abstractmethod
+    def size(self) -> int:
+        """How many distinct structures the space holds (widths aside)."""
+
     def param(self, name: str) -> Param:
-        return next(p for p in self.parameters() if p.name == name)
+        """The parameter ``name`` of :meth:`parameters` (looked up once per space: sampling asks
+        for parameters by name many thousand times a second)."""
+        table = self.__dict__.get("_params_by_name")
+        if table is None:
+            table = self.__dict__["_params_by_name"] = {p.name: p for p in self.parameters()}
+        return table[name]
 
     def flops(self, structure: Structure, width: int, input_size: int, classes: int) -> float:
         try:
             spec = self.build(structure, width, input_size, classes)
         except SpecError:
             return float("inf")
-        return ops_flops(lower(spec))
+        return spec_flops(spec)
 
     def solve(
         self,
@@ -182,5 +196,6 @@ class SearchSpace(ABC):
             "parameters:",
         ]
         lines += ["  " + p.describe() for p in self.parameters()]
+        lines.append(f"structures: {self.size():,}")
         lines.append("reference models (points of this space): " + ", ".join(self.references()))
         return "\n".join(lines)

@@ -45,6 +45,12 @@ class DenseNetSpace(SearchSpace):
         s["round_to_32"] = self.param("round_to_32").suggest(trial)
         return s
 
+    def size(self) -> int:
+        n = {p.name: len(p.options()) for p in self.parameters()}
+        # the join is asked for units of 2 or more columns only
+        units = sum(1 if c == 1 else n["unit_join"] for c in self.param("unit_columns").options())
+        return n["s<k>_units"] ** STAGES * units * n["r<t>"] ** (STAGES - 1) * n["round_to_32"]
+
     def build(self, structure: Structure, width: int, input_size: int, classes: int) -> ArchSpec:
         s = structure
         return densenet_layout(

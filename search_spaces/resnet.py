@@ -71,6 +71,14 @@ class ResNetSpace(SearchSpace):
             s[f"s{k}_blocks"] = self.param("s<k>_blocks").suggest(trial, f"s{k}_blocks")
         return s
 
+    def size(self) -> int:
+        n = {p.name: len(p.options()) for p in self.parameters()}
+        # a chain of depth M has one identity edge choice per pair of its M + 1 nodes
+        chains = sum(2 ** len(_pairs(m)) for m in self.param("depth").options())
+        fractals = n["columns"] * n["fractal_shortcuts"]
+        shared = n["downsample"] * n["stem_width"] * n["join"] * n["s<k>_blocks"] ** STAGES
+        return shared * (chains + fractals)
+
     def _block(self, s: Structure, width: int, stride: int) -> Block:
         if s["block"] == "chain":
             convs = chain_convs(s["depth"])
