@@ -1,14 +1,20 @@
 """Cost accounting against the paper's Table 1 and against an independent count on the module."""
 
+import itertools
 import math
+import random
 
 import pytest
 import torch
 from conftest import zoo_params
 
 from nas import build_model, list_models, model_spec, module_cost, spec_cost
-from nas.graph import depth
+from nas.cost import ops_flops, spec_flops
+from nas.graph import depth, lower
 from nas.registry import model_doc
+from nas.spec import SpecError
+from pipeline.draws import random_draws
+from search_spaces import get_space
 
 # Table 1 of the paper as printed (storage Mbit, FLOPs), for the rows the zoo reproduces.
 PAPER_ROWS = {
@@ -154,3 +160,24 @@ def test_capability_formula():
     assert (layer.cin, layer.cout, layer.size) == (64, 64, 56)
     values = len(range(-9 * 64, 9 * 64 + 1, 2))
     assert layer.capability_bits == pytest.approx(56 * 56 * 64 * math.log2(values))
+
+
+@pytest.mark.parametrize("space_name", ["resnet", "densenet"])
+def test_cached_block_flops_equal_the_lowered_spec(space_name):
+    """The width solver's FLOPs (per-block MACs cached across specs) are exactly those of the
+    lowered ops, for random structures of the space at random widths and every zoo model."""
+
+    space = get_space(space_name)
+    rng = random.Random(0)
+    checked = 0
+    for draw in itertools.islice(random_draws({space_name: space}, 11), 150):
+        width = rng.randint(8, 96)
+        try:
+            spec = space.build(draw.params, width, 224, 1000)
+        except SpecError:
+            continue
+        assert spec_flops(spec) == ops_flops(lower(spec))
+        checked += 1
+    assert checked > 100
+    for name in list_models():
+        assert spec_flops(model_spec(name)) == ops_flops(lower(model_spec(name)))
