@@ -10,7 +10,7 @@ architecture are counted (:class:`Counts`, in the report) but not recorded. Each
 trial of the persistent study (SQLite in the run directory, or ``--storage URL``), written in
 bulk by a writer process (:mod:`pipeline.storage`), which Optuna's own tools read.
 
-**Samplers.** ``random`` (the default), ``qmc`` and ``exhaustive`` draw structures directly
+**Samplers.** ``qmc`` (the default), ``random`` and ``exhaustive`` draw structures directly
 (:mod:`pipeline.draws`: microseconds a draw, so the cost of a candidate is its solving and
 scoring, whatever the number of trials). ``tpe`` and ``nsga2`` are Optuna's model-based samplers,
 for objectives that are not cheap: they ask an in-memory study :data:`MODEL_BATCH` trials at a
@@ -146,7 +146,7 @@ class _StreamProposer(_Proposer):
 
 class _ModelProposer(_Proposer):
     """Proposes through one of Optuna's model-based samplers, asking an in-memory study; a
-    repeated structure is told at once, with the outcome it had."""
+    repeated structure is told the outcome it had (once known)."""
 
     def __init__(self, settings: Settings, spaces: Mapping[str, SearchSpace]):
         self.settings = settings
@@ -154,6 +154,7 @@ class _ModelProposer(_Proposer):
         self.mirror = optuna.create_study(directions=settings.directions)
         self.asked = 0
         self.outcome: dict[str, tuple[list[float], float | None]] = {}
+        self.waiting: dict[str, list] = {}  # repeats told when their structure's outcome comes
 
     def _tell(self, trial, values: list[float], constraint: float | None) -> None:
         if constraint is not None:
@@ -167,7 +168,10 @@ class _ModelProposer(_Proposer):
         return Proposal(params, trial.distributions, repeats_before, trial)
 
     def _repeated(self, proposal: Proposal) -> None:
-        self._tell(proposal.trial, *self.outcome[proposal.key])
+        if proposal.key in self.outcome:
+            self._tell(proposal.trial, *self.outcome[proposal.key])
+        else:  # a repeat of a structure of this batch: told with it
+            self.waiting.setdefault(proposal.key, []).append(proposal.trial)
 
     def propose(self, n: int, seen: set[str]) -> list[Proposal]:
         s = self.settings
@@ -176,7 +180,8 @@ class _ModelProposer(_Proposer):
 
     def observe(self, proposal: Proposal, values: list[float], constraint: float | None) -> None:
         self.outcome[proposal.key] = (values, constraint)
-        self._tell(proposal.trial, values, constraint)
+        for trial in (proposal.trial, *self.waiting.pop(proposal.key, ())):
+            self._tell(trial, values, constraint)
 
 
 class Search:

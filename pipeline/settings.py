@@ -13,7 +13,7 @@ from search_spaces import list_spaces
 
 # stream samplers (pipeline.draws) first, then Optuna's model-based ones (pipeline.loop)
 SAMPLERS = ("random", "qmc", "exhaustive", "tpe", "nsga2")
-DEFAULT_SAMPLER = "random"
+DEFAULT_SAMPLER = "qmc"
 
 
 @dataclass(frozen=True)
