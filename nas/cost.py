@@ -138,6 +138,20 @@ def ops_flops(ops: list[Op]) -> float:
     return fp + sum(op.macs for op in ops if op.kind == "binconv") / 64
 
 
+def ops_total(ops: list[Op]) -> Cost:
+    """``ops_cost(ops).total``, without the per-layer report (the search scores a hundred
+    thousand candidates)."""
+    bops = fp_macs = binary_params = fp_params = 0
+    for op in ops:
+        if op.kind == "binconv":
+            bops += op.macs
+            binary_params += op.params
+        elif op.kind in ("conv", "fc"):
+            fp_macs += op.macs
+            fp_params += op.params
+    return Cost(bops, fp_macs, binary_params, fp_params)
+
+
 def ops_cost(ops: list[Op], count_bn: bool = False) -> CostReport:
     """:func:`spec_cost` of lowered ops."""
     layers = []

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from nas._names import Registry
 from nas.analysis import analyze_ops
-from nas.cost import Cost, ops_cost
+from nas.cost import Cost, ops_total
 from nas.graph import Op, ops_depth
 from nas.metrics import PathReport, PathStats, missing_last
 
@@ -36,7 +36,7 @@ class Measures:
 
 def measure(ops: list[Op], paths: PathReport | None = None) -> Measures:
     """The :class:`Measures` of lowered ops (``paths``: their report, when already computed)."""
-    return Measures(paths or analyze_ops(ops), ops_cost(ops).total, ops_depth(ops))
+    return Measures(paths or analyze_ops(ops), ops_total(ops), ops_depth(ops))
 
 
 Key = tuple[float, ...]

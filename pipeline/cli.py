@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import optuna
 import pandas as pd
 
 from nas import _cli
@@ -134,8 +136,15 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     # torch (through the datasets) is loaded only by a search that trains
     from pipeline.training import train_top, training_options  # noqa: PLC0415
+
+    if cores is not None:
+        # Under OMP_PROC_BIND (as benchmarks pin threads), torch's OpenMP runtime pins this
+        # process to one core as it loads; the search's workers and Ray's processes would
+        # inherit that one core: give this process its cores back.
+        os.sched_setaffinity(0, cores)
 
     parser = _cli.Parser(
         prog="python -m nas.search",
@@ -201,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the run's own lines say what happens
     check_numbers(args)
     if args.describe_space:
         try:

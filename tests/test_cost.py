@@ -9,7 +9,7 @@ import torch
 from conftest import zoo_params
 
 from nas import build_model, list_models, model_spec, module_cost, spec_cost
-from nas.cost import ops_flops, spec_flops
+from nas.cost import ops_flops, ops_total, spec_flops
 from nas.graph import depth, lower
 from nas.registry import model_doc
 from nas.spec import SpecError
@@ -177,6 +177,7 @@ def test_cached_block_flops_equal_the_lowered_spec(space_name):
         except SpecError:
             continue
         assert spec_flops(spec) == ops_flops(lower(spec))
+        assert ops_total(lower(spec)) == spec_cost(spec).total  # the scorers' cheaper total
         checked += 1
     assert checked > 100
     for name in list_models():
