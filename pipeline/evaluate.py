@@ -23,12 +23,13 @@ from search_spaces import get_space
 class Evaluator:
     """Fits a structure to the budget and scores it: the work of one trial after its parameters
     are sampled. Keeps the architectures it has scored: one met again (another structure, same
-    graph) comes back as ``{"arch_id", "feasible", "repeat": True}`` without a second scoring."""
+    graph) comes back as ``{"arch_id", "feasible", "repeat": True, "key", "storage_mbit"}``
+    without a second scoring."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.spaces = {name: get_space(name) for name in settings.spaces}
-        self.scored: set[str] = set()
+        self.scored: dict[str, dict[str, Any]] = {}  # arch id -> its key and storage
 
     def evaluate(self, params: dict[str, Any]) -> dict[str, Any]:
         s = self.settings
@@ -48,9 +49,10 @@ class Evaluator:
         ops = lower(solved.spec)
         aid = ops_arch_id(ops)
         if aid in self.scored:
-            return {"arch_id": aid, "feasible": True, "repeat": True}
-        self.scored.add(aid)
-        return {"space": name, "feasible": True, "width": solved.width, **score(ops, s.scorer, aid)}
+            return {"arch_id": aid, "feasible": True, "repeat": True, **self.scored[aid]}
+        row = score(ops, s.scorer, aid)
+        self.scored[aid] = {"key": row["key"], "storage_mbit": row["storage_mbit"]}
+        return {"space": name, "feasible": True, "width": solved.width, **row}
 
 
 _evaluator: Evaluator | None = None
