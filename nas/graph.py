@@ -294,15 +294,19 @@ def lower(spec: ArchSpec) -> list[Op]:
     return low.ops
 
 
+def _macs(ops: list[Op]) -> tuple[int, int]:
+    """(FP MACs, binary MACs) of ``ops``."""
+    fp = sum(op.macs for op in ops if op.kind in ("conv", "fc"))
+    return fp, sum(op.macs for op in ops if op.kind == "binconv")
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def _block_macs(block: Block, ch: int, size: int) -> tuple[int, int, int, int]:
     """(FP MACs, binary MACs, output channels, output side) of ``block`` fed ``ch`` channels at
     side ``size``: a block's cost depends on nothing else, and a network repeats its blocks."""
     low = _Lowering()
     _, out_ch, out_size = low.block("b", block, "s", "x", ch, size)
-    fp = sum(op.macs for op in low.ops if op.kind in ("conv", "fc"))
-    binary = sum(op.macs for op in low.ops if op.kind == "binconv")
-    return fp, binary, out_ch, out_size
+    return *_macs(low.ops), out_ch, out_size
 
 
 class _MacsOnly(_Lowering):
@@ -324,8 +328,8 @@ def spec_macs(spec: ArchSpec) -> tuple[int, int]:
     blocks again when they were seen before (the width solver's inner loop)."""
     low = _MacsOnly()
     _walk(spec, low)
-    fp = low.fp_macs + sum(op.macs for op in low.ops if op.kind in ("conv", "fc"))
-    return fp, low.binary_macs + sum(op.macs for op in low.ops if op.kind == "binconv")
+    fp, binary = _macs(low.ops)
+    return low.fp_macs + fp, low.binary_macs + binary
 
 
 def scopes(ops: list[Op]) -> dict[str, list[tuple[str, str, str]]]:

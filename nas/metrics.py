@@ -247,13 +247,16 @@ class PathReport:
     def network(self) -> PathStats:
         return scope_stats(self._g, self._g.order[0], self._g.order[-1])
 
+    def _scoped(self, kind: str) -> dict[str, PathStats]:
+        return {name: scope_stats(self._g, s, t) for name, s, t in self._g.scopes.get(kind, [])}
+
     @functools.cached_property
     def stages(self) -> dict[str, PathStats]:
-        return {name: scope_stats(self._g, s, t) for name, s, t in self._g.scopes.get("stages", [])}
+        return self._scoped("stages")
 
     @functools.cached_property
     def blocks(self) -> dict[str, PathStats]:
-        return {name: scope_stats(self._g, s, t) for name, s, t in self._g.scopes.get("blocks", [])}
+        return self._scoped("blocks")
 
     @functools.cached_property
     def layers(self) -> dict[str, PathStats]:

@@ -306,6 +306,7 @@ class Search:
                 proposals, future = in_flight.popleft()
                 results = iter(pool.result(future) if future else ())
                 new: list[FrozenTrial] = []
+                before = self.finished
                 for p in proposals:
                     if self.finished == s.trials:
                         break
@@ -313,8 +314,8 @@ class Search:
                     self._take(p, stored if stored is not None else next(results), proposer, new)
                 writer.put(new)
                 bar.update(self.finished - bar.n)
-                if self.candidates:
-                    top = min(self.candidates[-len(proposals) :], key=sort_key)
+                if self.finished > before:
+                    top = min(self.candidates[before:], key=sort_key)
                     if best is None or sort_key(top) < sort_key(best):
                         best = top
                     rate = self.counts.drawn / (time.perf_counter() - start)

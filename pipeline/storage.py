@@ -31,10 +31,20 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
+def open_storage(url: str, tries: int = 10) -> optuna.storages.RDBStorage:
     """Optuna storage at ``url``; SQLite gets write-ahead logging (what was committed survives a
-    killed process, and a commit does not wait for a disk flush)."""
-    storage = optuna.storages.RDBStorage(url)
+    killed process, and a commit does not wait for a disk flush). Optuna creates its tables when
+    a storage first opens a database, and searches sharing a fresh database collide doing it at
+    once (PostgreSQL: a duplicate key in its catalogue): the loser tries again once the tables
+    exist."""
+    for attempt in range(tries):
+        try:
+            storage = optuna.storages.RDBStorage(url)
+            break
+        except (IntegrityError, ProgrammingError):
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.2 + random.random() * 0.3)
     if not url.startswith("sqlite"):
         return storage
 
@@ -183,21 +193,6 @@ class StudyWriter:
             )
 
 
-def _open_shared(url: str, tries: int = 10) -> optuna.storages.RDBStorage:
-    """:func:`open_storage`, for a database that other searches may be setting up at this very
-    moment: Optuna creates its tables when a storage first opens a database, and two processes
-    doing it at once collide (PostgreSQL: a duplicate key in its catalogue); the loser tries
-    again once the tables exist."""
-    for attempt in range(tries):
-        try:
-            return open_storage(url)
-        except (IntegrityError, ProgrammingError):
-            if attempt == tries - 1:
-                raise
-            time.sleep(0.2 + random.random() * 0.3)
-    raise AssertionError("unreachable")
-
-
 def tagged(study, run_tag: str) -> bool:
     """Whether a trial of ``study`` was recorded by the run ``run_tag`` (runs sharing a study tag
     their candidates' results with their names)."""
@@ -226,7 +221,7 @@ def open_study(
     messages, ``fix`` says what to do when it cannot be opened."""
     where = where or url
     try:
-        storage = _open_shared(url)
+        storage = open_storage(url)
         if directions is None:
             return optuna.load_study(study_name=study_name, storage=storage)
         try:
