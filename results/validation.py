@@ -13,7 +13,10 @@ writes ``docs/validation.md`` with its figures in ``docs/validation/``:
   lexicographically, smaller first) enters as its rank, negated, so that for every metric a
   positive tau means "larger metric, higher accuracy" except keys, where positive means "the
   key's order agrees with accuracy";
-* **proxy fidelity**: Kendall tau between the short and the long recipe's accuracies;
+* **proxy fidelity**: Kendall tau between the short and the long recipe's accuracies, and every
+  metric's correlation with each recipe on the architectures trained with both. Where that tau is
+  below ``AGREEMENT`` (0.8: more than one pair in ten ordered differently), the short recipe is
+  not a faithful proxy and the conclusion's headline is the long recipe's;
 * **the paper's claims**: accuracy differences between zoo models, 3 seeds each, with Welch
   t intervals.
 """
@@ -160,14 +163,21 @@ def correlate(
 
 
 def correlations(
-    archs: pd.DataFrame, seeds: dict[str, np.ndarray], noise: float, seed: int = 0
+    archs: pd.DataFrame,
+    seeds: dict[str, np.ndarray],
+    noise: float,
+    seed: int = 0,
+    by_space: bool = True,
 ) -> pd.DataFrame:
-    """Every metric against accuracy over the sampled architectures, pooled and per space."""
+    """Every metric against accuracy over the sampled architectures in ``seeds``, pooled and
+    (``by_space``) per space."""
     rng = np.random.default_rng(seed)
     sample = archs[archs["role"] == "sample"]
-    populations = {"pooled": sample} | {
-        f"{s} space": sample[sample["space"] == s] for s in sorted(sample["space"].unique())
-    }
+    populations = {"pooled": sample}
+    if by_space:
+        populations |= {
+            f"{s} space": sample[sample["space"] == s] for s in sorted(sample["space"].unique())
+        }
     rows = []
     for metric, group in metric_columns(archs).items():
         for population, part in populations.items():
@@ -188,6 +198,23 @@ def fidelity(bench: pd.DataFrame, noise: float, seed: int = 0) -> dict[str, floa
         long[list(both)], both, noise, np.random.default_rng(seed)
     )
     return {"n": n, "tau": tau, "lo": lo, "hi": hi, "rho": rho, "rho_lo": rlo, "rho_hi": rhi}
+
+
+AGREEMENT = 0.8  # fidelity tau from which the short recipe counts as ranking like the long one
+
+
+def long_recipe(
+    archs: pd.DataFrame, bench: pd.DataFrame, noise: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every metric against accuracy over the architectures trained with the long recipe: with
+    the short recipe's accuracy (seed mean) and with the long one's, side by side. The long
+    recipe has one seed: its interval borrows the short recipe's seed noise."""
+    long = bench[bench["recipe"] == "long"].groupby("arch_id")["top1"].apply(np.array)
+    short = bench[bench["recipe"] == "short"].groupby("arch_id")["top1"].apply(np.array)
+    ids = [a for a in long.index if a in short.index]
+    on_short = correlations(archs, {a: short[a] for a in ids}, noise, by_space=False)
+    on_long = correlations(archs, {a: long[a] for a in ids}, noise, by_space=False)
+    return on_short, on_long
 
 
 def claims(bench: pd.DataFrame) -> pd.DataFrame:
@@ -254,6 +281,17 @@ def _ci(v: float, lo: float, hi: float, digits: int = 2) -> str:
     return f"{v:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
 
 
+def _row(table: pd.DataFrame, metric: str) -> pd.Series:
+    """The pooled row of ``metric`` in a correlation table."""
+    return table[(table["metric"] == metric) & (table["population"] == "pooled")].iloc[0]
+
+
+def _strongest(table: pd.DataFrame) -> pd.Series | None:
+    """The pooled row of largest |tau|, if any tau is defined."""
+    pooled = table[(table["population"] == "pooled") & table["tau"].notna()]
+    return pooled.loc[pooled["tau"].abs().idxmax()] if len(pooled) else None
+
+
 def _verdict(lo: float, hi: float) -> str:
     """What a tau interval says, as the end of a sentence about a key."""
     if math.isnan(lo):
@@ -267,7 +305,6 @@ def _verdict(lo: float, hi: float) -> str:
 
 def _plots(folder: Path, archs, seeds, table: pd.DataFrame, bench: pd.DataFrame) -> list[str]:
     matplotlib.use("Agg")
-
 
     folder.mkdir(parents=True, exist_ok=True)
     names = []
@@ -350,10 +387,9 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
 
     sample = archs[archs["role"] == "sample"]
     trained = sample["arch_id"].isin(seeds)
-    key = table[(table["metric"] == "key:stage_mean_n") & (table["population"] == "pooled")]
-    key = key.iloc[0]
-    pooled = table[(table["population"] == "pooled") & table["tau"].notna()]
-    best = pooled.loc[pooled["tau"].abs().idxmax()] if len(pooled) else None
+    key = _row(table, "key:stage_mean_n")
+    best = _strongest(table)
+    on_short, on_long = long_recipe(archs, bench, noise)
     lines = [
         "# Does the gradient-path key predict what trains best?",
         "",
@@ -371,6 +407,27 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
         "## Conclusion",
         "",
     ]
+    agree = fid["n"] < 4 or math.isnan(fid["tau"]) or fid["tau"] >= AGREEMENT
+    if not agree:  # the short recipe is not a faithful proxy: the long one is the headline
+        key_long = _row(on_long, "key:stage_mean_n")
+        lines.append(
+            f"The short recipe ranks the {fid['n']} architectures trained with both recipes "
+            f"differently from the long one (Kendall tau {_ci(fid['tau'], fid['lo'], fid['hi'])}"
+            f", below {AGREEMENT}), so the headline is the long recipe's: over those "
+            f"{key_long['n']} architectures the paper's key (`stage_mean_n`, smaller ranks "
+            f"first) has Kendall tau {_ci(key_long['tau'], key_long['tau_lo'], key_long['tau_hi'])}"
+            f" with long-recipe accuracy: **{_verdict(key_long['tau_lo'], key_long['tau_hi'])}**"
+            f" (on the short recipe, the same architectures: "
+            f"{_ci(*_row(on_short, 'key:stage_mean_n')[['tau', 'tau_lo', 'tau_hi']])})."
+        )
+        best_long = _strongest(on_long)
+        if best_long is not None:
+            lines.append(
+                f"On the long recipe the metric of largest |tau| is `{best_long['metric']}` "
+                f"({best_long['group']}): tau "
+                f"{_ci(best_long['tau'], best_long['tau_lo'], best_long['tau_hi'])}."
+            )
+        lines.append("On the short recipe, over every sampled architecture:")
     if key["n"] >= 4 and not math.isnan(key["tau"]):
         lines.append(
             f"Over {key['n']} sampled architectures of equal FLOPs, the paper's key "
@@ -396,10 +453,12 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
             f"Seed noise: the pooled standard deviation of final top-1 over seeds is "
             f"{100 * noise:.2f} points ({len(noise_table)} architectures)."
         )
-    if fid["n"] >= 4 and not math.isnan(fid["tau"]):
+    if agree and fid["n"] >= 4 and not math.isnan(fid["tau"]):
         lines.append(
             f"Proxy fidelity: short and long recipe rank {fid['n']} architectures with Kendall "
-            f"tau {_ci(fid['tau'], fid['lo'], fid['hi'])}."
+            f"tau {_ci(fid['tau'], fid['lo'], fid['hi'])}, at least {AGREEMENT} (at most one "
+            f"pair in ten ordered differently): the short recipe's {key['n']} architectures carry "
+            "the headline."
         )
     lines += ["", "## Rank correlations with accuracy", ""]
     lines.append(
@@ -438,6 +497,23 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
         if fid["n"] >= 4
         else f"n = {fid['n']}: too few architectures with both recipes yet."
     )
+    if fid["n"] >= 4:
+        lines += [
+            "",
+            f"Every metric on the {fid['n']} architectures trained with both recipes, against "
+            "each recipe's accuracy (the long recipe's intervals borrow the short recipe's seed "
+            "noise: it has one seed):",
+            "",
+            "| metric | group | n | Kendall tau, short | Kendall tau, long | Spearman rho, long |",
+            "|---|---|---|---|---|---|",
+        ]
+        for (_, a), (_, b) in zip(on_short.iterrows(), on_long.iterrows(), strict=True):
+            lines.append(
+                f"| `{b['metric']}` | {b['group']} | {b['n']} | "
+                f"{_ci(a['tau'], a['tau_lo'], a['tau_hi'])} | "
+                f"{_ci(b['tau'], b['tau_lo'], b['tau_hi'])} | "
+                f"{_ci(b['rho'], b['rho_lo'], b['rho_hi'])} |"
+            )
     lines += ["", "## The paper's claims (short recipe)", ""]
     if len(claim):
         lines += [

@@ -25,9 +25,12 @@ def _brute_kendall(x, y) -> float:
     return s / (len(x) * (len(x) - 1) / 2)
 
 
-def _study(folder: Path, n: int = 12) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _study(
+    folder: Path, n: int = 12, long_slope: float = 0.02
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """n sampled architectures whose accuracy rises with ``params`` and falls with the key's
-    first value; three zoo models with 3 seeds each, igp_resnet37 2 points above bireal."""
+    first value; every third also trained with the long recipe, its accuracy rising with
+    ``long_slope``; three zoo models with 3 seeds each, igp_resnet37 2 points above bireal."""
     rng = np.random.default_rng(0)
     rows, runs = [], []
     for i in range(n):
@@ -50,7 +53,7 @@ def _study(folder: Path, n: int = 12) -> tuple[pd.DataFrame, pd.DataFrame]:
             top1 = 0.5 + 0.02 * i + 0.001 * seed
             runs.append(_run(job, f"a{i:02d}", "short", seed, top1, naswot=rng.normal()))
         if i % 3 == 0:
-            runs.append(_run(f"long-s0-a{i:02d}", f"a{i:02d}", "long", 0, 0.6 + 0.02 * i))
+            runs.append(_run(f"long-s0-a{i:02d}", f"a{i:02d}", "long", 0, 0.6 + long_slope * i))
     for name, base in (("bireal_resnet18", 0.70), ("igp_resnet37", 0.72), ("binary_resnet18", 0.6)):
         rows.append({"arch_id": name[:6] + "id", "name": name, "space": "zoo", "role": "reference"})
         for seed, noise in zip((0, 1, 2), (-0.01, 0.0, 0.01), strict=True):
@@ -138,6 +141,10 @@ def test_the_document_is_written_with_its_tables_and_figures(tmp_path):
     assert "| `naswot` | zero-cost proxy | 12 |" in text  # from the runs of seed 0
     assert "**its order agrees with accuracy**" in text
     assert "| igp_resnet37 | bireal_resnet18 | 3 / 3 |" in text
+    # the long recipe ranks a00, a03, a06, a09 as the short one does: the short recipe leads
+    assert text.startswith("Over 12 sampled", text.index("## Conclusion") + 15)
+    assert "rank 4 architectures with Kendall tau +1.00 [" in text
+    assert "| `params` | baseline | 4 | +1.00 [" in text  # short and long columns
     for figure in ("accuracy_vs_metrics.png", "tau.png", "curves.png"):
         assert (doc.parent / "validation" / figure).stat().st_size > 1000
         assert f"](validation/{figure})" in text
@@ -147,3 +154,21 @@ def test_the_document_is_written_with_its_tables_and_figures(tmp_path):
     )  # fmt: skip
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
     assert "runners.study" in missing.stderr
+
+
+@pytest.mark.slow
+def test_a_long_recipe_that_ranks_otherwise_takes_the_headline(tmp_path):
+    from results.validation import write_document
+
+    _study(tmp_path / "study", long_slope=-0.02)  # the long recipe reverses a00 < a03 < ...
+    text = write_document(tmp_path / "study", tmp_path / "docs" / "validation.md")
+    conclusion = text[text.index("## Conclusion") :]
+    first = conclusion.splitlines()[2]
+    assert first.startswith("The short recipe ranks the 4 architectures trained with both")
+    # the key agrees with the short recipe, so it runs against the long one: tau -1 on 4 nets
+    assert "has Kendall tau -1.00 [" in first and "(on the short recipe, the same " in first
+    assert "**its order runs against accuracy**" in first
+    key_row = "| `key:stage_mean_n` | scorer key | 4 |"
+    row = next(r for r in text.splitlines() if r.startswith(key_row)).split(" | ")
+    assert row[3].startswith("+1.00") and row[4].startswith("-1.00")  # short, long
+    assert "Over 12 sampled architectures" in conclusion  # the short result follows it
