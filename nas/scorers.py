@@ -59,6 +59,15 @@ def ranking_choice() -> dict:
 
 # The default ranking: the scorer that the benchmark supports (docs/ranking.md).
 DEFAULT_SCORER: str = ranking_choice()["default"]
+# Scorers whose weights were fitted on the benchmark (their model is in ranking_choice.json).
+FITTED_SCORERS = frozenset({"paths_capacity"})
+
+
+def fitted_model(name: str) -> dict | None:
+    """The fitted weights the scorer ``name`` ranks with now (None for a scorer without any): a
+    run records them at its start, so that a refit (``python -m results.ranking``) cannot change
+    the ranking of a run half-way."""
+    return ranking_choice()["model"] if name in FITTED_SCORERS else None
 
 
 def register_scorer(fn: Scorer) -> Scorer:

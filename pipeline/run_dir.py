@@ -21,7 +21,7 @@ from typing import Any
 from nas import _cli
 from nas.atomic import atomic_write_json
 from nas.budget import format_flops, parse_budget
-from nas.scorers import ranking_choice
+from nas.scorers import fitted_model, ranking_choice
 from pipeline.settings import Settings
 from pipeline.storage import StudyError, open_study, tagged
 from results.run import (
@@ -151,6 +151,14 @@ def resume_run(args: argparse.Namespace, given: set[str]) -> tuple[Settings, Pat
             f"{database} {what}: the study of this run is not in it; restore it from a copy, "
             "or start a new run"
         )
+    if settings.scorer_model is not None and settings.scorer_model != fitted_model(
+        settings.scorer
+    ):
+        raise _cli.UsageError(
+            f"the run ranks by {settings.scorer} with the weights of its start, and "
+            "nas/ranking_choice.json holds other weights now (refitted since): resume it from "
+            "the commit it started at, or start a new run"
+        )
     stored = {**asdict(settings), "_url": settings.study_url(run_dir)}
     updated = _check_resume_flags(args, given, stored)
     updated.pop("_url")
@@ -242,6 +250,7 @@ def new_run(
         scorer=args.scorer,
         tie_break=ranking_choice()["tie_break"]["column"],
         tie_break_larger_first=ranking_choice()["tie_break"]["larger_first"],
+        scorer_model=fitted_model(args.scorer),
         min_width=args.min_width,
         training=training,
     )

@@ -38,6 +38,9 @@ class Settings:
     # the run's start; a run written before it existed ordered them by storage, smaller first).
     tie_break: str = "storage_mbit"
     tie_break_larger_first: bool = False
+    # The fitted scorer's weights at the run's start (nas.scorers.fitted_model); None for a scorer
+    # without weights, or a run written before they were recorded.
+    scorer_model: dict[str, Any] | None = None
     min_width: int | None = None  # the smallest base width or growth rate (None: the space's)
     # A run that joined a shared study (--study-name with --storage) tags its trials with this
     # name (its run directory's, when it started); "" when the study is the run's alone.
@@ -63,6 +66,8 @@ class Settings:
     def identity(self) -> dict[str, Any]:
         """What runs sharing one study must agree on: their candidates are then comparable."""
         keys = ("budget", "tolerance", "space", "input_size", "classes", "scorer", "min_width")
+        if self.scorer_model is not None:  # the weights too: one ranking for the whole study
+            keys += ("scorer_model",)
         return {k: getattr(self, k) for k in keys} | {"directions": self.directions}
 
     @property

@@ -139,6 +139,23 @@ def test_resume_accepts_flags_given_as_they_were(done, tmp_path):
     assert len(_trials(copy, "done")) == 20
 
 
+def test_a_run_keeps_the_weights_it_ranked_with(done, tmp_path):
+    """A run records the fitted scorer's weights at its start; resumed after a refit (here: the
+    run's record differs from nas/ranking_choice.json), it refuses rather than rank half of its
+    candidates with other weights."""
+    settings = json.loads((done / "settings.json").read_text())
+    committed = json.loads((ROOT / "nas" / "ranking_choice.json").read_text())
+    assert settings["scorer"] == committed["default"] == "paths_capacity"
+    assert settings["scorer_model"] == committed["model"]
+    run = tmp_path / "refitted"
+    shutil.copytree(done, run)
+    settings["scorer_model"]["weights"][0] += 0.5
+    (run / "settings.json").write_text(json.dumps(settings))
+    before = _files(run)
+    _one_line_error(_search("--resume", str(run)), "ranking_choice.json holds other weights")
+    assert _files(run) == before
+
+
 @pytest.mark.parametrize(
     "damage, words",
     [
