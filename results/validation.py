@@ -200,6 +200,21 @@ def fidelity(bench: pd.DataFrame, noise: float, seed: int = 0) -> dict[str, floa
     return {"n": n, "tau": tau, "lo": lo, "hi": hi, "rho": rho, "rho_lo": rlo, "rho_hi": rhi}
 
 
+def retest(short: pd.DataFrame) -> tuple[int, float]:
+    """How well the short recipe agrees with itself: over the architectures trained with seeds
+    0, 1 and 2, the mean Kendall tau between two seeds' accuracies (the three pairs); the
+    fidelity tau cannot be expected above it. (n, tau); tau NaN under 4 architectures."""
+    by_seed = short.pivot_table(index="arch_id", columns="seed", values="top1")
+    if not {0, 1, 2} <= set(by_seed.columns):
+        return 0, float("nan")
+    full = by_seed[[0, 1, 2]].dropna()
+    if len(full) < 4:
+        return len(full), float("nan")
+    pairs = ((0, 1), (0, 2), (1, 2))
+    taus = [stats.kendalltau(full[a], full[b]).statistic for a, b in pairs]
+    return len(full), float(np.mean(taus))
+
+
 AGREEMENT = 0.8  # fidelity tau from which the short recipe counts as ranking like the long one
 
 
@@ -497,6 +512,12 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
         if fid["n"] >= 4
         else f"n = {fid['n']}: too few architectures with both recipes yet."
     )
+    n_retest, tau_retest = retest(short[short["role"] == "sample"])
+    if not math.isnan(tau_retest):
+        lines.append(
+            f"For scale: two seeds of the short recipe rank the {n_retest} sampled architectures "
+            f"trained with 3 seeds with Kendall tau {tau_retest:+.2f} (mean over the seed pairs)."
+        )
     if fid["n"] >= 4:
         lines += [
             "",

@@ -123,6 +123,21 @@ def test_seed_noise_and_claims_against_numpy_and_scipy(tmp_path):
     assert "igp_resnet21" not in found.index  # not trained: no row
 
 
+def test_retest_is_the_mean_tau_of_the_seed_pairs_by_brute_force():
+    from results.validation import retest
+
+    rng = np.random.default_rng(5)
+    acc = rng.normal(size=(7, 3))  # 7 architectures x seeds 0, 1, 2, no ties
+    rows = [{"arch_id": f"a{i}", "seed": s, "top1": acc[i, s]} for i in range(7) for s in range(3)]
+    rows.append({"arch_id": "two-seeds", "seed": 0, "top1": 0.0})  # not in the retest
+    rows.append({"arch_id": "two-seeds", "seed": 1, "top1": 1.0})
+    short = pd.DataFrame(rows)
+    pairs = [_brute_kendall(acc[:, a], acc[:, b]) for a, b in ((0, 1), (0, 2), (1, 2))]
+    assert len(set(pairs)) > 1  # the seeds disagree, differently per pair
+    assert retest(short) == (7, pytest.approx(np.mean(pairs)))
+    assert retest(short[short["seed"] < 2])[0] == 0  # two seeds: no retest
+
+
 @pytest.mark.slow
 def test_the_document_is_written_with_its_tables_and_figures(tmp_path):
     _study(tmp_path / "study")
