@@ -529,12 +529,16 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
             "|---|---|---|---|---|---|",
         ]
         for (_, a), (_, b) in zip(on_short.iterrows(), on_long.iterrows(), strict=True):
-            lines.append(
-                f"| `{b['metric']}` | {b['group']} | {b['n']} | "
-                f"{_ci(a['tau'], a['tau_lo'], a['tau_hi'])} | "
-                f"{_ci(b['tau'], b['tau_lo'], b['tau_hi'])} | "
-                f"{_ci(b['rho'], b['rho_lo'], b['rho_hi'])} |"
-            )
+            cells = [
+                _ci(a["tau"], a["tau_lo"], a["tau_hi"]),
+                _ci(b["tau"], b["tau_lo"], b["tau_hi"]),
+                _ci(b["rho"], b["rho_lo"], b["rho_hi"]),
+            ]
+            if b["n"] < 4:
+                cells = ["-"] * 3
+            elif math.isnan(b["tau"]):  # the metric is constant over these architectures
+                cells = ["constant"] * 3
+            lines.append(f"| `{b['metric']}` | {b['group']} | {b['n']} | {' | '.join(cells)} |")
     lines += ["", "## The paper's claims (short recipe)", ""]
     if len(claim):
         lines += [

@@ -160,6 +160,7 @@ def test_the_document_is_written_with_its_tables_and_figures(tmp_path):
     assert text.startswith("Over 12 sampled", text.index("## Conclusion") + 15)
     assert "rank 4 architectures with Kendall tau +1.00 [" in text
     assert "| `params` | baseline | 4 | +1.00 [" in text  # short and long columns
+    assert "| `depth` | baseline | 4 | constant | constant | constant |" in text
     for figure in ("accuracy_vs_metrics.png", "tau.png", "curves.png"):
         assert (doc.parent / "validation" / figure).stat().st_size > 1000
         assert f"](validation/{figure})" in text
