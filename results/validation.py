@@ -188,12 +188,14 @@ def correlations(
     return pd.DataFrame([r.__dict__ for r in rows])
 
 
-def fidelity(bench: pd.DataFrame, noise: float, seed: int = 0) -> dict[str, float]:
-    """Kendall tau between the short (seed-mean) and the long recipe's final top-1 over the
-    architectures trained with both, with its bootstrap interval."""
+def fidelity(
+    bench: pd.DataFrame, seeds: dict[str, np.ndarray], noise: float, seed: int = 0
+) -> dict[str, float]:
+    """Kendall tau between the short (seed-mean, ``seeds``: arch id -> its short-recipe seeds'
+    accuracies) and the long recipe's final top-1 over the architectures trained with both,
+    with its bootstrap interval."""
     long = bench[bench["recipe"] == "long"].groupby("arch_id")["top1"].mean()
-    short = bench[bench["recipe"] == "short"].groupby("arch_id")["top1"].apply(np.array)
-    both = {a: short[a] for a in long.index if a in short.index}
+    both = {a: seeds[a] for a in long.index if a in seeds}
     n, tau, lo, hi, rho, rlo, rhi = correlate(
         long[list(both)], both, noise, np.random.default_rng(seed)
     )
@@ -219,15 +221,14 @@ AGREEMENT = 0.8  # fidelity tau from which the short recipe counts as ranking li
 
 
 def long_recipe(
-    archs: pd.DataFrame, bench: pd.DataFrame, noise: float
+    archs: pd.DataFrame, bench: pd.DataFrame, seeds: dict[str, np.ndarray], noise: float
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every metric against accuracy over the architectures trained with the long recipe: with
-    the short recipe's accuracy (seed mean) and with the long one's, side by side. The long
-    recipe has one seed: its interval borrows the short recipe's seed noise."""
+    the short recipe's accuracy (seed mean of ``seeds``) and with the long one's, side by side.
+    The long recipe has one seed: its interval borrows the short recipe's seed noise."""
     long = bench[bench["recipe"] == "long"].groupby("arch_id")["top1"].apply(np.array)
-    short = bench[bench["recipe"] == "short"].groupby("arch_id")["top1"].apply(np.array)
-    ids = [a for a in long.index if a in short.index]
-    on_short = correlations(archs, {a: short[a] for a in ids}, noise, by_space=False)
+    ids = [a for a in long.index if a in seeds]
+    on_short = correlations(archs, {a: seeds[a] for a in ids}, noise, by_space=False)
     on_long = correlations(archs, {a: long[a] for a in ids}, noise, by_space=False)
     return on_short, on_long
 
@@ -395,7 +396,7 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
     seeds = short.groupby("arch_id")["top1"].apply(np.array).to_dict()
     noise_table, noise = seed_table(short)
     table = correlations(archs, seeds, noise)
-    fid = fidelity(bench, noise)
+    fid = fidelity(bench, seeds, noise)
     claim = claims(bench)
     floor = width_floor(archs, seeds)
     figures = _plots(doc.parent / FIGURES, archs, seeds, table, bench)
@@ -404,7 +405,8 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
     trained = sample["arch_id"].isin(seeds)
     key = _row(table, "key:stage_mean_n")
     best = _strongest(table)
-    on_short, on_long = long_recipe(archs, bench, noise)
+    on_short, on_long = long_recipe(archs, bench, seeds, noise)
+    done = {j["job"] for j in jobs} <= set(bench["job"])
     lines = [
         "# Does the gradient-path key predict what trains best?",
         "",
@@ -417,7 +419,8 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
         f"{len(set(bench['job']))} of {len(jobs)} jobs trained: {int(trained.sum())} of "
         f"{len(sample)} sampled architectures on the short recipe, "
         f"{(bench['recipe'] == 'long').sum()} long-recipe runs, {len(noise_table)} architectures "
-        "with several seeds. Until every job is trained, every figure below is provisional.",
+        "with several seeds."
+        + ("" if done else " Until every job is trained, every figure below is provisional."),
         "",
         "## Conclusion",
         "",

@@ -188,3 +188,19 @@ def test_a_long_recipe_that_ranks_otherwise_takes_the_headline(tmp_path):
     row = next(r for r in text.splitlines() if r.startswith(key_row)).split(" | ")
     assert row[3].startswith("+1.00") and row[4].startswith("-1.00")  # short, long
     assert "Over 12 sampled architectures" in conclusion  # the short result follows it
+
+
+@pytest.mark.slow
+def test_the_status_says_provisional_until_every_job_is_trained(tmp_path):
+    from results.validation import write_document
+
+    _, runs = _study(tmp_path / "study")
+    doc = tmp_path / "docs" / "validation.md"
+    assert "provisional" not in write_document(tmp_path / "study", doc)  # every job trained
+    study = tmp_path / "study" / "study.json"
+    plan = json.loads(study.read_text())
+    plan["jobs"].append({"job": "long-s0-a01", "arch_id": "a01"})  # planned, not trained
+    study.write_text(json.dumps(plan))
+    status = write_document(tmp_path / "study", doc).split("## Status")[1].split("##")[0]
+    assert f"{len(runs)} of {len(runs) + 1} jobs trained" in status
+    assert "every figure below is provisional" in status
