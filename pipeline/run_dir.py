@@ -151,9 +151,7 @@ def resume_run(args: argparse.Namespace, given: set[str]) -> tuple[Settings, Pat
             f"{database} {what}: the study of this run is not in it; restore it from a copy, "
             "or start a new run"
         )
-    if settings.scorer_model is not None and settings.scorer_model != fitted_model(
-        settings.scorer
-    ):
+    if settings.scorer_model is not None and settings.scorer_model != fitted_model(settings.scorer):
         raise _cli.UsageError(
             f"the run ranks by {settings.scorer} with the weights of its start, and "
             "nas/ranking_choice.json holds other weights now (refitted since): resume it from "

@@ -297,19 +297,16 @@ def test_two_node_cluster_on_loopback_trains_through_ray_address(tmp_path, requi
     nas.search --ray-address trains two candidates at once, one on each node; under strace,
     no process of the cluster or the job contacts anything outside loopback."""
     require(shutil.which("strace"), NO_STRACE)
-    out = subprocess.run(
-        [
-            sys.executable, "-m", "runners.check_loopback", "--cluster", "2",
-            "--dashboard-port", "8285", "--keep", str(tmp_path), "--",
-            "--budget", "0.16GFLOPs", "--space", "resnet", "--trials", "12", "--train-top", "2",
-            "--epochs", "1", "--train-subset", "200", "--width-mult", "0.125", "--no-progress",
-            "--baseline", "none",
-        ],  # fmt: skip
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    # fmt: off
+    command = [
+        sys.executable, "-m", "runners.check_loopback", "--cluster", "2",
+        "--dashboard-port", "8285", "--keep", str(tmp_path), "--",
+        "--budget", "0.16GFLOPs", "--space", "resnet", "--trials", "12", "--train-top", "2",
+        "--epochs", "1", "--train-subset", "200", "--width-mult", "0.125", "--no-progress",
+        "--baseline", "none",
+    ]
+    # fmt: on
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "node 1 up (worker)" in out.stdout and "passed: only loopback" in out.stdout
     trained = pd.read_csv(tmp_path / "run" / "trained.csv", dtype={"arch_id": str})
