@@ -149,7 +149,7 @@ def train_top(settings: Settings, run_dir: Path, table: pd.DataFrame) -> int:
         candidates.insert(0, (baseline["arch_id"].iloc[0], specs[baseline["arch_id"].iloc[0]]))
     print(
         f"training a pool of {len(top)} candidates (the best of each space in turn, by "
-        f"{settings.scorer}; one epoch each, the best third promoted to {options.epochs})"
+        f"{settings.scorer}; one epoch each, then the best third of them on to {options.epochs})"
         + (f" and {options.baseline} (the baseline, every epoch)" if len(baseline) else "")
         + f" on {options.dataset} "
         f"({options.epochs} epochs, width x{options.width_mult}, stem stride "

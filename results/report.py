@@ -155,7 +155,7 @@ def verdict(settings: dict, trained: pd.DataFrame) -> str:
         f"**Verdict: {what}, {abs(diff):.2f} points {better} the baseline {base_name} "
         f"({b['top1'] * 100:.2f}%, the same recipe in the same run){noise_text}.** "
         f"{len(trained) - 1} candidates were trained by successive halving (one epoch each, the "
-        f"best promoted to {epochs}). {ranking}"
+        f"best third of them on to {epochs}). {ranking}"
     )
 
 

@@ -1,6 +1,18 @@
-"""Successive halving for the search's candidates, the baseline exempt: an ASHA scheduler (short
-runs first, the best promoted to the full recipe) that never stops the reference model the
-candidates are compared with, and keeps its results out of the rungs.
+"""Successive halving for the search's candidates, the baseline exempt: every candidate trains
+to the rung (one epoch), waits there until all have, and then the best ``1 / reduction_factor``
+of them (rounded up: 3 of 8) go on to the full recipe, the rest stop. The reference model the
+candidates are compared with trains every epoch and stays out of the rung.
+
+The halving is synchronous, not Ray's ASHA: ASHA promotes a trial that is in the best third of
+those that reached the rung *before* it, so the first arrivals go on whatever they score, and a
+late candidate better than them can be stopped (seen in the main job: the second best at the
+rung stopped, the fourth best promoted). Here a candidate at the rung is paused (its checkpoint
+kept, its CPU given to the next candidate) until the rung is complete.
+
+The decision is derived from the trials' own states and last results, never from memory of the
+scheduler's: a restored experiment (its scheduler is a fresh one) reaches the same decision.
+A candidate past the rung was promoted; one stopped at the rung lost; one that failed before the
+rung is out of the pool.
 
 Imported only once Ray is (it reads the loopback recipe from the environment when imported:
 :mod:`runners.ray_local`), by :func:`runners.tune.tune_candidates`; a module of its own so that
@@ -8,22 +20,99 @@ a restored experiment finds the scheduler's class by name."""
 
 from __future__ import annotations
 
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+import math
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+ITERATION = "training_iteration"
 
 
 def _exempt(trial) -> bool:
     return bool(trial.config["candidate"].get("baseline"))
 
 
-class PromoteCandidates(ASHAScheduler):
-    """ASHA over the candidates; a trial whose configuration is marked ``baseline`` trains every
-    epoch and does not count in the rungs."""
+class PromoteCandidates(FIFOScheduler):
+    """Synchronous successive halving at one rung over the candidates; a trial whose
+    configuration is marked ``baseline`` trains every epoch and does not count."""
+
+    def __init__(self, max_t: int, rung: int = 1, reduction_factor: int = 3):
+        super().__init__()
+        self.max_t, self.rung, self.reduction_factor = max_t, rung, reduction_factor
+        self._sign = 1.0  # +1: a larger metric is better (the Tuner's mode, set by Tune)
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        self._sign = -1.0 if mode == "min" else 1.0
+        return super().set_search_properties(metric, mode, **spec)
+
+    def _iteration(self, trial, current: dict | None = None) -> int:
+        result = current if current is not None else (trial.last_result or {})
+        return int(result.get(ITERATION) or 0)
+
+    def decision(self, trials, current=None) -> set | None:
+        """The candidates promoted past the rung, or None while some candidate has not reached
+        it. ``current``: (trial, result) of a result not yet in the trial's ``last_result``."""
+        results = {t: t.last_result or {} for t in trials if not _exempt(t)}
+        if current is not None:
+            results[current[0]] = current[1]
+        past, at = [], []
+        for trial, result in results.items():
+            iteration = self._iteration(trial, result)
+            if iteration > self.rung:
+                past.append(trial)  # promoted before (a restored experiment)
+            elif iteration == self.rung:
+                at.append(trial)
+            elif trial.status not in (Trial.ERROR, Trial.TERMINATED):
+                return None  # still on its way to the rung
+        keep = math.ceil((len(past) + len(at)) / self.reduction_factor)
+        at.sort(key=lambda t: self._rank_key(results[t]))
+        return set(past) | set(at[: max(0, keep - len(past))])
+
+    def _rank_key(self, result: dict) -> tuple[int, float]:
+        """Best first, a missing or NaN metric last; ties keep the trials' order (stable sort)."""
+        value = result.get(self._metric)
+        if value is None or not math.isfinite(value):
+            return (1, 0.0)
+        return (0, -self._sign * float(value))
+
+    def _stop_losers(self, tune_controller, promoted: set, but=None) -> None:
+        for trial in tune_controller.get_trials():
+            waiting = trial.status in (Trial.PAUSED, Trial.PENDING) or trial.is_saving
+            if trial is not but and not _exempt(trial) and waiting and trial not in promoted:
+                if self._iteration(trial) == self.rung:
+                    tune_controller.stop_trial(trial)
 
     def on_trial_result(self, tune_controller, trial, result):
-        if _exempt(trial):
+        if _exempt(trial) or self.rung >= self.max_t or self._iteration(trial, result) != self.rung:
             return TrialScheduler.CONTINUE
-        return super().on_trial_result(tune_controller, trial, result)
+        promoted = self.decision(tune_controller.get_trials(), (trial, result))
+        if promoted is None:
+            return TrialScheduler.PAUSE  # until every candidate is at the rung
+        self._stop_losers(tune_controller, promoted, but=trial)
+        return TrialScheduler.CONTINUE if trial in promoted else TrialScheduler.STOP
 
-    def on_trial_complete(self, tune_controller, trial, result):
-        if not _exempt(trial):
-            super().on_trial_complete(tune_controller, trial, result)
+    def choose_trial_to_run(self, tune_controller):
+        trials = tune_controller.get_trials()
+        promoted = self.decision(trials) if self.rung < self.max_t else None
+
+        def held(trial) -> bool:  # at the rung, not (yet) promoted
+            return (
+                not _exempt(trial)
+                and self.rung < self.max_t
+                and self._iteration(trial) == self.rung
+                and (promoted is None or trial not in promoted)
+            )
+
+        if promoted is not None:
+            self._stop_losers(tune_controller, promoted)
+        for status in (Trial.PENDING, Trial.PAUSED):
+            for trial in trials:
+                if trial.status == status and not held(trial):
+                    return trial
+        return None
+
+    def debug_string(self) -> str:
+        return (
+            f"Synchronous successive halving at epoch {self.rung}: the best 1/"
+            f"{self.reduction_factor} of the candidates go on to {self.max_t}."
+        )

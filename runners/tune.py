@@ -1,11 +1,12 @@
 """Training the top candidates through Ray Tune.
 
-The candidates run as fixed configurations in one ``Tuner``: an ASHA scheduler stops the weak
-ones early, actors are reused, each trial asks for ``cpus_per_trial`` CPUs and a (fractional)
-``gpus_per_trial``, ``FailureConfig(max_failures)`` retries a crashed trial from its last
-checkpoint, and the experiment lives in ``RUN_DIR/tune`` so a killed run is restored without
-training finished trials again. Each trial trains its candidate's proxy (:mod:`runners.train`)
-and reports loss, top-1, top-5 and images per second every epoch with a ``tune.Checkpoint``.
+The candidates run as fixed configurations in one ``Tuner``: synchronous successive halving
+(:mod:`runners.promotion`) stops the weak ones after their first epoch, actors are reused, each
+trial asks for ``cpus_per_trial`` CPUs and a (fractional) ``gpus_per_trial``,
+``FailureConfig(max_failures)`` retries a crashed trial from its last checkpoint, and the
+experiment lives in ``RUN_DIR/tune`` so a killed run is restored without training finished
+trials again. Each trial trains its candidate's proxy (:mod:`runners.train`) and reports loss,
+top-1, top-5 and images per second every epoch with a ``tune.Checkpoint``.
 
 The experiment's configurations carry each candidate's spec as JSON text, not a path, and the
 experiment is named after its candidates (``train-<hash>``): a run directory that is moved or
@@ -130,10 +131,10 @@ def tune_candidates(
     ``storage``, in the Ray session already started (:func:`runners.ray_local.ray_session`).
     Returns one row per candidate and their learning curves (one row per epoch). An experiment
     of the same candidates and options found under ``storage`` is restored, its finished trials
-    kept. ``stop_early``: successive halving (ASHA, :class:`runners.promotion.PromoteCandidates`:
-    every candidate trains one epoch, the best third goes on to the full recipe; the search's
-    candidates), the ``baseline`` arch id never stopped; without it every trial trains all its
-    epochs (the benchmark study)."""
+    kept. ``stop_early``: successive halving (:class:`runners.promotion.PromoteCandidates`:
+    every candidate trains one epoch, then the best third of them go on to the full recipe;
+    the search's candidates), the ``baseline`` arch id never stopped; without it every trial
+    trains all its epochs (the benchmark study)."""
     # only now: Ray reads its environment (the loopback recipe) when it is imported
     from ray import tune  # noqa: PLC0415
     from ray.tune.schedulers import FIFOScheduler  # noqa: PLC0415
@@ -170,7 +171,7 @@ def tune_candidates(
         tuner = tune.Tuner.restore(str(path), trainable=resources, resume_errored=True)
     else:
         scheduler = (
-            PromoteCandidates(max_t=options.epochs, grace_period=1, reduction_factor=3)
+            PromoteCandidates(max_t=options.epochs, rung=1, reduction_factor=3)
             if stop_early
             else FIFOScheduler()
         )

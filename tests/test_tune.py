@@ -78,22 +78,35 @@ def test_failed_trials_are_reported_while_the_others_finish(tmp_path):
 PROMOTION = textwrap.dedent(
     """
     import sys
+    import tempfile
+    import time
     from pathlib import Path
     from ray import tune
     from runners.options import TrainingOptions
     from runners.tune import run_training
 
-    ACCURACY = {"c1": 0.9, "c2": 0.8, "c3": 0.7, "c4": 0.6, "c5": 0.5, "base": 0.1}
+    run_dir, port, baseline, order = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    PAUSE = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0  # seconds per epoch
+    SCORES = [0.9, 0.8, 0.7, 0.6, 0.5] if order == "falling" else [0.5, 0.6, 0.7, 0.8, 0.9]
+    ACCURACY = {f"c{i + 1}": a for i, a in enumerate(SCORES)} | {"base": 0.1}
 
     def fixed(config):
-        # no training: each model reports the same accuracy every epoch
-        arch = config["candidate"]["arch_id"]
-        for epoch in (1, 2, 3):
-            tune.report({"epoch": epoch, "top1": ACCURACY[arch], "top5": 1.0, "test_loss": 1.0,
-                         "train_loss": 1.0, "images_per_s": 1.0, "seconds": 0.01,
-                         "arch_id": arch, "node": "n"})
+        # no training: each model reports the same accuracy every epoch, with a checkpoint of
+        # its epoch that a paused and resumed trial goes on from
+        arch, first = config["candidate"]["arch_id"], 1
+        if (saved := tune.get_checkpoint()) is not None:
+            with saved.as_directory() as folder:
+                first = int((Path(folder) / "epoch").read_text()) + 1
+        for epoch in range(first, 4):
+            time.sleep(PAUSE)
+            (run_dir / f"{arch}-{epoch}.mark").touch()  # trained (for a test that kills it)
+            with tempfile.TemporaryDirectory() as folder:
+                (Path(folder) / "epoch").write_text(str(epoch))
+                tune.report({"epoch": epoch, "top1": ACCURACY[arch], "top5": 1.0,
+                             "test_loss": 1.0, "train_loss": 1.0, "images_per_s": 1.0,
+                             "seconds": 0.01, "arch_id": arch, "node": "n"},
+                            checkpoint=tune.Checkpoint.from_directory(folder))
 
-    run_dir, port, baseline = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = run_dir / "spec.json"
     spec.write_text("{}")
@@ -104,16 +117,22 @@ PROMOTION = textwrap.dedent(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("exempt", [True, False])
-def test_successive_halving_stops_weak_candidates_never_the_baseline(tmp_path, exempt):
-    """Candidates reported in order of falling accuracy: after the first, each is below the best
-    at the first rung and stops there; the baseline, the worst of all, trains every epoch when
-    it is exempt (and stops like the others when it is not: the exemption is what keeps it)."""
+@pytest.mark.parametrize(
+    ("exempt", "order"), [(True, "falling"), (True, "rising"), (False, "falling")]
+)
+def test_successive_halving_promotes_the_best_third_never_stops_the_baseline(
+    tmp_path, exempt, order
+):
+    """Five candidates c1..c5 start in that order, two at a time, their accuracy falling or
+    rising. However they arrive at the first epoch, the best third (rounded up: 2 of 5, or 2 of
+    6 with the baseline among them) go on to epoch 3 and the others stop at epoch 1; Ray's ASHA
+    would promote c1, the first to arrive, when it is the worst. The baseline, the worst of all,
+    trains every epoch when it is exempt (and stops like the others when it is not)."""
     script = tmp_path / "promotion.py"
     script.write_text(PROMOTION)
     run_dir = tmp_path / "run"
     out = subprocess.run(
-        [sys.executable, str(script), str(run_dir), "8283", "base" if exempt else ""],
+        [sys.executable, str(script), str(run_dir), "8283", "base" if exempt else "", order],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -121,14 +140,58 @@ def test_successive_halving_stops_weak_candidates_never_the_baseline(tmp_path, e
     )
     assert out.returncode == 0, out.stderr[-3000:]
     trained = pd.read_csv(run_dir / "trained.csv", dtype={"arch_id": str}).set_index("arch_id")
-    assert trained.loc["c1", "status"] == "trained" and trained.loc["c1", "epoch"] == 3
-    for weak in ("c4", "c5"):
-        assert trained.loc[weak, "status"] == "stopped" and trained.loc[weak, "epoch"] == 1
+    best = ["c1", "c2"] if order == "falling" else ["c5", "c4"]
+    for arch in ("c1", "c2", "c3", "c4", "c5"):
+        expected = ("trained", 3) if arch in best else ("stopped", 1)
+        assert (trained.loc[arch, "status"], trained.loc[arch, "epoch"]) == expected, arch
+    curves = pd.read_csv(run_dir / "curves.csv", dtype={"arch_id": str})
+    assert sorted(curves[curves["arch_id"] == best[0]]["epoch"]) == [1, 2, 3]  # paused, resumed
     base = trained.loc["base"]
     if exempt:
         assert base["status"] == "trained" and base["epoch"] == 3
     else:
         assert base["status"] == "stopped" and base["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_the_rung_resumes_to_the_same_promotions(tmp_path):
+    """SIGKILL while candidates wait at the first epoch for the others (each epoch takes 2 s,
+    c1..c5 of rising accuracy): the rerun restores the experiment with a fresh scheduler, which
+    reads the trials' states and promotes the same two (c5, c4); no epoch is reported twice."""
+    script = tmp_path / "promotion.py"
+    script.write_text(PROMOTION)
+    run_dir = tmp_path / "run"
+    command = [sys.executable, str(script), str(run_dir), "8284", "base", "rising"]
+    proc = subprocess.Popen(
+        [*command, "2"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while len(list(run_dir.glob("c*-1.mark"))) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1)  # their reports reach the scheduler: paused at the rung
+    marks = sorted(m.stem for m in run_dir.glob("c*.mark"))
+    assert len(marks) >= 2 and all(m.endswith("-1") for m in marks), marks  # the rung is open
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 30
+    while _session_processes(proc.pid) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not (run_dir / "trained.csv").exists()
+
+    resumed = subprocess.run(
+        [*command, "0"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trained = pd.read_csv(run_dir / "trained.csv", dtype={"arch_id": str}).set_index("arch_id")
+    promoted = set(trained.index[(trained["status"] == "trained") & (trained["epoch"] == 3)])
+    assert promoted == {"c5", "c4", "base"}
+    assert set(trained.index[trained["status"] == "stopped"]) == {"c1", "c2", "c3"}
+    trials = run_dir / "tune"
+    assert len(list(trials.glob("train-*"))) == 1  # the same experiment, restored
+    for trial in trials.glob("train-*/candidate-*"):
+        epochs = [r["epoch"] for r in _reports(trial)]
+        assert epochs in ([1], [1, 2, 3]), (trial.name, epochs)  # no epoch twice
 
 
 def _search(*args: str) -> subprocess.Popen:
