@@ -328,7 +328,7 @@ def training_section(run_dir: Path, joined: pd.DataFrame) -> tuple[list[str], st
     rho), learning curves, and the trials that failed with their reason."""
     names = dict(zip(joined["arch_id"], joined["model"], strict=True))
     curves = read_curves(run_dir)
-    # ASHA stops some trials early: compare every candidate at the last epoch all of them reached
+    # halving stops some trials early: compare every candidate at the last epoch all reached
     done = joined[joined["status"].isin(("trained", "stopped"))]
     common = int(done["epoch"].min()) if len(done) else 0
     at_common = curves[curves["epoch"] == common][["arch_id", "top1"]]
@@ -400,7 +400,7 @@ def training_section(run_dir: Path, joined: pd.DataFrame) -> tuple[list[str], st
         plots["accuracy_vs_metrics"] = "plots/accuracy_vs_metrics.png"
     note = (
         f"Rank correlation of test top-1 at epoch {common} (the last epoch every trained "
-        "candidate reached; ASHA stops weak trials early) with each metric "
+        "candidate reached; successive halving stops weak trials early) with each metric "
         "(a good predictor has a strongly negative value: smaller N, better accuracy; "
         "undefined below 3 trained candidates or for a constant metric)."
     )
