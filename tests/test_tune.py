@@ -86,7 +86,7 @@ PROMOTION = textwrap.dedent(
     from runners.tune import run_training
 
     run_dir, port, baseline, order = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    PAUSE = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0  # seconds per epoch
+    EPOCH_SECONDS = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
     SCORES = [0.9, 0.8, 0.7, 0.6, 0.5] if order == "falling" else [0.5, 0.6, 0.7, 0.8, 0.9]
     ACCURACY = {f"c{i + 1}": a for i, a in enumerate(SCORES)} | {"base": 0.1}
 
@@ -98,7 +98,7 @@ PROMOTION = textwrap.dedent(
             with saved.as_directory() as folder:
                 first = int((Path(folder) / "epoch").read_text()) + 1
         for epoch in range(first, 4):
-            time.sleep(PAUSE)
+            time.sleep(EPOCH_SECONDS)
             (run_dir / f"{arch}-{epoch}.mark").touch()  # trained (for a test that kills it)
             with tempfile.TemporaryDirectory() as folder:
                 (Path(folder) / "epoch").write_text(str(epoch))
