@@ -23,9 +23,8 @@ from __future__ import annotations
 import math
 
 from ray.tune.experiment import Trial
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
-
-ITERATION = "training_iteration"
 
 
 def _exempt(trial) -> bool:
@@ -47,7 +46,7 @@ class PromoteCandidates(FIFOScheduler):
 
     def _iteration(self, trial, current: dict | None = None) -> int:
         result = current if current is not None else (trial.last_result or {})
-        return int(result.get(ITERATION) or 0)
+        return int(result.get(TRAINING_ITERATION) or 0)
 
     def decision(self, trials, current=None) -> set | None:
         """The candidates promoted past the rung, or None while some candidate has not reached
@@ -92,13 +91,14 @@ class PromoteCandidates(FIFOScheduler):
         return TrialScheduler.CONTINUE if trial in promoted else TrialScheduler.STOP
 
     def choose_trial_to_run(self, tune_controller):
+        if self.rung >= self.max_t:  # no halving: first come, first served
+            return super().choose_trial_to_run(tune_controller)
         trials = tune_controller.get_trials()
-        promoted = self.decision(trials) if self.rung < self.max_t else None
+        promoted = self.decision(trials)
 
         def held(trial) -> bool:  # at the rung, not (yet) promoted
             return (
                 not _exempt(trial)
-                and self.rung < self.max_t
                 and self._iteration(trial) == self.rung
                 and (promoted is None or trial not in promoted)
             )

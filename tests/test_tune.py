@@ -172,11 +172,7 @@ def test_a_run_killed_at_the_rung_resumes_to_the_same_promotions(tmp_path):
     time.sleep(1)  # their reports reach the scheduler: paused at the rung
     marks = sorted(m.stem for m in run_dir.glob("c*.mark"))
     assert len(marks) >= 2 and all(m.endswith("-1") for m in marks), marks  # the rung is open
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    deadline = time.time() + 30
-    while _session_processes(proc.pid) and time.time() < deadline:
-        time.sleep(0.5)
+    _kill_session(proc)
     assert not (run_dir / "trained.csv").exists()
 
     resumed = subprocess.run(
@@ -225,6 +221,16 @@ def _session_processes(session: int) -> list[int]:
     return alive
 
 
+def _kill_session(proc: subprocess.Popen) -> None:
+    """SIGKILL the command and every process it started (its session), and see them gone."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 30
+    while _session_processes(proc.pid) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _session_processes(proc.pid)
+
+
 @pytest.mark.slow
 def test_sigkill_during_training_then_resume_retrains_nothing_finished(tmp_path):
     """Two candidates trained one after the other (each asks for both CPUs); SIGKILL of the
@@ -247,12 +253,7 @@ def test_sigkill_during_training_then_resume_retrains_nothing_finished(tmp_path)
             if len(_reports(trial)) == 2:
                 finished = trial
     assert finished is not None, "no trial finished in time"
-    os.killpg(proc.pid, signal.SIGKILL)  # the command and every process it started
-    proc.wait()
-    deadline = time.time() + 30
-    while _session_processes(proc.pid) and time.time() < deadline:
-        time.sleep(0.5)
-    assert not _session_processes(proc.pid)
+    _kill_session(proc)
     assert not (run_dir / "trained.csv").exists()
     before = _reports(finished)
 
