@@ -24,7 +24,6 @@ the network output, excluding the conv itself (what the gradient pays before it 
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -281,8 +280,3 @@ class PathReport:
 def path_report(g: PathGraph) -> PathReport:
     """All four scopes of a path graph (each computed when first read)."""
     return PathReport(g)
-
-
-def missing_last(value: float | None) -> float:
-    """Sort key of a metric value: a missing value ranks worse than any present one."""
-    return math.inf if value is None else value

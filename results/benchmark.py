@@ -5,8 +5,11 @@
 space, role (``sample`` or ``reference``: a zoo model at its own FLOPs), structure, spec (JSON at
 224 px and 1000 classes), every training-free metric (costs, depth, width, gradient-path
 components N and L at network, stage and block scope, every scorer's key, the zero-cost proxies)
-and what training measured (final and best test top-1, top-5, losses, images per second, the
-learning curve as JSON lists). As NAS-Bench users do::
+what training measured (final and best test top-1, top-5, losses, images per second, the
+learning curve as JSON lists), and the study ``part`` the job belongs to: ``short`` (the sample
+and the zoo, seed 0), ``seeds`` (seeds 1 and 2), ``long`` (the long recipe) or ``prospective``
+(architectures drawn from a default search after the ranking was frozen; role ``prospective``).
+As NAS-Bench users do::
 
     from results.benchmark import load_benchmark
 
@@ -17,11 +20,14 @@ learning curve as JSON lists). As NAS-Bench users do::
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 STUDY_DIR = Path(__file__).parent / "study"
+FROZEN = "prospective.json"  # the rankings frozen before the prospective sample was drawn
 
 
 def load_archs(folder: str | Path = STUDY_DIR) -> pd.DataFrame:
@@ -35,4 +41,15 @@ def load_benchmark(folder: str | Path = STUDY_DIR) -> pd.DataFrame:
     results yet."""
     folder = Path(folder)
     runs = pd.read_csv(folder / "runs.csv", dtype={"arch_id": str})
+    jobs = json.loads((folder / "study.json").read_text())["jobs"]
+    part = {j["job"]: j["part"] for j in jobs}
+    parts = [part.get(j, r) for j, r in zip(runs["job"], runs["recipe"], strict=True)]
+    runs.insert(1, "part", parts)
     return runs.merge(load_archs(folder), on="arch_id", how="left", validate="many_to_one")
+
+
+def load_frozen(folder: str | Path = STUDY_DIR) -> dict[str, Any] | None:
+    """The prospective test's frozen rankings and draw (``prospective.json``), None before it is
+    planned."""
+    path = Path(folder) / FROZEN
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -67,7 +67,7 @@ STUDY = "study.json"
 ARCHS = "archs.csv"
 RUNS = "runs.csv"
 WORK = ".work"
-PARTS = ("short", "seeds", "long")
+PARTS = ("short", "seeds", "long", "prospective")
 # The paper's claims (its Table 1 and Figure 2), trained with 3 seeds.
 CLAIM_MODELS = (
     "bireal_resnet18",
