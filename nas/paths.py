@@ -87,7 +87,7 @@ def _output(spec, ops, report: PathReport, key: tuple, scorer: str, as_json: boo
         "model": spec.name,
         "arch_id": ops_arch_id(ops),
         "scorer": scorer,
-        "key": [None if k == float("inf") else k for k in key],
+        "key": list(key),  # finite for every network (nas.scorers: a missing value's ceiling)
         **report.to_dict(),
     }
     return json_text(out)

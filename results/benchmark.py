@@ -42,8 +42,8 @@ def load_benchmark(folder: str | Path = STUDY_DIR) -> pd.DataFrame:
     folder = Path(folder)
     runs = pd.read_csv(folder / "runs.csv", dtype={"arch_id": str})
     jobs = json.loads((folder / "study.json").read_text())["jobs"]
-    part = {j["job"]: j["part"] for j in jobs}
-    parts = [part.get(j, r) for j, r in zip(runs["job"], runs["recipe"], strict=True)]
+    part = {j["job"]: j.get("part") for j in jobs}
+    parts = [part.get(j) or r for j, r in zip(runs["job"], runs["recipe"], strict=True)]
     runs.insert(1, "part", parts)
     return runs.merge(load_archs(folder), on="arch_id", how="left", validate="many_to_one")
 

@@ -71,6 +71,7 @@ REPEATS = 20  # repeats of the 4-fold cross-validation on the fit half (one is n
 SPLITS = 200  # random fit/held-out splits of the same sizes, for the spread of one split's tau
 PROXIES = ("synflow", "naswot")  # zero-cost proxies the torch rankings use (seed 0's values)
 TOP_SHARE = 0.2  # the share of candidates a second stage re-orders (the top 200 of 1000)
+NO_IDENTITY = "no identity path"  # some stage has N_1st > 0: every path crosses a binary conv
 TIE_BREAKS = ("fp_macs", "bops", "params", "binary_params", "storage_mbit", "depth")
 
 
@@ -87,7 +88,7 @@ def agreement(keys: Sequence[tuple[float, ...]], accuracy: np.ndarray) -> float:
 
 
 def _tau(score: np.ndarray, accuracy: np.ndarray) -> float:
-    if np.ptp(score) == 0 or np.ptp(accuracy) == 0:
+    if len(score) < 3 or np.ptp(score) == 0 or np.ptp(accuracy) == 0:
         return float("nan")
     return float(stats.kendalltau(score, accuracy).statistic)
 
@@ -186,7 +187,7 @@ def rankings(best_fitted: str) -> list[tuple[str, str, str | None, str | None]]:
 def combined_scores(
     base: str, proxy: str | None, combiner: str | None, fitted: dict[str, Any], rows: pd.DataFrame
 ) -> np.ndarray:
-    scores = apply_base(base, fitted[base], rows)
+    scores = apply_base(base, fitted.get(base), rows)
     if proxy is None:
         return scores
     return COMBINERS[combiner](scores, apply_base(proxy, fitted[proxy], rows))
@@ -249,6 +250,7 @@ def architectures(
                 **{c: row[c] for c in TIE_BREAKS},
                 **{p: row[p] for p in PROXIES},
                 **features(m),
+                "identity_path": all(s.N[0] == 0 for s in m.paths.stages.values()),
                 **{f"key_{n}": scorer(m) for n, scorer in scorers.items()},
             }
         )
@@ -340,9 +342,10 @@ def evaluate(
     table = bootstrap(scores, list(rows.index), seeds, noise, rng)
     table["kind"] = [kind for _, kind, _, _ in named]
     accuracy = rows["accuracy"].to_numpy()
-    for space in sorted(rows["space"].unique()):
-        inside = (rows["space"] == space).to_numpy()
-        table[f"tau_{space}"] = [_tau(scores[n][inside], accuracy[inside]) for n in table.index]
+    groups = {s: (rows["space"] == s).to_numpy() for s in sorted(rows["space"].unique())}
+    groups[NO_IDENTITY] = ~rows["identity_path"].to_numpy(dtype=bool)
+    for group, inside in groups.items():
+        table[f"tau_{group}"] = [_tau(scores[n][inside], accuracy[inside]) for n in table.index]
     return table
 
 
@@ -464,7 +467,7 @@ def write_document(
     """docs/ranking.md: the choice, every ranking's figures, the weights, the prospective test."""
     b = choice["benchmark"]
     default, tie = choice["default"], choice["tie_break"]
-    spaces = sorted(c.removeprefix("tau_") for c in table.columns if c.startswith("tau_"))
+    spaces = [c.removeprefix("tau_") for c in table.columns if c.startswith("tau_")]
     scorers = set(list_scorers())
 
     def row_ci(t: pd.DataFrame, name: str) -> str:
@@ -548,7 +551,9 @@ def write_document(
         kind = r["kind"] + (", no paths" if name in BASELINE_SCORERS else "")
         lines.append(
             f"| `{name}`{mark} | {kind} | {_f(r['fit_tau'])} | {row_ci(table, name)} | "
-            f"{diff_ci(table, name)} | {_f(r['splits_mean'])}, {r['splits_beat_bar'] * 100:.0f}% | "
+            f"{diff_ci(table, name)} | {_f(r['splits_mean'])}, "
+            + ("-" if name == BAR else f"{r['splits_beat_bar'] * 100:.0f}%")
+            + " | "
             + " | ".join(_f(r[f"tau_{s}"]) for s in spaces)
             + " |"
         )
@@ -580,8 +585,8 @@ def _prospective_lines(frozen: dict | None, table: pd.DataFrame | None, trained:
         f"model, the proxies' directions and their content hash `{frozen['hash'][:16]}` "
         f"(sha256 of the canonical JSON). The default then was `{frozen['default']}`. Then "
         f"{d['sample']} new architectures were drawn from the {d['pool']} in-band candidates of a "
-        f"default search (`{d['command']}`: its sampler, spaces and width floor), none of them in "
-        f"an earlier part of the study ({d['excluded']} were), one at random from each of "
+        f"default search (`{d['command']}`: its sampler, spaces and width floor; the "
+        f"{d['excluded']} already in the study left out), one at random from each of "
         f"{d['sample']} equal-count strata of the frozen default's key (seed {d['seed']}), so that "
         f"their mix is the search's: {d['mix']}. They train on the short recipe, seed 0, and "
         f"{d['seeded']} of them spanning the key with seeds 1 and 2 too. Nothing is refitted on "

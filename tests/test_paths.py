@@ -1,11 +1,13 @@
 """Gradient paths: the paper's worked values, the zoo, traced modules, autograd, and the CLI."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import networkx as nx
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,7 @@ from nas import (
     get_scorer,
     list_models,
     model_spec,
+    paths,
     register_scorer,
     spec_cost,
     spec_graph,
@@ -29,9 +32,10 @@ from nas import (
 )
 from nas.blocks import chain_block, dense_unit, fractal_block
 from nas.graph import _labels, lower
-from nas.scorers import SCORERS, measure
+from nas.scorers import SCORERS, list_scorers, measure
 from nas.trace import autograd_reached
 from pipeline.benchmarks import chain_spec
+from results.benchmark import load_archs
 
 ROOT = Path(__file__).parent.parent
 SIDE, WIDTH = 8, 16
@@ -301,3 +305,18 @@ def test_cli_plot_into_a_place_that_cannot_be_written(tmp_path):
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
     assert "stage1 has 1,201 ops, too many to draw" in out.stderr
     assert not any(p.suffix in (".png", ".tmp") for p in tmp_path.rglob("*"))
+
+
+def test_every_zoo_and_benchmark_network_has_a_finite_key_under_every_scorer():
+    """`python -m nas.paths SPEC --json` prints numbers, never null, for the zoo and for every
+    architecture of the benchmark study (whose archs.csv keys are finite too)."""
+    for name in list_models():
+        out = json.loads(paths.render(model_spec(name), as_json=True))
+        assert all(isinstance(v, float) and math.isfinite(v) for v in out["key"]), name
+    archs = load_archs()
+    for spec in archs["spec"]:
+        m = measure(lower(ArchSpec.from_json(spec)))
+        for scorer in list_scorers():
+            assert all(math.isfinite(v) for v in get_scorer(scorer)(m)), scorer
+    keys = archs[[c for c in archs.columns if c.startswith("key_")]]
+    assert not keys.isna().any().any() and pd.api.types.is_float_dtype(keys.stack())

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from nas import model_spec, spec_cost
@@ -19,6 +21,8 @@ from nas.scorers import (
     BASELINE_SCORERS,
     CHOICE_FILE,
     DEFAULT_SCORER,
+    FITTED_FEATURES,
+    FITTED_SCORERS,
     PAPER_SCORER,
     features,
     get_scorer,
@@ -90,20 +94,75 @@ def test_network_l_counts_binary_convs_on_the_fewest_paths():
     assert get_scorer("network_l")(measure(lower(plain)))[0] == 5
 
 
-def test_paths_capacity_agrees_with_the_fitting_code():
-    """The scorer (pure Python, in the search) and results.ranking.predict (numpy, where the
-    weights were fitted) give the same score for the committed weights."""
-    model = ranking_choice()["model"]
+@pytest.mark.parametrize("name", sorted(FITTED_SCORERS))
+def test_fitted_scorers_agree_with_the_fitting_code(name):
+    """Each fitted scorer (pure Python, in the search) and results.ranking.predict (numpy, where
+    the weights were fitted) give the same score for the committed weights."""
+    model = ranking_choice()["models"][name]
+    assert tuple(model["features"]) == FITTED_FEATURES[name]
     names = ["bireal_resnet18", "igp_resnet37", "binary_densenet28", "binary_densenet45"]
     measures = [measure(lower(model_spec(n))) for n in names]
     table = pd.DataFrame([features(m) for m in measures])
-    scorer = get_scorer("paths_capacity")
+    scorer = get_scorer(name)
     assert [scorer(m)[0] for m in measures] == pytest.approx(-predict(model, table))
 
 
-def test_the_default_reads_gradient_paths_and_the_paper_key_stays():
-    assert DEFAULT_SCORER in list_scorers() and DEFAULT_SCORER not in BASELINE_SCORERS
+def test_the_default_is_a_registered_scorer_and_the_paper_key_stays():
+    assert DEFAULT_SCORER in list_scorers()
     assert PAPER_SCORER == "stage_mean_n" and PAPER_SCORER in list_scorers()
+    assert "capacity" in BASELINE_SCORERS and "paths_only" not in BASELINE_SCORERS
+
+
+def _chain(blocks: int, pattern: str):
+    return chain_spec(blocks).replace(
+        stages=(Stage(blocks=(chain_block(64, 1, pattern),) * blocks),), name=f"{pattern}{blocks}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "n_units", "l_values"),
+    [
+        # one distinct cost: a plain chain of 3 convs, every path crosses all of them
+        (_chain(3, "none"), (3, None, None), (3, None, None)),
+        # two: one Bi-Real block (the shortcut, the conv)
+        (_chain(1, "bireal"), (0, 1, None), (0, 1, None)),
+        # three: two Bi-Real blocks (0, c, 2c)
+        (_chain(2, "bireal"), (0, 1, 2), (0, 1, 2)),
+    ],
+    ids=["one cost", "two costs", "three costs"],
+)
+def test_a_missing_path_cost_takes_the_networks_ceiling(spec, n_units, l_values):
+    """By hand: c = one conv's BOPs / 64; the ceiling of N is the network's binary cost (every
+    conv, c times their number), of L the number of binary convs; every key is finite."""
+    m = measure(lower(spec))
+    convs = len(spec.stages[0].blocks)
+    c = spec_cost(spec).total.bops / 64 / convs
+    report = m.paths.stages["stage1"]
+    assert report.N == tuple(None if u is None else u * c for u in n_units)
+    assert report.L == l_values
+    ceiling_n, ceiling_l = convs * c, convs
+    expected_n = tuple(ceiling_n if u is None else u * c for u in n_units)
+    expected_l = tuple(ceiling_l if v is None else v for v in l_values)
+    assert get_scorer("stage_mean_n")(m) == pytest.approx(expected_n)
+    assert get_scorer("stage_mean_l")(m) == pytest.approx(expected_l)
+    for name in list_scorers():
+        assert all(math.isfinite(v) for v in get_scorer(name)(m)), name
+    assert all(math.isfinite(v) for v in features(m).values())
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.sampled_from(["none", "bireal", "ebireal"]), min_size=1, max_size=5))
+def test_a_missing_value_is_at_least_every_present_value_of_its_network(patterns):
+    """The ceiling bounds every path: each stage's N and L values, present or filled in, are
+    sorted, and no present value exceeds the network's ceiling."""
+    spec = chain_spec(len(patterns)).replace(
+        stages=(Stage(blocks=tuple(chain_block(64, 2, p) for p in patterns)),)
+    )
+    m = measure(lower(spec))
+    for field in ("N", "L"):
+        for stats_ in [*m.paths.stages.values(), m.paths.network]:
+            values = [m.value(stats_, field, k) for k in range(3)]
+            assert values == sorted(values) and values[-1] <= m.ceiling(field)
 
 
 def test_training_pool_takes_each_space_in_turn_one_per_key():
@@ -132,7 +191,8 @@ def test_the_committed_choice_is_what_the_committed_benchmark_gives(tmp_path):
     assert committed["default"] == choice["default"]
     assert committed["tie_break"]["column"] == choice["tie_break"]["column"]
     assert committed["benchmark"]["fit"] == choice["benchmark"]["fit"]
-    assert committed["model"]["weights"] == pytest.approx(choice["model"]["weights"])
+    for name, model in choice["models"].items():
+        assert committed["models"][name]["weights"] == pytest.approx(model["weights"])
     doc = tmp_path / "ranking.md"
     out = subprocess.run(
         [

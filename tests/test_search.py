@@ -1,6 +1,7 @@
 """The search: spaces, equal FLOPs by construction, the run directory, resume, bad input."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -110,7 +111,10 @@ def test_run_directory_and_candidates(run):
     assert ((found["flops"] >= BUDGET * 0.95) & (found["flops"] <= BUDGET)).all()
     assert found["arch_id"].is_unique
     assert list(table["rank"]) == list(range(1, len(table) + 1))
-    keys = [tuple(float("inf") if v is None else v for v in json.loads(k)) for k in table["key"]]
+    keys = [tuple(json.loads(k)) for k in table["key"]]
+    # every key is finite, the candidates without a third distinct path cost included
+    assert all(v is not None and math.isfinite(v) for k in keys for v in k)
+    assert found["N_3rd"].isna().any()  # the run has such candidates (60 trials, seed 3)
     assert keys == sorted(keys)
     # equal keys are ordered by the run's tie-break column (the benchmark's choice)
     settings = json.loads((run / "settings.json").read_text())

@@ -204,3 +204,32 @@ def test_the_status_says_provisional_until_every_job_is_trained(tmp_path):
     status = write_document(tmp_path / "study", doc).split("## Status")[1].split("##")[0]
     assert f"{len(runs)} of {len(runs) + 1} jobs trained" in status
     assert "every figure below is provisional" in status
+
+
+def test_fidelity_within_each_space_against_a_brute_force_count():
+    """Two families far apart: pooled, short and long agree (the gap); within the densenets the
+    long recipe reverses the short one's order, within the resnets it keeps it."""
+    from results.validation import fidelity, fidelity_by_space
+
+    rows, seeds = [], {}
+    for i in range(5):
+        for space, base, sign in (("densenet", 0.9, -1), ("resnet", 0.5, 1)):
+            aid = f"{space}{i}"
+            short = base + 0.01 * i
+            seeds[aid] = np.array([short])
+            rows.append({"arch_id": aid, "space": space, "recipe": "short", "top1": short})
+            rows.append(
+                {"arch_id": aid, "space": space, "recipe": "long", "top1": base + sign * 0.01 * i}
+            )
+    bench = pd.DataFrame(rows)
+    pooled = fidelity(bench, seeds, 0.0)
+    within = fidelity_by_space(bench, seeds, 0.0)
+    long = bench[bench["recipe"] == "long"].set_index("arch_id")["top1"]
+    ids = sorted(seeds)
+    assert pooled["tau"] == pytest.approx(
+        _brute_kendall([long[a] for a in ids], [seeds[a][0] for a in ids])
+    )
+    assert pooled["tau"] > 0.5  # the two families apart
+    assert within["densenet"]["tau"] == pytest.approx(-1.0)
+    assert within["resnet"]["tau"] == pytest.approx(1.0)
+    assert within["densenet"]["n"] == within["resnet"]["n"] == 5
