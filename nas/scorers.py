@@ -2,10 +2,10 @@
 ranks first).
 
 The paper's key is :func:`stage_mean_n` (docs/design.md section 5): the mean over stages of
-(N_1st, N_2nd, N_3rd), compared lexicographically, a missing value ranking worse than any present
-one. Which key predicts trained accuracy is a measured question: the others are registered beside
-it with ``@register_scorer``, and the default is the one the benchmark of trained networks
-supports on architectures it was not chosen on (``python -m results.ranking``; docs/ranking.md).
+(N_1st, N_2nd, N_3rd), compared lexicographically. Which key predicts trained accuracy is a
+measured question: the others are registered beside it with ``@register_scorer``, and the default
+is the one that predicts best on half of the benchmark of trained networks, measured on the other
+half and on architectures nobody had trained (``python -m results.ranking``; docs/ranking.md).
 
 Every key is finite. A missing k-th distinct path cost or length (a scope with fewer than k
 distinct values) takes the network's *ceiling*: its total binary cost (BOPs / 64) for N, its number
@@ -82,7 +82,7 @@ def ranking_choice() -> dict:
     return json.loads(CHOICE_FILE.read_text())
 
 
-# The default ranking: the scorer that the benchmark supports (docs/ranking.md).
+# The default ranking: the scorer that predicted best on the benchmark's fit half (docs/ranking.md).
 DEFAULT_SCORER: str = ranking_choice()["default"]
 
 

@@ -146,7 +146,7 @@ def test_a_run_keeps_the_weights_it_ranked_with(done, tmp_path):
     settings = json.loads((done / "settings.json").read_text())
     committed = json.loads((ROOT / "nas" / "ranking_choice.json").read_text())
     assert settings["scorer"] == committed["default"] == "paths_capacity"
-    assert settings["scorer_model"] == committed["model"]
+    assert settings["scorer_model"] == committed["models"][settings["scorer"]]
     run = tmp_path / "refitted"
     shutil.copytree(done, run)
     settings["scorer_model"]["weights"][0] += 0.5
