@@ -68,9 +68,10 @@ Key = tuple[float, ...]
 Scorer = Callable[[Measures], Key]
 SCORERS: Registry[Scorer] = Registry("scorer")
 PAPER_SCORER = "stage_mean_n"  # the paper's key (docs/design.md section 5)
+CAPACITY_SCORER = "capacity"  # capacity alone: the bar a gradient-path ranking has to clear
 # Scorers that read no gradient path: the capacity baselines that a gradient-path ranking has to
 # beat (docs/ranking.md says by how much one does).
-BASELINE_SCORERS = frozenset({"fp_share", "capacity"})
+BASELINE_SCORERS = frozenset({"fp_share", CAPACITY_SCORER})
 
 CHOICE_FILE = Path(__file__).with_name("ranking_choice.json")
 
@@ -177,7 +178,7 @@ PATH_FEATURES = ("L_1st", "log_N_1st", "L_2nd", "log_N_2nd", "L_3rd", "log_N_3rd
 CAPACITY_FEATURES = ("log_depth", "log_fp_macs", "log_params", "log_width")
 # Each fitted scorer's features; its weights are fitted by ``python -m results.ranking``.
 FITTED_FEATURES: dict[str, tuple[str, ...]] = {
-    "capacity": CAPACITY_FEATURES,
+    CAPACITY_SCORER: CAPACITY_FEATURES,
     "paths_only": PATH_FEATURES,
     "paths_capacity": PATH_FEATURES + CAPACITY_FEATURES,
 }
@@ -218,7 +219,7 @@ def capacity(m: Measures) -> Key:
     """A linear model of the accuracy rank over capacity alone (log depth, log FP MACs, log
     parameters, log width), fitted on half of the benchmark (docs/ranking.md): the bar a
     gradient-path ranking has to clear. The key is minus the predicted score."""
-    return _fitted("capacity", m)
+    return _fitted(CAPACITY_SCORER, m)
 
 
 @register_scorer

@@ -50,6 +50,7 @@ from nas.atomic import atomic_write_text
 from nas.graph import lower
 from nas.scorers import (
     BASELINE_SCORERS,
+    CAPACITY_SCORER,
     CHOICE_FILE,
     FITTED_FEATURES,
     PAPER_SCORER,
@@ -63,7 +64,7 @@ from results.benchmark import STUDY_DIR, load_benchmark, load_frozen
 from results.validation import BOOTSTRAP, seed_table
 
 DOC = Path(__file__).parent.parent / "docs" / "ranking.md"
-BAR = "capacity"  # the capacity-only model: what a gradient-path ranking has to beat
+BAR = CAPACITY_SCORER  # the capacity-only model: what a gradient-path ranking has to beat
 SPLIT_SEED = 0
 RIDGE = 1.0  # the ridge penalty on standardised features (n is small: keep the weights small)
 FOLDS = 4

@@ -26,7 +26,7 @@ from nas.graph import lower, scopes
 from nas.metrics import PathGraph
 from nas.pathplot import plot_scope
 from nas.scopes import block_path, stage_label
-from nas.scorers import PAPER_SCORER, get_scorer, ranking_choice
+from nas.scorers import CAPACITY_SCORER, PAPER_SCORER, get_scorer, ranking_choice
 from nas.spec import ArchSpec
 from results.run import CANDIDATES, DRAWS, is_run_dir, read_settings
 
@@ -123,6 +123,12 @@ def verdict(settings: dict, trained: pd.DataFrame) -> str:
         + (
             f" (the paper's key `{PAPER_SCORER}`: {tau(PAPER_SCORER)})"
             if scorer != PAPER_SCORER
+            else ""
+        )
+        + (
+            f"; capacity alone, reading no gradient path (`{CAPACITY_SCORER}`): "
+            f"{tau(CAPACITY_SCORER)}"
+            if scorer != CAPACITY_SCORER
             else ""
         )
         + " (docs/ranking.md)."
