@@ -608,7 +608,8 @@ def _prospective_lines(frozen: dict | None, table: pd.DataFrame | None, trained:
         f"**{trained} of {d['sample']} trained.** The frozen default `{frozen['default']}`: "
         f"Kendall tau **{_ci(r['tau'], r['lo'], r['hi'])}**, {verdict}"
         + ("" if trained >= d["sample"] else " (provisional: not every architecture is trained)")
-        + ".",
+        + ". "
+        + _raise_it(table, frozen["default"]),
         "",
         f"| ranking (frozen) | kind | tau [95% CI] | vs {BAR} [95% CI] | "
         + " | ".join(spaces_p)
@@ -624,6 +625,21 @@ def _prospective_lines(frozen: dict | None, table: pd.DataFrame | None, trained:
         )
     lines.append("")
     return lines
+
+
+def _raise_it(table: pd.DataFrame, default: str) -> str:
+    """What the prospective figures say would rank these architectures better than the
+    default: the frozen ranking of largest tau there, and whether it is torch-free."""
+    best = table["tau"].idxmax()
+    if best == default:
+        return "No other frozen ranking orders them better."
+    r = table.loc[best]
+    return (
+        f"The frozen ranking that orders them best is `{best}` ({r['kind']}): tau "
+        f"{_ci(r['tau'], r['lo'], r['hi'])}, {_f(r['tau'] - table.loc[default, 'tau'])} over the "
+        "default (the table has the paired interval against capacity); changing the default on "
+        "this evidence would need a new freeze and a new prospective sample."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
