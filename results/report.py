@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from html import escape
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from markdown_it import MarkdownIt
 from matplotlib.ticker import MaxNLocator
 from sqlalchemy.engine import make_url
 
@@ -327,7 +329,7 @@ def trained_models(run_dir: Path, table: pd.DataFrame) -> pd.DataFrame:
     return joined
 
 
-def training_section(run_dir: Path, joined: pd.DataFrame) -> tuple[list[str], str, dict]:
+def training_section(run_dir: Path, joined: pd.DataFrame) -> tuple[list[str], dict]:
     """Markdown lines, HTML and plots of the trained candidates (``joined``: their
     :func:`trained_models`; ``curves.csv``):
     their accuracy, its rank correlation with each gradient-path metric (Kendall tau, Spearman
@@ -422,15 +424,9 @@ def training_section(run_dir: Path, joined: pd.DataFrame) -> tuple[list[str], st
         correlations.to_markdown(index=False),
         "",
     ]
-    html = (
-        f"<h2>Trained candidates</h2>{results.to_html(index=False)}"
-        f"<h3>Accuracy against the gradient-path metrics</h3><p>{note}</p>"
-        f"{correlations.to_html(index=False)}"
-    )
     if len(failed):
         md += ["### Failed trials", "", failed.to_markdown(index=False), ""]
-        html += f"<h3>Failed trials</h3>{failed.to_html(index=False)}"
-    return md, html, plots
+    return md, plots
 
 
 def _study_place(storage: str) -> str:
@@ -454,6 +450,11 @@ def draws_sentence(counts: dict) -> str:
         f"{counts['same_arch']} another structure's architecture (the spaces hold "
         f"{counts['space_size']:,} structures)"
     )
+
+
+# report.html is report.md rendered (CommonMark and its tables); raw HTML in the text is escaped,
+# never passed through, so a name or a setting that holds markup prints as text
+MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
 
 
 def build_report(run_dir: Path) -> Path:
@@ -523,27 +524,21 @@ def build_report(run_dir: Path) -> Path:
         refs.to_markdown(index=False),
         "",
     ]
-    trained_html = ""
     if trained is not None:
-        lines, trained_html, more = training_section(run_dir, trained)
+        lines, more = training_section(run_dir, trained)
         md += lines
         plots.update(more)
     md += ["## Plots", ""]
     md += [f"![{name}]({path})" for name, path in plots.items()]
-    atomic_write_text(run_dir / "report.md", "\n".join(md) + "\n")
-    images = "".join(
-        f'<h3>{n}</h3><img src="{p}" style="max-width:100%">' for n, p in plots.items()
-    )
+    text = "\n".join(md) + "\n"
+    atomic_write_text(run_dir / "report.md", text)
     html = (
         "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>Search report {settings['study_name']}</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
-        "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>"
-        f"<h1>Search report: {settings['study_name']}</h1>"
-        + "".join(f"<p>{p.replace('**', '')}</p>" for p in (*first[:1], intro, tie_note) if p)
-        + f"{facts.to_html(index=False)}<h2>Top {len(found)} candidates</h2>"
-        f"{found.to_html(index=False)}<h2>Reference models</h2>{refs.to_html(index=False)}"
-        f"{trained_html}<h2>Plots</h2>{images}</body></html>"
+        f"<title>Search report {escape(settings['study_name'])}</title>"
+        "<style>body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:"
+        "collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
+        "img{max-width:100%}</style></head><body>"
+        f"{MARKDOWN.render(text)}</body></html>"
     )
     atomic_write_text(run_dir / "report.html", html)
     return run_dir / "report.md"

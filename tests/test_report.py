@@ -213,3 +213,38 @@ def test_optuna_dashboard_lists_trained_accuracy_per_trial(trained_run):
     finally:
         dashboard.terminate()
         dashboard.wait(timeout=30)
+
+
+def test_every_string_that_reaches_the_html_is_escaped(trained_run, tmp_path):
+    """Markup planted in the run's name, its settings (study name, tie-break, budget text,
+    sampler) and a failed trial's error prints as text in report.html: no tag of it survives."""
+    import re
+    import shutil
+
+    run = tmp_path / "<img src=x onerror=alert(1)>"
+    shutil.copytree(trained_run[0], run)
+    settings = json.loads((run / "settings.json").read_text())
+    settings |= {
+        "study_name": "<script>alert(2)</script>",
+        "tie_break": "<b onmouseover=alert(3)>bops</b>",
+        "budget_text": "<iframe src=javascript:alert(4)>",
+        "sampler": "[x](javascript:alert(5))",
+    }
+    (run / "settings.json").write_text(json.dumps(settings))
+    trained = pd.read_csv(run / "trained.csv")
+    trained.loc[trained["status"] == "failed", "error"] = "<script>alert(6)</script>"
+    trained.to_csv(run / "trained.csv", index=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "results.report", str(run)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    html = (run / "report.html").read_text()
+    tags = set(re.findall(r"<\s*([a-zA-Z]+)", html))
+    assert not tags & {"script", "iframe", "b"}, tags
+    assert "javascript:" not in re.sub(
+        r"&[a-z]+;|&#\d+;", "", " ".join(re.findall(r'href="[^"]*"', html))
+    )
+    assert all(src.startswith("plots/") for src in re.findall(r'<img src="([^"]*)"', html))
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html  # shown as text
+    assert "&lt;script&gt;alert(6)&lt;/script&gt;" in html
+    assert "<strong>" in html and "<table>" in html  # the Markdown is rendered, not shown raw
