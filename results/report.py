@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import re
 import sys
-from html import escape
 from collections.abc import Sequence
+from html import escape
 from pathlib import Path
 
 import matplotlib
