@@ -29,7 +29,7 @@ from results.run import (
     RUNS_ROOT,
     SETTINGS,
     STUDY_DB,
-    RunInUse,
+    RunRefused,
     is_run_dir,
     lock_run_dir,
     read_settings,
@@ -132,7 +132,7 @@ def resume_run(args: argparse.Namespace, given: set[str]) -> tuple[Settings, Pat
         )
     try:
         lock = lock_run_dir(run_dir)
-    except RunInUse as e:
+    except RunRefused as e:
         raise _cli.UsageError(str(e)) from None
     except OSError as e:
         raise _cli.UsageError(f"cannot lock the run directory {run_dir}: {e.strerror}") from None
@@ -220,7 +220,7 @@ def new_run(
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = lock_run_dir(run_dir)
-    except RunInUse as e:
+    except RunRefused as e:
         raise _cli.UsageError(str(e)) from None
     except OSError as e:
         raise _cli.UsageError(

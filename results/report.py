@@ -7,6 +7,7 @@ and ``plots/*.png`` (pandas tables, matplotlib plots), each atomically.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ from nas.pathplot import plot_scope
 from nas.scopes import block_path, stage_label
 from nas.scorers import CAPACITY_SCORER, PAPER_SCORER, get_scorer, ranking_choice
 from nas.spec import ArchSpec
-from results.run import CANDIDATES, DRAWS, is_run_dir, read_settings
+from results.run import CANDIDATES, DRAWS, RunRefused, is_run_dir, lock_run_dir, read_settings
 
 PAGE_BLOCKS = 3  # the widest first stage drawn whole in the report; beyond, its first block
 SPACE_COLOURS = {"resnet": "#4575b4", "densenet": "#d73027"}
@@ -551,14 +552,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dir")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
-    if not is_run_dir(run_dir) or not (run_dir / CANDIDATES).is_file():
-        raise _cli.UsageError(
-            f"{run_dir} is not a finished search run (no settings.json and {CANDIDATES})"
-        )
+    if not is_run_dir(run_dir):
+        raise _cli.UsageError(f"{run_dir} is not a search run (no settings.json of nas.search)")
     try:
+        lock = lock_run_dir(run_dir)  # the run's writers take turns: a live search keeps its files
+    except RunRefused as e:
+        raise _cli.UsageError(str(e)) from None
+    try:
+        if not (run_dir / CANDIDATES).is_file():
+            raise _cli.UsageError(f"{run_dir} is not a finished search run (no {CANDIDATES})")
         print(build_report(run_dir))
     except TableError as e:
         raise _cli.UsageError(str(e)) from None
+    finally:
+        os.close(lock)
     return 0
 
 

@@ -16,6 +16,7 @@ a reader (or a killed run) never sees half a file. Paths inside a run are stored
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -30,8 +31,35 @@ STUDY_DB = "study.db"
 LOCK = ".lock"
 
 
-class RunInUse(Exception):
+# The directories a run (or a study) holds; each must be a real directory inside it, never a
+# symbolic link, so that nothing the run writes lands outside it.
+RUN_SUBDIRS = ("specs", "plots", "tune", ".ray_home", ".work")
+
+
+class RunRefused(Exception):
+    """The run directory cannot be worked on now: in use, or unsafe."""
+
+
+class RunInUse(RunRefused):
     """Another process holds the run directory's lock."""
+
+
+class UnsafeRunDir(RunRefused):
+    """A run directory whose lock or one of whose directories is a symbolic link (or no
+    directory): writing there could reach outside the run."""
+
+
+def check_run_dir(path: Path) -> None:
+    """Raise :class:`UnsafeRunDir` where one of :data:`RUN_SUBDIRS` of ``path`` is a symbolic link
+    or not a directory."""
+    for name in RUN_SUBDIRS:
+        sub = path / name
+        if sub.is_symlink() or (sub.exists() and not sub.is_dir()):
+            what = "a symbolic link" if sub.is_symlink() else "not a directory"
+            raise UnsafeRunDir(
+                f"{sub} is {what}: a run writes only inside its own directory; remove it or use "
+                "another run directory"
+            )
 
 
 def lock_run_dir(path: Path) -> int:
@@ -40,8 +68,19 @@ def lock_run_dir(path: Path) -> int:
 
     An advisory ``flock`` on ``RUN_DIR/.lock``: the kernel drops it when its holder dies, however
     it dies, so a killed run never leaves a stale lock behind. The descriptor is not inherited by
-    child processes (Python opens files close-on-exec)."""
-    fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    child processes (Python opens files close-on-exec). The lock file is never followed if it is
+    a symbolic link, and a run whose directories are not its own is refused
+    (:func:`check_run_dir`): both raise :class:`UnsafeRunDir`."""
+    check_run_dir(path)
+    try:
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise UnsafeRunDir(
+            f"{path / LOCK} is a symbolic link: a run writes only inside its own directory; "
+            "remove it"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -43,7 +43,7 @@ from nas.scorers import (
 from nas.spec import ArchSpec
 from results.benchmark import FROZEN, STUDY_DIR
 from results.ranking import model_hash
-from results.run import CANDIDATES, RunInUse, lock_run_dir
+from results.run import CANDIDATES, RunRefused, lock_run_dir
 from runners.study import ARCHS, STUDY, WORK, _job, arch_metrics, spanning, strata_value
 from search_spaces import get_space
 
@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise _cli.UsageError(f"{folder} holds no study: run python -m runners.study first")
     try:
         lock = lock_run_dir(folder)
-    except RunInUse as e:
+    except RunRefused as e:
         raise _cli.UsageError(str(e)) from None
     try:
         stored = json.loads(path.read_text()) if path.is_file() else None

@@ -56,7 +56,7 @@ from nas.registry import UnknownModelError, list_models, model_spec
 from nas.scorers import PAPER_SCORER, get_scorer, list_scorers, measure
 from nas.spec import ArchSpec
 from results.benchmark import STUDY_DIR
-from results.run import RunInUse, lock_run_dir
+from results.run import RunRefused, lock_run_dir
 from runners.datasets import DataError, DataNotFound, augment, load_dataset
 from runners.options import TrainingOptions
 from runners.ray_local import ray_session, token_file
@@ -586,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         lock = lock_run_dir(folder)
-    except RunInUse as e:
+    except RunRefused as e:
         raise _cli.UsageError(str(e)) from None
     try:
         _load_data(settings, args.data_dir)  # missing or damaged data: one line, before any work

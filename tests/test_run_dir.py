@@ -92,11 +92,57 @@ def test_a_live_run_refuses_a_second_process(tmp_path):
             time.sleep(0.1)
         _one_line_error(_search("--resume", str(run)), str(run), "in use", str(first.pid))
         _one_line_error(_search("--budget", "0.16GFLOPs", "--out", str(run)), "already holds a run")
+        report = _report(run)  # a report of the live run: refused too
+        assert report.returncode == 2 and report.stderr.count("\n") == 1, report.stderr
+        assert "in use" in report.stderr and "Traceback" not in report.stderr
         assert first.poll() is None  # the live run goes on
     finally:
         first.kill()
         first.wait()
     assert json.loads((run / "settings.json").read_text())["trials"] == 100000
+
+
+def _report(run: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "results.report", str(run)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+
+
+def test_a_planted_lock_link_truncates_nothing(done, tmp_path):
+    """RUN/.lock as a symbolic link to a file the user can write: --resume and the report refuse
+    in one line, and the file keeps its contents."""
+    victim = tmp_path / "victim"
+    victim.write_text("DATA\n")
+    run = tmp_path / "run"
+    shutil.copytree(done, run)
+    (run / ".lock").unlink(missing_ok=True)
+    (run / ".lock").symlink_to(victim)
+    _one_line_error(_search("--resume", str(run)), ".lock", "symbolic link")
+    out = _report(run)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "symbolic link" in out.stderr
+    assert victim.read_text() == "DATA\n"
+
+
+@pytest.mark.parametrize("name", ["specs", "plots", "tune", ".ray_home"])
+def test_a_directory_link_inside_a_run_is_refused(done, tmp_path, name):
+    """A run directory whose specs/, plots/, tune/ or .ray_home is a symbolic link to a folder
+    elsewhere (or a file): --resume and results.report refuse in one line and write nothing
+    there."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = tmp_path / "run"
+    shutil.copytree(done, run)
+    shutil.rmtree(run / name, ignore_errors=True)
+    (run / name).symlink_to(elsewhere, target_is_directory=True)
+    _one_line_error(_search("--resume", str(run)), name, "symbolic link")
+    out = _report(run)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "symbolic link" in out.stderr and "Traceback" not in out.stderr
+    assert list(elsewhere.iterdir()) == []
+    (run / name).unlink()
+    (run / name).write_text("not a folder")
+    _one_line_error(_search("--resume", str(run)), name, "not a directory")
 
 
 def test_out_refuses_a_directory_that_holds_other_files(tmp_path):
