@@ -33,9 +33,9 @@ def postgres_url(require):
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     require(initdb and pg_ctl, "PostgreSQL is not installed (apt-get install postgresql)")
     try:
-        import psycopg2  # noqa: F401, PLC0415 - the driver SQLAlchemy uses for postgresql://
+        import psycopg  # noqa: F401, PLC0415 - the driver SQLAlchemy uses for postgresql://
     except ImportError:
-        require(False, "psycopg2 is not installed (pip install -e '.[dev]')")
+        require(False, "psycopg is not installed (pip install -e '.[dev]')")
     as_user: list[str] = []
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
         require(shutil.which("runuser"), "runuser is missing: cannot run PostgreSQL as postgres")
@@ -53,7 +53,8 @@ def postgres_url(require):
     start = [*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", log, "-w", "start"]
     subprocess.run(start, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        yield f"postgresql+psycopg2://nas@/postgres?host={socket}&port=5433"
+        # the README's form: a plain postgresql:// URL, the driver chosen by SQLAlchemy
+        yield f"postgresql://nas@/postgres?host={socket}&port=5433"
     finally:
         stop = [*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"]
         subprocess.run(stop, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
