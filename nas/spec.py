@@ -97,6 +97,20 @@ class SpecError(ValueError):
         self.problem = problem
 
 
+class DuplicateKey(ValueError):
+    """A JSON object that names one key twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s ``object_pairs_hook``: the object, or :class:`DuplicateKey`."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 @dataclass(frozen=True)
 class Stem:
     """Full-precision input: ``imagenet`` (7x7/2 conv, 3x3/2 max-pool), ``small`` (3x3/1) or
@@ -310,16 +324,20 @@ class ArchSpec:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ArchSpec:
+        """A spec from its JSON text; a key given twice in one object is an error (JSON allows
+        it and Python keeps the last, which would hide a mistake)."""
         if len(text) > MAX_SPEC_BYTES:
             raise SpecError(
                 "", f"{_size(len(text))} of JSON, over the limit of {_size(MAX_SPEC_BYTES)}"
             )
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as e:
             raise SpecError(
                 "", f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
             ) from None
+        except DuplicateKey as e:
+            raise SpecError("", f"the key {e.args[0]!r} appears twice in one object") from None
         except RecursionError:  # json's parser recurses: ~1000 levels exhaust the stack
             raise SpecError("", "nested too deeply (a spec's JSON nests 6 levels)") from None
         except ValueError as e:  # an integer of more than 4300 digits, invalid UTF-8 bytes

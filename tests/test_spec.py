@@ -166,3 +166,12 @@ def test_load_names_the_file(tmp_path):
     with pytest.raises(SpecError) as err:
         ArchSpec.load(path)
     assert str(err.value).startswith(f"{path}: stages[0].blocks[0].stride: must be 1 or 2")
+
+
+def test_a_key_given_twice_is_refused_naming_it():
+    """JSON allows a repeated key and Python keeps the last: a spec refuses it instead."""
+    text = model_spec("bireal_resnet18").to_json()
+    assert ArchSpec.from_json(text).name == "bireal_resnet18"
+    twice = text.replace('"name"', '"name": "first", "name"', 1)
+    with pytest.raises(SpecError, match="'name' appears twice"):
+        ArchSpec.from_json(twice)
