@@ -4,9 +4,12 @@ loading MODEL arguments (a zoo name or an ArchSpec JSON file)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -15,6 +18,25 @@ from nas.registry import UnknownModelError, model_spec
 from nas.spec import MAX_CLASSES, MAX_INPUT_SIZE, ArchSpec, SpecError
 
 USAGE_ERROR = 2
+FAILED = 1
+# exit codes of a command ended by a signal, as a shell reports them: 128 + the signal's number
+INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_resume_hint = ""
+
+
+def set_resume_hint(text: str) -> None:
+    """What to print after "interrupted: " once the command knows how it can be resumed."""
+    global _resume_hint
+    _resume_hint = text
+
+
+class Interrupted(BaseException):
+    """SIGTERM, raised where the command is, like Ctrl-C's KeyboardInterrupt, so that the
+    command's cleanup (its ``finally`` blocks, its helper processes) runs."""
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    raise Interrupted(signum)
 
 
 class UsageError(Exception):
@@ -108,15 +130,38 @@ def run(
 ) -> int:
     """Run a CLI ``main``; expected mistakes become one line on stderr and exit code 2: a usage
     error, a bad spec or model name, a file that cannot be read or written (the message names
-    it)."""
+    it). A full disk is one line and exit code 1; Ctrl-C and SIGTERM end it with one line (and
+    how to resume, where the command said) and exit codes 130 and 143."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         return main(argv)
     except (UsageError, SpecError, UnknownModelError) as e:
         print(f"{prog}: error: {printable(str(e))}", file=sys.stderr)
         return USAGE_ERROR
+    except (KeyboardInterrupt, Interrupted) as e:
+        sig = signal.SIGTERM if isinstance(e, Interrupted) else signal.SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: the clean-up goes on
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # CPython marks a KeyboardInterrupt that left code run by exec() (a dataclass's or
+        # namedtuple's methods being made) as unhandled, and then exits by SIGINT whatever the
+        # command returns; evaluating a string clears that mark
+        exec("")
+        hint = f": {_resume_hint}" if _resume_hint else ""
+        print(f"{prog}: interrupted{hint}", file=sys.stderr)
+        return INTERRUPTED[sig]
     except BrokenPipeError:  # output piped into `head`
         return 0
     except OSError as e:
+        if e.errno == errno.ENOSPC:
+            where = f" ({printable(str(e.filename))})" if e.filename else ""
+            again = _resume_hint or "run the command again"
+            print(
+                f"{prog}: error: no space left on the device{where}: no file was left half "
+                f"written and nothing earlier was lost; free some space, then {again}",
+                file=sys.stderr,
+            )
+            return FAILED
         if e.filename is None:
             raise
         print(

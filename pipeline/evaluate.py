@@ -16,7 +16,7 @@ from typing import Any
 from nas.candidates import score
 from nas.graph import lower, ops_arch_id
 from pipeline.settings import Settings
-from pipeline.storage import die_with_parent
+from pipeline.storage import ctrl_c_held, die_with_parent
 from search_spaces import get_space
 
 
@@ -73,15 +73,17 @@ class EvaluatorPool:
     of a batch come back in its order (:meth:`submit` returns a future)."""
 
     def __init__(self, settings: Settings, workers: int):
-        self.executor = ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(os.getpid(), settings),
-        )
+        with ctrl_c_held():
+            self.executor = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(os.getpid(), settings),
+            )
 
     def submit(self, batch: Sequence[dict[str, Any]]) -> Future:
-        return self.executor.submit(_evaluate_batch, list(batch))
+        with ctrl_c_held():  # the executor starts its workers as batches arrive
+            return self.executor.submit(_evaluate_batch, list(batch))
 
     @staticmethod
     def result(future: Future) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nas import _cli
+from nas._names import printable
 from nas.atomic import atomic_write_json
 from nas.budget import format_flops, parse_budget
 from nas.scorers import fitted_model, ranking_choice
@@ -136,6 +137,7 @@ def resume_run(args: argparse.Namespace, given: set[str]) -> tuple[Settings, Pat
         raise _cli.UsageError(str(e)) from None
     except OSError as e:
         raise _cli.UsageError(f"cannot lock the run directory {run_dir}: {e.strerror}") from None
+    _cli.set_resume_hint(resume_hint(run_dir))
     try:
         stored = read_settings(run_dir)
         fields = {f for f in Settings.__dataclass_fields__}
@@ -186,6 +188,11 @@ def check_budget(args: argparse.Namespace) -> float:
                 f"{name!r} ({space.width_bounds[1]}); give at most that"
             )
     return budget
+
+
+def resume_hint(run_dir: Path) -> str:
+    """How an interrupted search goes on (printed after "interrupted: ")."""
+    return f"resume with python -m nas.search --resume {printable(str(run_dir))}"
 
 
 def new_run(
@@ -274,4 +281,5 @@ def new_run(
             run_dir.rmdir()
         raise
     atomic_write_json(run_dir / SETTINGS, asdict(settings), private=settings.has_secret)
+    _cli.set_resume_hint(resume_hint(run_dir))  # from here on the run can be resumed
     return settings, run_dir, lock

@@ -13,6 +13,7 @@ reaches the database whole or not at all: a killed run leaves only finished tria
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import multiprocessing
@@ -20,7 +21,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 import optuna
@@ -57,6 +58,19 @@ def open_storage(url: str, tries: int = 10) -> optuna.storages.RDBStorage:
 
     storage.engine.dispose()
     return storage
+
+
+@contextlib.contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """SIGINT blocked while helper processes may start: a helper inherits the blocked mask, so a
+    Ctrl-C, which reaches the whole process group, is left to the search process, which stops
+    its helpers in order; the search process receives a Ctrl-C that came meanwhile as soon as it
+    is unblocked. (SIGTERM stays deliverable: helpers must still die when terminated.)"""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def die_with_parent(parent: int) -> None:
@@ -171,7 +185,8 @@ class StudyWriter:
             name="nas-study-writer",
             daemon=True,
         )
-        self.process.start()
+        with ctrl_c_held():
+            self.process.start()
 
     def put(self, trials: Sequence[FrozenTrial]) -> None:
         if not self.process.is_alive():

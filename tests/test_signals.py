@@ -1,0 +1,106 @@
+"""How a command ends when it cannot go on: a Ctrl-C (SIGINT to the whole process group, as a
+terminal sends it) or a SIGTERM at several moments of a search ends it with one line that says
+how to resume, exit code 130 or 143, no traceback and no helper left running, and the resumed
+run's files equal an uninterrupted run's; a full disk is one line and exit code 1."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nas import _cli
+
+ROOT = Path(__file__).parent.parent
+SEARCH = [sys.executable, "-m", "nas.search", "--no-progress", "--train-top", "0"]
+ARGS = ["--budget", "0.16GFLOPs", "--trials", "2000", "--seed", "4"]
+
+
+def _live(group: int) -> list[str]:
+    """The processes of a process group that still run (zombies waiting to be reaped are done)."""
+    out = subprocess.run(
+        ["ps", "-o", "pid=,stat=", "-g", str(group)], capture_output=True, text=True
+    ).stdout
+    return [line for line in out.splitlines() if line.split()[1][0] != "Z"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("signals") / "whole"
+    subprocess.run([*SEARCH, *ARGS, "--out", str(run)], cwd=ROOT, check=True, capture_output=True)
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("sig", "after", "code"),
+    [
+        (signal.SIGINT, 0.0, 130),  # while the run directory is being made and helpers start
+        (signal.SIGINT, 0.3, 130),
+        (signal.SIGINT, 2.0, 130),  # in the middle of the search
+        (signal.SIGTERM, 0.3, 143),
+        (signal.SIGTERM, 2.0, 143),
+    ],
+)
+def test_a_signal_ends_the_search_in_one_line_and_resume_finishes_it(
+    uninterrupted, tmp_path, sig, after, code
+):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [*SEARCH, *ARGS, "--out", str(run)], cwd=ROOT, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not (run / "settings.json").is_file():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.01)
+    time.sleep(after)
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-2000:]
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last == f"nas.search: interrupted: resume with python -m nas.search --resume {run}"
+    deadline = time.time() + 10
+    while _live(proc.pid):  # the helpers (evaluators, the study writer) end with the search
+        assert time.time() < deadline, _live(proc.pid)
+        time.sleep(0.1)
+    resumed = subprocess.run(
+        [*SEARCH, "--resume", str(run)], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (run / "candidates.csv").read_text() == (uninterrupted / "candidates.csv").read_text()
+
+
+def test_a_full_disk_is_one_line_and_exit_1(capsys):
+    """A write that fails for want of space (faked: a disk cannot be filled here safely) ends
+    the command with one line that says nothing was lost and how to go on."""
+
+    def main(argv):
+        _cli.set_resume_hint("resume with python -m nas.search --resume RUN")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    try:
+        assert _cli.run("nas.search", main, []) == 1
+    finally:
+        _cli.set_resume_hint("")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no space left" in err and "nothing earlier was lost" in err
+    assert err.rstrip().endswith("resume with python -m nas.search --resume RUN")
+
+
+def test_a_keyboard_interrupt_is_one_line_and_exit_130(capsys):
+    def main(argv):
+        raise KeyboardInterrupt
+
+    previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        assert _cli.run("results.report", main, []) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+    assert capsys.readouterr().err == "results.report: interrupted\n"
