@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from nas.spec import MAX_CLASSES
+
 FASHION_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
 DATASETS = ("fashion_mnist", "mnist", "digits", "cifar10", "cifar100", "imagefolder")
 
@@ -489,6 +491,20 @@ class ImageFolder(Dataset):
                 "holds no images (<class>/*" + ", *".join(sorted(self.EXTENSIONS)) + ")",
                 "put the images in one folder per class",
             )
+        if class_names is None:  # the train split defines the task
+            labelled = len({k for _, k in self.items})
+            if labelled < 2:
+                raise _bad(
+                    root,
+                    f"has images in {labelled} class folder: a classifier needs at least 2",
+                    "put the images in one folder per class",
+                )
+            if len(self.classes) > MAX_CLASSES:
+                raise _bad(
+                    root,
+                    f"has {len(self.classes):,} class folders, over the limit of {MAX_CLASSES:,}",
+                    "merge classes or train on a subset of them",
+                )
         self.size = size
 
     def __len__(self) -> int:

@@ -438,6 +438,32 @@ def test_an_image_folder_without_images(tmp_path):
     _one_line_naming(caught.value, "train")
 
 
+def test_an_image_folder_of_one_class_is_refused(tmp_path):
+    """One class folder with images (another empty) gives nothing to classify: refused in one
+    line instead of a "top-1 1.0000" run."""
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (tmp_path / split / "cat").mkdir(parents=True)
+        (tmp_path / split / "dog").mkdir(parents=True)
+        Image.new("RGB", (20, 20), "red").save(tmp_path / split / "cat" / "0.png")
+    with pytest.raises(
+        DataError, match="images in 1 class folder: a classifier needs at least 2"
+    ) as caught:
+        load_dataset("imagefolder", tmp_path, size=16)
+    _one_line_naming(caught.value, "train")
+
+
+def test_an_image_folder_beyond_the_class_limit_is_refused(tmp_path, monkeypatch):
+    import runners.datasets
+
+    _image_folder(tmp_path, "PNG", ".png")  # two classes
+    monkeypatch.setattr(runners.datasets, "MAX_CLASSES", 1)
+    with pytest.raises(DataError, match="2 class folders, over the limit of 1") as caught:
+        load_dataset("imagefolder", tmp_path, size=16)
+    _one_line_naming(caught.value, "train")
+
+
 def test_a_corrupt_installed_fashion_mnist_says_to_reinstall(idx_dir, monkeypatch):
     import runners.datasets
 
