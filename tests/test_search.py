@@ -486,3 +486,30 @@ def test_every_trained_candidate_failed_is_a_failed_run(tmp_path):
     trained = pd.read_csv(out / "trained.csv")
     assert list(trained["status"]) == ["failed"] and str(broken) in trained["error"].iloc[0]
     assert (out / "report.md").is_file()  # the ranking is kept
+
+
+@pytest.mark.slow
+def test_same_seed_same_training_on_one_machine_even_when_it_is_busy(tmp_path):
+    """The same small main job twice, the second beside two processes that keep both cores busy:
+    trained.csv is identical but for the timing columns (training bits reproduce on one machine;
+    across CPUs they need not: README, 'What is reproducible')."""
+    flags = ["--budget", "0.16GFLOPs", "--space", "resnet", "--trials", "12", "--seed", "5",
+             "--train-top", "2", "--epochs", "1", "--train-subset", "1000",
+             "--dashboard-port", "8278"]  # fmt: skip
+    first = _search(*flags, "--out", str(tmp_path / "alone"), timeout=900)
+    assert first.returncode == 0, first.stderr[-2000:]
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        second = _search(*flags, "--out", str(tmp_path / "busy"), timeout=900)
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    assert second.returncode == 0, second.stderr[-2000:]
+    timing = ["images_per_s", "train_seconds", "node"]
+    a, b = (
+        pd.read_csv(tmp_path / run / "trained.csv").drop(columns=timing).sort_values("arch_id")
+        for run in ("alone", "busy")
+    )
+    assert len(a) == 3 and (a["status"] == "trained").all()
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
