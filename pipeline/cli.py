@@ -34,25 +34,25 @@ from pipeline.settings import DEFAULT_SAMPLER, SAMPLERS, Settings
 from pipeline.storage import StudyError
 from pipeline.write import write_results
 from results.report import draws_sentence
+from results.run import SETTINGS_BOUNDS, out_of_bounds
 from runners.options import TrainingOptions
 from search_spaces import get_space
 
 # The numeric flags: (flag, lowest, highest), a bound in a list excluded. Checked when the command
 # line is read, whether or not the run trains, before any work.
 _RANGES = (
-    ("--tolerance", [0], [1]),
-    ("--trials", 1, math.inf),
-    ("--top", 1, math.inf),
-    ("--input-size", 8, 8192),
-    ("--classes", 2, 1_000_000),
-    ("--train-top", 0, math.inf),
+    # the flags recorded in settings.json: the bounds its reader checks too
+    *(
+        ("--" + name.replace("_", "-"), *bounds)
+        for name, bounds in SETTINGS_BOUNDS.items()
+        if name != "budget"  # a budget string, parsed by nas.budget
+    ),
     ("--epochs", 1, math.inf),
     ("--train-subset", 0, math.inf),
     ("--width-mult", [0], 4),
     ("--cpus-per-trial", [0], math.inf),
     ("--gpus-per-trial", 0, math.inf),
     ("--max-failures", 0, math.inf),
-    ("--min-width", 1, 100_000),
     ("--workers", 1, 1024),
 )
 
@@ -63,16 +63,8 @@ def check_numbers(args) -> None:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is None:  # an optional flag not given
             continue
-        lo, hi = (b[0] if isinstance(b, list) else b for b in (low, high))
-        above = value > lo if isinstance(low, list) else value >= lo
-        below = value < hi if isinstance(high, list) else value <= hi
-        if not (math.isfinite(value) and above and below):
-            if hi == math.inf:
-                bounds = f"above {lo}" if isinstance(low, list) else f"at least {lo}"
-            else:
-                bounds = "in " + ("(" if isinstance(low, list) else "[") + f"{lo}, {hi}"
-                bounds += ")" if isinstance(high, list) else "]"
-            raise _cli.UsageError(f"{flag} must be {bounds}, got {value}")
+        if why := out_of_bounds((low, high), value):
+            raise _cli.UsageError(f"{flag} {why}")
 
 
 def add_training_flags(parser: argparse.ArgumentParser) -> None:

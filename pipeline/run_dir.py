@@ -30,6 +30,7 @@ from results.run import (
     RUNS_ROOT,
     SETTINGS,
     STUDY_DB,
+    RunFileError,
     RunRefused,
     is_run_dir,
     lock_run_dir,
@@ -142,6 +143,8 @@ def resume_run(args: argparse.Namespace, given: set[str]) -> tuple[Settings, Pat
         stored = read_settings(run_dir)
         fields = {f for f in Settings.__dataclass_fields__}
         settings = Settings(**{k: v for k, v in stored.items() if k in fields})
+    except RunFileError as e:
+        raise _cli.UsageError(str(e)) from None
     except (OSError, ValueError, TypeError, RecursionError) as e:
         raise _cli.UsageError(
             f"{run_dir / SETTINGS} cannot be read ({type(e).__name__}); restore it from a copy"

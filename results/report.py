@@ -6,7 +6,6 @@ and ``plots/*.png`` (pandas tables, matplotlib plots), each atomically.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -31,7 +30,16 @@ from nas.pathplot import plot_scope
 from nas.scopes import block_path, stage_label
 from nas.scorers import CAPACITY_SCORER, PAPER_SCORER, get_scorer, ranking_choice
 from nas.spec import ArchSpec
-from results.run import CANDIDATES, DRAWS, RunRefused, is_run_dir, lock_run_dir, read_settings
+from results.run import (
+    CANDIDATES,
+    DRAWS,
+    RunFileError,
+    RunRefused,
+    is_run_dir,
+    lock_run_dir,
+    read_draws,
+    read_settings,
+)
 
 PAGE_BLOCKS = 3  # the widest first stage drawn whole in the report; beyond, its first block
 SPACE_COLOURS = {"resnet": "#4575b4", "densenet": "#d73027"}
@@ -43,6 +51,7 @@ _NEEDED = {
         ("rank", "flops", "storage_mbit", "width", "depth", *METRICS),
     ),
     "trained.csv": (("arch_id", "status", "epoch", "top1"), ("epoch", "top1")),
+    "curves.csv": (("arch_id", "epoch", "top1"), ("epoch", "top1")),
 }
 
 
@@ -309,7 +318,7 @@ def read_curves(run_dir: Path) -> pd.DataFrame:
     """``curves.csv`` (one row per trained model and epoch), empty when training wrote none."""
     path = run_dir / "curves.csv"
     if path.is_file() and path.stat().st_size > 1:
-        return pd.read_csv(path, dtype={"arch_id": str})
+        return read_table(run_dir, "curves.csv")
     return pd.DataFrame(columns=["arch_id", "epoch", "top1"])
 
 
@@ -463,6 +472,11 @@ def build_report(run_dir: Path) -> Path:
     settings = read_settings(run_dir)
     table = read_table(run_dir, CANDIDATES)
     table["reference"] = table["reference"].fillna("")
+    # every input read (and checked) before anything is written
+    draws = read_draws(run_dir) if (run_dir / DRAWS).is_file() else None
+    trained = trained_models(run_dir, table) if (run_dir / "trained.csv").is_file() else None
+    if trained is not None:
+        read_curves(run_dir)
     plots = make_plots(run_dir, settings, table)
     found, refs = _tables(table, settings["top"])
     n_found = int((table["reference"] == "").sum())
@@ -495,8 +509,8 @@ def build_report(run_dir: Path) -> Path:
         f"({'larger' if settings.get('tie_break_larger_first') else 'smaller'} first). "
         "Reference models of the paper are ranked with their own exact FLOPs."
     )
-    if (run_dir / DRAWS).is_file():  # runs before draws.json counted trials, repeats included
-        intro += " The search found " + draws_sentence(json.loads((run_dir / DRAWS).read_text()))
+    if draws is not None:  # runs before draws.json counted trials, repeats included
+        intro += " The search found " + draws_sentence(draws)
         intro += "."
     top_keys = table[table["reference"] == ""]["key"].head(settings["top"])
     tied = int((top_keys == top_keys.iloc[0]).sum()) if len(top_keys) else 0
@@ -505,7 +519,6 @@ def build_report(run_dir: Path) -> Path:
         if tied > 1
         else ""
     )
-    trained = trained_models(run_dir, table) if (run_dir / "trained.csv").is_file() else None
     first = [] if trained is None else [verdict(settings, trained), ""]
     md = [
         f"# Search report: {settings['study_name']}",
@@ -562,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (run_dir / CANDIDATES).is_file():
             raise _cli.UsageError(f"{run_dir} is not a finished search run (no {CANDIDATES})")
         print(build_report(run_dir))
-    except TableError as e:
+    except (TableError, RunFileError) as e:
         raise _cli.UsageError(str(e)) from None
     finally:
         os.close(lock)

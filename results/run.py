@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -107,5 +108,118 @@ def is_run_dir(path: Path) -> bool:
         return False
 
 
+class RunFileError(ValueError):
+    """A run file that cannot be read as its format says: one line naming the file and field."""
+
+
+Bounds = tuple[float | list[float], float | list[float]]  # (low, high); a bound in a list: excluded
+# The numbers of settings.json, with the bounds the command line puts on their flags (a bound in
+# a list is excluded): pipeline.cli checks the flags against these.
+SETTINGS_BOUNDS: dict[str, Bounds] = {
+    "budget": ([0], math.inf),
+    "tolerance": ([0], [1]),
+    "trials": (1, math.inf),
+    "top": (1, 1_000_000),
+    "train_top": (0, math.inf),
+    "input_size": (8, 8192),
+    "classes": (2, 1_000_000),
+    "min_width": (1, 100_000),
+}
+_SETTINGS_INTEGERS = {"trials", "top", "train_top", "input_size", "classes", "min_width", "seed"}
+_SETTINGS_TEXT = ("budget_text", "space", "sampler", "storage", "study_name", "scorer", "tie_break")
+
+
+def out_of_bounds(bounds: Bounds, value: float) -> str | None:
+    """Why ``value`` is not within ``bounds`` (low, high; a bound in a list is excluded), or
+    None when it is."""
+    low, high = bounds
+    lo, hi = (b[0] if isinstance(b, list) else b for b in (low, high))
+    above = value > lo if isinstance(low, list) else value >= lo
+    below = value < hi if isinstance(high, list) else value <= hi
+    if math.isfinite(value) and above and below:
+        return None
+    def show(v: float) -> str:
+        return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+    if hi == math.inf:
+        return f"must be {'above' if isinstance(low, list) else 'at least'} {show(lo)}, got {value}"
+    left = "(" if isinstance(low, list) else "["
+    right = ")" if isinstance(high, list) else "]"
+    return f"must be in {left}{show(lo)}, {show(hi)}{right}, got {value}"
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(), object_pairs_hook=_unique)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise RunFileError(f"{path} is not valid JSON ({type(e).__name__})") from None
+    except _Twice as e:
+        raise RunFileError(f"{path}: the field {e.args[0]!r} appears twice") from None
+    if not isinstance(data, dict):
+        raise RunFileError(f"{path} does not hold a JSON object")
+    return data
+
+
+class _Twice(ValueError):
+    pass
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Twice(key)
+        out[key] = value
+    return out
+
+
 def read_settings(path: Path) -> dict[str, Any]:
-    return json.loads((path / SETTINGS).read_text())
+    """``settings.json`` of the run ``path``, checked: every number of the right kind and within
+    the command line's bounds, every name a string; :class:`RunFileError` names the field."""
+    file = path / SETTINGS
+    data = _json_object(file)
+
+    def bad(field: str, problem: str) -> RunFileError:
+        return RunFileError(f"{file}: {field} {problem}; restore it from a copy")
+
+    for field in (*SETTINGS_BOUNDS, "seed"):
+        if field not in data:
+            if field == "min_width":
+                continue
+            raise bad(field, "is missing")
+        value = data[field]
+        if field == "min_width" and value is None:
+            continue
+        integer = field in _SETTINGS_INTEGERS
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            raise bad(field, f"must be {'an integer' if integer else 'a number'}, got {value!r}")
+        if field in SETTINGS_BOUNDS and (why := out_of_bounds(SETTINGS_BOUNDS[field], value)):
+            raise bad(field, why)
+    for field in _SETTINGS_TEXT:
+        if field in data and not isinstance(data[field], str):
+            raise bad(field, f"must be a string, got {data[field]!r}")
+    return data
+
+
+DRAW_COUNTS = ("candidates", "drawn", "outside", "repeats", "same_arch")
+
+
+def read_draws(path: Path) -> dict[str, Any]:
+    """``draws.json`` of the run ``path``: where the search's draws went, every count a
+    non-negative integer; :class:`RunFileError` names the field."""
+    file = path / DRAWS
+    data = _json_object(file)
+    for field in DRAW_COUNTS:
+        value = data.get(field)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise RunFileError(
+                f"{file}: {field} must be a count (an integer, 0 or more), got {value!r}; "
+                "rebuild it with python -m nas.search --resume " + str(path)
+            )
+    size = data.get("space_size")
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or not size >= 0:
+        raise RunFileError(
+            f"{file}: space_size must be a number, 0 or more, got {size!r}; rebuild it with "
+            "python -m nas.search --resume " + str(path)
+        )
+    return data

@@ -243,3 +243,60 @@ def test_bad_flags_are_refused_before_any_work(tmp_path, flags, words):
     out = tmp_path / "never"
     _one_line_error(_search(*flags, "--out", str(out)), *words)
     assert not out.exists()
+
+
+def _broken_curves(run: Path) -> None:
+    """A valid trained.csv for the top candidate, and a curves.csv with a word for an epoch."""
+    import pandas as pd
+
+    top = pd.read_csv(run / "candidates.csv", dtype={"arch_id": str}).iloc[0]["arch_id"]
+    (run / "trained.csv").write_text(
+        "arch_id,status,error,epoch,top1,top5,test_loss,train_loss,images_per_s,node,"
+        f"train_seconds\n{top},trained,,1,0.8,0.99,0.5,0.6,100.0,n1,10.0\n"
+    )
+    (run / "curves.csv").write_text(f"arch_id,epoch,top1\n{top},one,0.8\n")
+
+
+def _edit_json(name: str, **fields):
+    def edit(run: Path) -> None:
+        data = json.loads((run / name).read_text())
+        (run / name).write_text(json.dumps({**data, **fields}))
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (lambda r: (r / "draws.json").write_text('{"candidates": 20, "dra'), "draws.json is not"),
+        (_edit_json("draws.json", drawn="many"), "drawn must be a count"),
+        (_edit_json("draws.json", space_size="big"), "space_size must be a number"),
+        (_edit_json("settings.json", budget="0.16"), "budget must be a number"),
+        (_edit_json("settings.json", top=1e12), "top must be an integer"),
+        (_edit_json("settings.json", top=10**12), "top must be in [1, 1000000]"),
+        (_edit_json("settings.json", study_name=7), "study_name must be a string"),
+        (
+            lambda r: (r / "settings.json").write_text(
+                (r / "settings.json").read_text().replace('"budget": 160000000.0', '"budget": NaN')
+            ),
+            "budget must be above 0, got nan",
+        ),
+        (_broken_curves, "curves.csv: column epoch holds values that are not numbers"),
+    ],
+    ids=["draws cut", "draws string", "space size", "budget string", "top float", "top huge",
+         "name number", "budget nan", "curves"],
+)  # fmt: skip
+def test_hand_edited_run_files_are_one_line(done, tmp_path, damage, words):
+    """A run file edited by hand against its format: the report (and, for settings.json, the
+    resume) refuse in one line naming the file and the field, exit 2, and rewrite nothing."""
+    run = tmp_path / "edited"
+    shutil.copytree(done, run)
+    damage(run)
+    before = _files(run)
+    out = _report(run)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert out.stderr.count("\n") == 1 and words in out.stderr, out.stderr
+    assert _files(run) == before
+    if "settings" in words or any(w in words for w in ("budget", "top", "study_name")):
+        _one_line_error(_search("--resume", str(run)), "settings.json", words.split()[0])
+        assert _files(run) == before
