@@ -35,6 +35,12 @@ class Interrupted(BaseException):
     command's cleanup (its ``finally`` blocks, its helper processes) runs."""
 
 
+def interrupted(signum: int) -> BaseException:
+    """The exception that ends a command on ``signum``: KeyboardInterrupt for SIGINT, else
+    :class:`Interrupted`."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(signum)
+
+
 def _raise_interrupted(signum: int, frame) -> None:
     raise Interrupted(signum)
 

@@ -17,17 +17,22 @@ retries its errored trials, so a fault that was fixed (a corrupt image replaced)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
+import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from nas import _cli
 from nas.atomic import atomic_write_text
 from nas.spec import ArchSpec
 from runners.datasets import load_dataset
@@ -194,7 +199,10 @@ def tune_candidates(
                 failure_config=tune.FailureConfig(max_failures=options.max_failures),
             ),
         )
-    grid = tuner.fit()
+    with _stop_on_signal() as received:
+        grid = tuner.fit()
+    if received:  # stopped by Ctrl-C or SIGTERM: the experiment's state is saved, --resume goes on
+        raise _cli.interrupted(received[0])
     rows, curves = [], []
     for result in grid:
         if not result.config:  # an interrupted run: a trial that never started (added below)
@@ -240,6 +248,40 @@ def tune_candidates(
         if aid not in done
     ]
     return pd.DataFrame(rows), pd.DataFrame(curves)
+
+
+@contextlib.contextmanager
+def _stop_on_signal() -> Iterator[list[int]]:
+    """Ctrl-C or SIGTERM during ``Tuner.fit``: Tune is asked to stop as it stops itself (its
+    SIGUSR1: the experiment's state saved one last time, the trials' checkpoints kept), and the
+    signal is recorded in the yielded list, for the caller to end the command with; a second one
+    stops at once."""
+    received: list[int] = []
+
+    def stop(signum: int, frame) -> None:
+        if received:
+            raise _cli.interrupted(signum)
+        received.append(signum)
+        # the command's own line says it was interrupted and how to resume: not Tune's advice
+        # (Tuner.restore) nor its warning about a trial that had not reported yet
+        for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    tune_handler = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours instead of Tune's (which exits 0)
+    for s in previous:
+        signal.signal(s, stop)
+    try:
+        yield received
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if tune_handler is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_handler
 
 
 def _trial_name(trial) -> str:
