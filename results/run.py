@@ -138,6 +138,7 @@ def out_of_bounds(bounds: Bounds, value: float) -> str | None:
     below = value < hi if isinstance(high, list) else value <= hi
     if math.isfinite(value) and above and below:
         return None
+
     def show(v: float) -> str:
         return str(int(v)) if float(v).is_integer() else f"{v:g}"
 

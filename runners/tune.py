@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 import shutil
 import signal
@@ -199,10 +198,8 @@ def tune_candidates(
                 failure_config=tune.FailureConfig(max_failures=options.max_failures),
             ),
         )
-    with _stop_on_signal() as received:
+    with _stop_on_signal():
         grid = tuner.fit()
-    if received:  # stopped by Ctrl-C or SIGTERM: the experiment's state is saved, --resume goes on
-        raise _cli.interrupted(received[0])
     rows, curves = [], []
     for result in grid:
         if not result.config:  # an interrupted run: a trial that never started (added below)
@@ -251,30 +248,23 @@ def tune_candidates(
 
 
 @contextlib.contextmanager
-def _stop_on_signal() -> Iterator[list[int]]:
-    """Ctrl-C or SIGTERM during ``Tuner.fit``: Tune is asked to stop as it stops itself (its
-    SIGUSR1: the experiment's state saved one last time, the trials' checkpoints kept), and the
-    signal is recorded in the yielded list, for the caller to end the command with; a second one
-    stops at once."""
-    received: list[int] = []
+def _stop_on_signal() -> Iterator[None]:
+    """Ctrl-C or SIGTERM during ``Tuner.fit`` ends it at once, as a SIGKILL would, without
+    Tune's own graceful stop: that stop marks the candidates held at the halving's rung as
+    terminated, and a resumed run would then promote others. The experiment's periodic state
+    and the trials' checkpoints are what a resume restores (tested); the Ray session's clean-up
+    ends the workers."""
 
     def stop(signum: int, frame) -> None:
-        if received:
-            raise _cli.interrupted(signum)
-        received.append(signum)
-        # the command's own line says it was interrupted and how to resume: not Tune's advice
-        # (Tuner.restore) nor its warning about a trial that had not reported yet
-        for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-        os.kill(os.getpid(), signal.SIGUSR1)
+        raise _cli.interrupted(signum)
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     tune_handler = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours instead of Tune's (which exits 0)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours instead of Tune's
     for s in previous:
         signal.signal(s, stop)
     try:
-        yield received
+        yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

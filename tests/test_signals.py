@@ -20,12 +20,18 @@ SEARCH = [sys.executable, "-m", "nas.search", "--no-progress", "--train-top", "0
 ARGS = ["--budget", "0.16GFLOPs", "--trials", "1000", "--seed", "4"]
 
 
-def _live(group: int) -> list[str]:
-    """The processes of a process group that still run (zombies waiting to be reaped are done)."""
-    out = subprocess.run(
-        ["ps", "-o", "pid=,stat=", "-g", str(group)], capture_output=True, text=True
-    ).stdout
-    return [line for line in out.splitlines() if line.split()[1][0] != "Z"]
+def _live(session: int) -> list[int]:
+    """The live processes of a session (the command was started in its own): its helpers and
+    Ray's processes, zombies waiting to be reaped aside."""
+    alive = []
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":  # field 6 of stat: the session id
+            alive.append(int(status.parent.name))
+    return alive
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +109,66 @@ def test_a_keyboard_interrupt_is_one_line_and_exit_130(capsys):
         signal.signal(signal.SIGINT, previous[0])
         signal.signal(signal.SIGTERM, previous[1])
     assert capsys.readouterr().err == "results.report: interrupted\n"
+
+
+TRAIN = ["--budget", "0.16GFLOPs", "--space", "resnet", "--trials", "12", "--train-top", "2",
+         "--epochs", "2", "--train-subset", "1000", "--seed", "6"]  # fmt: skip
+TIMING = ["images_per_s", "train_seconds", "node"]
+
+
+@pytest.fixture(scope="module")
+def trained_whole(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("signals") / "trained"
+    out = subprocess.run(
+        [sys.executable, "-m", "nas.search", "--no-progress", *TRAIN, "--dashboard-port", "8291",
+         "--out", str(run)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("sig", "group", "code"), [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)]
+)
+def test_a_signal_during_training_ends_in_one_line_and_resume_finishes_it(
+    trained_whole, tmp_path, sig, group, code
+):
+    """Ctrl-C (to the process group) or SIGTERM (to the search) once the first checkpoint is
+    written: Tune stops, saving its state; the command ends with its one line, no traceback,
+    Ray's processes gone; --resume trains what is left and gives the uninterrupted run's
+    trained.csv (but for timings)."""
+    import pandas as pd
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nas.search", "--no-progress", *TRAIN, "--dashboard-port", "8292",
+         "--out", str(run)],
+        cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    deadline = time.time() + 600
+    while not list(run.glob("tune/train-*/candidate-*/checkpoint_*")):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    (os.killpg if group else os.kill)(proc.pid, sig)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == code, err[-2000:]
+    assert "Traceback" not in err and "Tuner.restore" not in err
+    last = err.strip().splitlines()[-1]
+    assert last == f"nas.search: interrupted: resume with python -m nas.search --resume {run}"
+    deadline = time.time() + 30
+    while _live(proc.pid):  # Ray's processes (raylet, agents, workers) end with the run
+        assert time.time() < deadline, _live(proc.pid)
+        time.sleep(0.5)
+    resumed = subprocess.run(
+        [*SEARCH[:-2], "--resume", str(run), "--dashboard-port", "8292"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = (
+        pd.read_csv(r / "trained.csv").drop(columns=TIMING).sort_values("arch_id")
+        for r in (trained_whole, run)
+    )
+    assert a.reset_index(drop=True).equals(b.reset_index(drop=True)), (a.to_string(), b.to_string())
