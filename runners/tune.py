@@ -265,6 +265,11 @@ def _stop_on_signal() -> Iterator[None]:
         signal.signal(s, stop)
     try:
         yield
+    except SystemError as e:  # raised inside Ray's Cython code, which wraps it as a SystemError
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, (KeyboardInterrupt, _cli.Interrupted)):
+            raise cause from None
+        raise
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
