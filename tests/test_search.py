@@ -494,8 +494,8 @@ def test_same_seed_same_training_on_one_machine_even_when_it_is_busy(tmp_path):
     trained.csv is identical but for the timing columns (training bits reproduce on one machine;
     across CPUs they need not: README, 'What is reproducible')."""
     flags = ["--budget", "0.16GFLOPs", "--space", "resnet", "--trials", "12", "--seed", "5",
-             "--train-top", "2", "--epochs", "1", "--train-subset", "1000",
-             "--dashboard-port", "8278"]  # fmt: skip
+             "--train-top", "2", "--epochs", "1", "--train-subset", "400",
+             "--width-mult", "0.125", "--dashboard-port", "8278"]  # fmt: skip
     first = _search(*flags, "--out", str(tmp_path / "alone"), timeout=900)
     assert first.returncode == 0, first.stderr[-2000:]
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
