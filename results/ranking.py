@@ -512,6 +512,14 @@ def write_document(
         f"`{BAR}`. The paper's key `{PAPER_SCORER}`: {row_ci(table, PAPER_SCORER)} "
         f"(`--scorer {PAPER_SCORER}` keeps it).",
     ]
+    if frozen and ahead is not None and frozen["default"] in ahead.index:
+        r = ahead.loc[frozen["default"]]
+        lines.append(
+            f"- **Prospectively** (the frozen `{frozen['default']}` on {trained} architectures of "
+            f"a default search that nobody had trained; below): "
+            f"**{_ci(r['tau'], r['lo'], r['hi'])}**, {_ci(r['diff'], r['diff_lo'], r['diff_hi'])}"
+            f" against the frozen `{BAR}`."
+        )
     if added is not None:
         lines.append(
             f"- **What gradient paths add beyond capacity**: `{choice['best_fitted']}` minus "
