@@ -101,7 +101,7 @@ class DuplicateKey(ValueError):
     """A JSON object that names one key twice."""
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """``json.loads``'s ``object_pairs_hook``: the object, or :class:`DuplicateKey`."""
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -331,7 +331,7 @@ class ArchSpec:
                 "", f"{_size(len(text))} of JSON, over the limit of {_size(MAX_SPEC_BYTES)}"
             )
         try:
-            data = json.loads(text, object_pairs_hook=_unique_keys)
+            data = json.loads(text, object_pairs_hook=unique_keys)
         except json.JSONDecodeError as e:
             raise SpecError(
                 "", f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"

@@ -24,6 +24,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from nas.spec import DuplicateKey, unique_keys
+
 SETTINGS = "settings.json"
 CANDIDATES = "candidates.csv"
 DRAWS = "draws.json"  # where the draws of a search went (pipeline.loop.Counts)
@@ -151,27 +153,14 @@ def out_of_bounds(bounds: Bounds, value: float) -> str | None:
 
 def _json_object(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(), object_pairs_hook=_unique)
+        data = json.loads(path.read_text(), object_pairs_hook=unique_keys)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise RunFileError(f"{path} is not valid JSON ({type(e).__name__})") from None
-    except _Twice as e:
+    except DuplicateKey as e:
         raise RunFileError(f"{path}: the field {e.args[0]!r} appears twice") from None
     if not isinstance(data, dict):
         raise RunFileError(f"{path} does not hold a JSON object")
     return data
-
-
-class _Twice(ValueError):
-    pass
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Twice(key)
-        out[key] = value
-    return out
 
 
 def read_settings(path: Path) -> dict[str, Any]:

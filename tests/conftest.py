@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,17 @@ FAST_ZOO = ("bireal_resnet18", "binary_densenet28", "igp_resnet21", "resnet18_fp
 def zoo_params(names):
     """``names`` for ``pytest.mark.parametrize``, those outside :data:`FAST_ZOO` marked slow."""
     return [n if n in FAST_ZOO else pytest.param(n, marks=pytest.mark.slow) for n in names]
+
+
+def session_processes(session: int) -> list[int]:
+    """The live processes of a session (a command started in its own: its helpers and Ray's
+    processes), zombies waiting to be reaped aside."""
+    alive = []
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":  # field 6 of stat: the session id
+            alive.append(int(status.parent.name))
+    return alive

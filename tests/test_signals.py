@@ -12,26 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import session_processes
 
 from nas import _cli
 
 ROOT = Path(__file__).parent.parent
 SEARCH = [sys.executable, "-m", "nas.search", "--no-progress", "--train-top", "0"]
 ARGS = ["--budget", "0.16GFLOPs", "--trials", "1000", "--seed", "4"]
-
-
-def _live(session: int) -> list[int]:
-    """The live processes of a session (the command was started in its own): its helpers and
-    Ray's processes, zombies waiting to be reaped aside."""
-    alive = []
-    for status in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = status.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == session and fields[0] != "Z":  # field 6 of stat: the session id
-            alive.append(int(status.parent.name))
-    return alive
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +58,9 @@ def test_a_signal_ends_the_search_in_one_line_and_resume_finishes_it(
     last = err.strip().splitlines()[-1]
     assert last == f"nas.search: interrupted: resume with python -m nas.search --resume {run}"
     deadline = time.time() + 10
-    while _live(proc.pid):  # the helpers (evaluators, the study writer) end with the search
-        assert time.time() < deadline, _live(proc.pid)
+    # the helpers (evaluators, the study writer) end with the search
+    while session_processes(proc.pid):
+        assert time.time() < deadline, session_processes(proc.pid)
         time.sleep(0.1)
     resumed = subprocess.run(
         [*SEARCH, "--resume", str(run)], cwd=ROOT, capture_output=True, text=True, timeout=600
@@ -159,8 +147,9 @@ def test_a_signal_during_training_ends_in_one_line_and_resume_finishes_it(
     last = err.strip().splitlines()[-1]
     assert last == f"nas.search: interrupted: resume with python -m nas.search --resume {run}"
     deadline = time.time() + 30
-    while _live(proc.pid):  # Ray's processes (raylet, agents, workers) end with the run
-        assert time.time() < deadline, _live(proc.pid)
+    # Ray's processes (raylet, agents, workers) end with the run
+    while session_processes(proc.pid):
+        assert time.time() < deadline, session_processes(proc.pid)
         time.sleep(0.5)
     resumed = subprocess.run(
         [*SEARCH[:-2], "--resume", str(run), "--dashboard-port", "8292"],

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import session_processes
 
 from runners.check_loopback import Contact, contacts
 
@@ -208,27 +209,14 @@ def _reports(trial_dir: Path) -> list[dict]:
     return [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
 
 
-def _session_processes(session: int) -> list[int]:
-    """The live processes of a session (the killed command's Ray workers, if any remain)."""
-    alive = []
-    for status in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = status.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == session and fields[0] != "Z":  # field 6 of stat: the session id
-            alive.append(int(status.parent.name))
-    return alive
-
-
 def _kill_session(proc: subprocess.Popen) -> None:
     """SIGKILL the command and every process it started (its session), and see them gone."""
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 30
-    while _session_processes(proc.pid) and time.time() < deadline:
+    while session_processes(proc.pid) and time.time() < deadline:
         time.sleep(0.5)
-    assert not _session_processes(proc.pid)
+    assert not session_processes(proc.pid)
 
 
 @pytest.mark.slow
