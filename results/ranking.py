@@ -39,7 +39,7 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -173,25 +173,35 @@ COMBINERS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
-def rankings(best_fitted: str) -> list[tuple[str, str, str | None, str | None]]:
-    """Every candidate ranking: (name, kind, base, proxy of a combined one)."""
-    out: list[tuple[str, str, str | None, str | None]] = [
-        (n, "fitted scorer" if n in FITTED_FEATURES else "scorer", n, None) for n in list_scorers()
+class Ranking(NamedTuple):
+    """A candidate ranking: a base, and for a combined one its proxy and combiner."""
+
+    name: str
+    kind: str
+    base: str
+    proxy: str | None = None
+    combiner: str | None = None
+
+
+def rankings(best_fitted: str) -> list[Ranking]:
+    """Every candidate ranking."""
+    out = [
+        Ranking(n, "fitted scorer" if n in FITTED_FEATURES else "scorer", n) for n in list_scorers()
     ]
-    out += [(p, "zero-cost proxy (torch)", p, None) for p in PROXIES]
+    out += [Ranking(p, "zero-cost proxy (torch)", p) for p in PROXIES]
     for combiner in COMBINERS:
         for p in PROXIES:
-            out.append((f"{combiner}: {best_fitted} + {p}", f"{combiner} (torch)", best_fitted, p))
+            name = f"{combiner}: {best_fitted} + {p}"
+            out.append(Ranking(name, f"{combiner} (torch)", best_fitted, p, combiner))
     return out
 
 
-def combined_scores(
-    base: str, proxy: str | None, combiner: str | None, fitted: dict[str, Any], rows: pd.DataFrame
-) -> np.ndarray:
-    scores = apply_base(base, fitted.get(base), rows)
-    if proxy is None:
+def combined_scores(r: Ranking, fitted: dict[str, Any], rows: pd.DataFrame) -> np.ndarray:
+    """The scores of ``rows`` under ranking ``r`` with what its parts learnt (``fitted``)."""
+    scores = apply_base(r.base, fitted.get(r.base), rows)
+    if r.proxy is None:
         return scores
-    return COMBINERS[combiner](scores, apply_base(proxy, fitted[proxy], rows))
+    return COMBINERS[r.combiner](scores, apply_base(r.proxy, fitted[r.proxy], rows))
 
 
 def cross_validated(name: str, table: pd.DataFrame, seed: int, repeats: int = REPEATS) -> float:
@@ -336,12 +346,9 @@ def evaluate(
     """Every ranking's tau on ``rows`` with what it learnt (``fitted``), its interval, its paired
     difference from :data:`BAR`, and its tau within each space."""
     named = rankings(best_fitted)
-    scores = {
-        name: combined_scores(base, proxy, kind.split(" ")[0] if proxy else None, fitted, rows)
-        for name, kind, base, proxy in named
-    }
+    scores = {r.name: combined_scores(r, fitted, rows) for r in named}
     table = bootstrap(scores, list(rows.index), seeds, noise, rng)
-    table["kind"] = [kind for _, kind, _, _ in named]
+    table["kind"] = [r.kind for r in named]
     accuracy = rows["accuracy"].to_numpy()
     groups = {s: (rows["space"] == s).to_numpy() for s in sorted(rows["space"].unique())}
     groups[NO_IDENTITY] = ~rows["identity_path"].to_numpy(dtype=bool)
@@ -360,9 +367,9 @@ def choose(folder: Path = STUDY_DIR, seed: int = SPLIT_SEED) -> tuple[dict, pd.D
     cv = {n: cross_validated(n, fit, seed) for n in bases}
     best_fitted = max(FITTED_FEATURES, key=lambda n: cv[n])
     accuracy = fit["accuracy"].to_numpy()
-    for name, kind, base, proxy in rankings(best_fitted):
+    for name, _, base, proxy, combiner in rankings(best_fitted):
         if proxy is not None:
-            combine = COMBINERS[kind.split(" ")[0]]
+            combine = COMBINERS[combiner]
             cv[name] = float(
                 np.mean(
                     [
@@ -419,13 +426,8 @@ def random_splits(
         accuracy = held["accuracy"].to_numpy()
         out.append(
             {
-                name: _tau(
-                    combined_scores(
-                        base, proxy, kind.split(" ")[0] if proxy else None, fitted, held
-                    ),
-                    accuracy,
-                )
-                for name, kind, base, proxy in rankings(best_fitted)
+                r.name: _tau(combined_scores(r, fitted, held), accuracy)
+                for r in rankings(best_fitted)
             }
         )
     return pd.DataFrame(out)
