@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from nas._names import printable
 from nas.registry import UnknownModelError, model_spec
@@ -22,6 +23,7 @@ FAILED = 1
 # exit codes of a command ended by a signal, as a shell reports them: 128 + the signal's number
 INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _resume_hint = ""
+_prog = "nas"  # the running command, for end_now
 
 
 def set_resume_hint(text: str) -> None:
@@ -43,6 +45,19 @@ def interrupted(signum: int) -> BaseException:
 
 def _raise_interrupted(signum: int, frame) -> None:
     raise Interrupted(signum)
+
+
+def _interrupted_line(prog: str) -> str:
+    return f"{prog}: interrupted" + (f": {_resume_hint}" if _resume_hint else "")
+
+
+def end_now(signum: int) -> NoReturn:
+    """End the command at once on ``signum``, with the line and exit code :func:`run` gives
+    it, skipping every clean-up: for a signal that has already ended the helpers that clean-up
+    would wait on."""
+    sys.stdout.flush()
+    print(_interrupted_line(_prog), file=sys.stderr, flush=True)
+    os._exit(INTERRUPTED[signum])
 
 
 class UsageError(Exception):
@@ -138,6 +153,8 @@ def run(
     error, a bad spec or model name, a file that cannot be read or written (the message names
     it). A full disk is one line and exit code 1; Ctrl-C and SIGTERM end it with one line (and
     how to resume, where the command said) and exit codes 130 and 143."""
+    global _prog
+    _prog = prog
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
@@ -153,8 +170,7 @@ def run(
         # namedtuple's methods being made) as unhandled, and then exits by SIGINT whatever the
         # command returns; evaluating a string clears that mark
         exec("")
-        hint = f": {_resume_hint}" if _resume_hint else ""
-        print(f"{prog}: interrupted{hint}", file=sys.stderr)
+        print(_interrupted_line(prog), file=sys.stderr)
         return INTERRUPTED[sig]
     except BrokenPipeError:  # output piped into `head`
         return 0

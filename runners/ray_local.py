@@ -12,6 +12,9 @@ is also the safe default for users: the dashboard and jobs API run code for whoe
 The access token that Ray 2.60 writes for a new local cluster is a credential (whoever holds it can
 run code as this user through the dashboard): its directories are made 0700 before Ray starts and
 the file 0600 once Ray has written it.
+
+A local session's processes and its ``session_*`` folder end with the process that started it,
+whatever ends that process (:mod:`runners.ray_guard`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from runners.ray_guard import guard
 
 LOOPBACK_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -89,6 +94,7 @@ def ray_session(
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(user_token)  # the user's token for the cluster
     import ray  # noqa: PLC0415 - loaded once the loopback environment is set (Ray reads it on import)
 
+    watchdog = None
     try:
         if address:
             ray.init(address=address, log_to_driver=False)
@@ -105,11 +111,15 @@ def ray_session(
                 log_to_driver=False,
             )
             url = f"http://{info.dashboard_url}" if info.dashboard_url else None
+            watchdog = guard(info.address_info.get("session_dir"))
             if token_file(home).is_file():
                 os.chmod(token_file(home), 0o600)
         yield url
     finally:
         ray.shutdown()
+        if watchdog is not None:  # it ends what is left of the session and removes its folder
+            watchdog.stdin.close()
+            watchdog.wait()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

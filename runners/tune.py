@@ -24,7 +24,9 @@ import json
 import os
 import shutil
 import signal
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -256,6 +258,8 @@ def _stop_on_signal() -> Iterator[None]:
     ends the workers."""
 
     def stop(signum: int, frame) -> None:
+        if _gcs_ended():  # the signal went to the whole process group: Tune's clean-up would
+            _cli.end_now(signum)  # wait a minute on the GCS; the session's watchdog ends Ray
         raise _cli.interrupted(signum)
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -277,6 +281,22 @@ def _stop_on_signal() -> Iterator[None]:
             os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
         else:
             os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_handler
+
+
+def _gcs_ended(wait: float = 1.0) -> bool:
+    """Whether Ray's GCS stops answering within ``wait`` seconds (it ends on a SIGTERM sent to
+    the process group; it ignores SIGINT)."""
+    import ray  # noqa: PLC0415 - loaded by the session already
+
+    host, port = ray.get_runtime_context().gcs_address.rsplit(":", 1)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, int(port)), timeout=0.2).close()
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _trial_name(trial) -> str:
