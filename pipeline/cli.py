@@ -34,8 +34,8 @@ from pipeline.settings import DEFAULT_SAMPLER, SAMPLERS, Settings
 from pipeline.storage import StudyError
 from pipeline.write import write_results
 from results.report import draws_sentence
-from results.run import SETTINGS_BOUNDS, out_of_bounds
-from runners.options import TrainingOptions
+from results.run import SETTINGS_BOUNDS, TRAINING_BOUNDS, out_of_bounds
+from runners.options import PRECISIONS, TrainingOptions
 from search_spaces import get_space
 
 # The numeric flags: (flag, lowest, highest), a bound in a list excluded. Checked when the command
@@ -47,12 +47,11 @@ _RANGES = (
         for name, bounds in SETTINGS_BOUNDS.items()
         if name != "budget"  # a budget string, parsed by nas.budget
     ),
-    ("--epochs", 1, math.inf),
-    ("--train-subset", 0, math.inf),
-    ("--width-mult", [0], 4),
-    ("--cpus-per-trial", [0], math.inf),
-    ("--gpus-per-trial", 0, math.inf),
-    ("--max-failures", 0, math.inf),
+    *(
+        ("--" + name.replace("_", "-"), *TRAINING_BOUNDS[name])
+        for name in ("epochs", "width_mult", "cpus_per_trial", "gpus_per_trial", "max_failures")
+    ),
+    ("--train-subset", 0, math.inf),  # 0: the whole train split (null in settings.json)
     ("--workers", 1, 1024),
 )
 
@@ -109,6 +108,14 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="random crops and flips in training (off by default: the short proxy learns more "
         "without them; turn on for long runs)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=d.precision,
+        help=f"training arithmetic (default {d.precision}: bf16 on a GPU or a CPU with bf16 "
+        "instructions, else fp32; fp32 gives the same bits on any AVX-512 CPU: "
+        "docs/reproducibility.md)",
     )
     parser.add_argument(
         "--baseline",

@@ -36,6 +36,7 @@ from results.run import (
     lock_run_dir,
     read_settings,
 )
+from runners.options import TrainingOptions
 from search_spaces import get_space, list_spaces
 
 
@@ -143,6 +144,13 @@ def resume_run(args: argparse.Namespace, given: set[str]) -> tuple[Settings, Pat
         stored = read_settings(run_dir)
         fields = {f for f in Settings.__dataclass_fields__}
         settings = Settings(**{k: v for k, v in stored.items() if k in fields})
+        if settings.training:
+            try:
+                TrainingOptions(**settings.training)
+            except (TypeError, ValueError) as e:
+                raise RunFileError(
+                    f"{run_dir / SETTINGS}: training {e}; restore it from a copy"
+                ) from None
     except RunFileError as e:
         raise _cli.UsageError(str(e)) from None
     except (OSError, ValueError, TypeError, RecursionError) as e:

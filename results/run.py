@@ -21,6 +21,7 @@ import fcntl
 import json
 import math
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,29 @@ SETTINGS_BOUNDS: dict[str, Bounds] = {
 }
 _SETTINGS_INTEGERS = {"trials", "top", "train_top", "input_size", "classes", "min_width", "seed"}
 _SETTINGS_TEXT = ("budget_text", "space", "sampler", "storage", "study_name", "scorer", "tie_break")
+# The numbers of settings.json's "training" section (runners.options.TrainingOptions), with the
+# bounds of their flags; None where a field may be null.
+TRAINING_BOUNDS: dict[str, Bounds] = {
+    "top": (0, math.inf),
+    "epochs": (1, math.inf),
+    "batch_size": (1, 1_000_000),
+    "lr": ([0], math.inf),
+    "width_mult": ([0], 4),
+    "stem_stride": (1, 2),
+    "train_subset": (1, math.inf),
+    "eval_subset": (1, math.inf),
+    "cpus_per_trial": ([0], math.inf),
+    "gpus_per_trial": (0, math.inf),
+    "max_failures": (0, math.inf),
+    "dashboard_port": (0, 65535),
+    "seed": (-math.inf, math.inf),
+}
+_TRAINING_INTEGERS = {
+    "top", "epochs", "batch_size", "stem_stride", "train_subset", "eval_subset", "max_failures",
+    "dashboard_port", "seed",
+}  # fmt: skip
+_TRAINING_NULLABLE = {"train_subset", "eval_subset", "data_dir", "ray_address"}
+_TRAINING_TEXT = ("dataset", "data_dir", "precision", "ray_address", "baseline")
 
 
 def out_of_bounds(bounds: Bounds, value: float) -> str | None:
@@ -172,23 +196,51 @@ def read_settings(path: Path) -> dict[str, Any]:
     def bad(field: str, problem: str) -> RunFileError:
         return RunFileError(f"{file}: {field} {problem}; restore it from a copy")
 
-    for field in (*SETTINGS_BOUNDS, "seed"):
+    _check_fields(
+        data, {**SETTINGS_BOUNDS, "seed": (-math.inf, math.inf)}, _SETTINGS_INTEGERS,
+        _SETTINGS_TEXT, {"min_width"}, bad,
+    )  # fmt: skip
+    training = data.get("training")
+    if training is not None:
+        if not isinstance(training, dict):
+            raise bad("training", "must be an object")
+        _check_fields(
+            training, TRAINING_BOUNDS, _TRAINING_INTEGERS, _TRAINING_TEXT, _TRAINING_NULLABLE,
+            lambda field, problem: bad(f"training.{field}", problem),
+        )  # fmt: skip
+        if not isinstance(training.get("augment", False), bool):
+            raise bad("training.augment", f"must be true or false, got {training['augment']!r}")
+    return data
+
+
+def _check_fields(
+    data: dict[str, Any],
+    bounds: dict[str, Bounds],
+    integers: set[str],
+    text: Sequence[str],
+    nullable: set[str],
+    bad: Callable[[str, str], RunFileError],
+) -> None:
+    """Every field of ``bounds`` present (or null where ``nullable``), of its kind and within
+    its bounds; every ``text`` field a string (or null where ``nullable``)."""
+    for field, limits in bounds.items():
         if field not in data:
-            if field == "min_width":
+            if field in nullable:
                 continue
             raise bad(field, "is missing")
         value = data[field]
-        if field == "min_width" and value is None:
+        if value is None and field in nullable:
             continue
-        integer = field in _SETTINGS_INTEGERS
+        integer = field in integers
         if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
             raise bad(field, f"must be {'an integer' if integer else 'a number'}, got {value!r}")
-        if field in SETTINGS_BOUNDS and (why := out_of_bounds(SETTINGS_BOUNDS[field], value)):
+        if why := out_of_bounds(limits, value):
             raise bad(field, why)
-    for field in _SETTINGS_TEXT:
+    for field in text:
         if field in data and not isinstance(data[field], str):
+            if data[field] is None and field in nullable:
+                continue
             raise bad(field, f"must be a string, got {data[field]!r}")
-    return data
 
 
 DRAW_COUNTS = ("candidates", "drawn", "outside", "repeats", "same_arch")

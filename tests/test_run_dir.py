@@ -1,6 +1,7 @@
 """A run directory protects itself: one process at a time, paths relative to it, no silent
 overwrite, ``--resume`` that refuses contradicting flags, a damaged study refused in one line."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import optuna
 import pytest
+
+from runners.options import TrainingOptions
 
 # every test runs the search command: most of them a whole search, the others one process per
 # bad flag (about 2 s each)
@@ -265,6 +268,16 @@ def _edit_json(name: str, **fields):
     return edit
 
 
+def _edit_training(**fields):
+    def edit(run: Path) -> None:
+        data = json.loads((run / "settings.json").read_text())
+        # the fixture's run trains nothing: the section a training run would hold
+        data["training"] = {**dataclasses.asdict(TrainingOptions()), **fields}
+        (run / "settings.json").write_text(json.dumps(data))
+
+    return edit
+
+
 @pytest.mark.parametrize(
     ("damage", "words"),
     [
@@ -281,10 +294,12 @@ def _edit_json(name: str, **fields):
             ),
             "budget must be above 0, got nan",
         ),
+        (_edit_training(epochs="x"), "training.epochs must be an integer, got 'x'"),
+        (_edit_training(width_mult=9), "training.width_mult must be in (0, 4], got 9"),
         (_broken_curves, "curves.csv: column epoch holds values that are not numbers"),
     ],
     ids=["draws cut", "draws string", "space size", "budget string", "top float", "top huge",
-         "name number", "budget nan", "curves"],
+         "name number", "budget nan", "epochs string", "width huge", "curves"],
 )  # fmt: skip
 def test_hand_edited_run_files_are_one_line(done, tmp_path, damage, words):
     """A run file edited by hand against its format: the report (and, for settings.json, the
@@ -297,6 +312,6 @@ def test_hand_edited_run_files_are_one_line(done, tmp_path, damage, words):
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert out.stderr.count("\n") == 1 and words in out.stderr, out.stderr
     assert _files(run) == before
-    if "settings" in words or any(w in words for w in ("budget", "top", "study_name")):
+    if any(w in words for w in ("budget", "top", "study_name", "training")):
         _one_line_error(_search("--resume", str(run)), "settings.json", words.split()[0])
         assert _files(run) == before
