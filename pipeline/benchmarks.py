@@ -38,6 +38,9 @@ candidate pays on top of its training.
 (``--sizes``), run as users run it, and ``python -m nas.benchmarks samplers``: the samplers at
 equal wall time (:mod:`pipeline.bench_search`).
 
+``python -m nas.benchmarks reproducibility``: whether training gives the same bits on other CPUs,
+in bf16 and fp32, and what fp32 costs (:mod:`pipeline.bench_reproducibility`).
+
 ``python -m nas.benchmarks evaluator``: the start of the search's evaluator process (spawned, as
 the search spawns it): seconds to its first result and its peak memory; the spec side it imports
 loads no torch (docs/design.md section 11).
@@ -505,7 +508,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "which",
-        choices=["scoring", "training", "ray", "spec-size", "evaluator", "search", "samplers"],
+        choices=[
+            "scoring",
+            "training",
+            "ray",
+            "spec-size",
+            "evaluator",
+            "search",
+            "samplers",
+            "reproducibility",
+        ],  # fmt: skip
     )
     parser.add_argument(
         "--seconds",
@@ -540,8 +552,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--images",
         type=_cli.int_range(128, 60000, "number of images"),
-        default=1280,
-        help="training: images per path and round (default 1280: 10 batches)",
+        help="training: images per path and round (default 1280: 10 batches); "
+        "reproducibility: images of the epoch (default 2000)",
     )
     args = parser.parse_args(argv)
     proxy = args.which == "training" and not args.precision and args.device == "cpu"
@@ -555,6 +567,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             rows = bench_search.samplers(args.seconds or 60.0)
             print(json.dumps(rows, indent=1) if args.json else bench_search.samplers_text(rows))
+        return 0
+    if args.which == "reproducibility":
+        from pipeline import bench_reproducibility as bench  # noqa: PLC0415 - one mode's module
+
+        images = args.images or 2000
+        rows = bench.reproducibility(images, args.repeats or 1)
+        print(
+            json.dumps(rows, indent=1)
+            if args.json
+            else bench.reproducibility_text(rows, images, bench.cpu_name())
+        )
         return 0
     if args.which == "spec-size":
         rows = spec_size(args.sizes, args.repeats or 1)
@@ -586,7 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if proxy:
         load = os.getloadavg()
-        rows, data_name = proxy_training(args.images, args.repeats)
+        rows, data_name = proxy_training(args.images or 1280, args.repeats)
         if args.json:
             print(json.dumps(rows, indent=1))
             return 0

@@ -4,7 +4,8 @@ Adam with a cosine or linear decay of the learning rate (Bi-Real trains from scr
 a linear decay; Liu et al. 2018), SGD as an option, optional label smoothing. bf16 autocast with
 channels_last by default on CPU (AMX) and GPU: the convolutions of binary layers see +/-1 inputs
 and weights, whose products and fp32-accumulated sums bf16 holds exactly; ``precision="fp32"``
-turns it off. Seeded. Reports top-1, top-5, loss and images per second every epoch.
+turns it off, and ``"auto"`` (the default) turns it on only where the device computes bf16
+natively. Seeded. Reports top-1, top-5, loss and images per second every epoch.
 
 Proxy settings for small machines (:func:`proxy_spec`): the small-image stem (stride 2 halves the
 resolution, a quarter of the MACs), a width multiplier, a train subset and few epochs.
@@ -33,6 +34,7 @@ from nas.atomic import atomic_write_bytes
 from nas.model import build_model
 from nas.spec import ArchSpec, Stage
 from runners.datasets import Splits, augment
+from runners.options import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class TrainConfig:
     schedule: str = "cosine"  # or "linear"
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
-    precision: str = "bf16"  # or "fp32"
+    precision: str = "auto"  # one of runners.options.PRECISIONS
     seed: int = 0
     train_subset: int | None = None
     eval_subset: int | None = None
@@ -143,8 +145,34 @@ def evaluate(
     return loss / total, top1 / total, top5 / total
 
 
+def cpu_info() -> tuple[str, set[str]]:
+    """This CPU's model name and feature flags (from /proc/cpuinfo; empty where there is none)."""
+    try:
+        first = Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0]
+    except OSError:
+        return "an unknown CPU", set()
+    fields = {
+        k.strip(): v.strip() for k, _, v in (line.partition(":") for line in first.splitlines())
+    }
+    return fields.get("model name", "an unknown CPU"), set(fields.get("flags", "").split())
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively: a GPU, or a CPU with AVX-512 BF16 or AMX (on
+    other CPUs oneDNN emulates it, up to 15x slower than fp32: docs/reproducibility.md)."""
+    return device.type != "cpu" or bool({"avx512_bf16", "amx_bf16"} & cpu_info()[1])
+
+
+def training_precision(config: TrainConfig, device: torch.device) -> str:
+    """``config.precision`` with auto made bf16 or fp32 for ``device``."""
+    if config.precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return config.precision
+
+
 def _autocast(config: TrainConfig, device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    bf16 = training_precision(config, device) == "bf16"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def _tensors(data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
@@ -217,8 +245,8 @@ def make_model(
     spec: ArchSpec, config: TrainConfig, device: torch.device, reference: bool = False
 ) -> tuple[nn.Module, torch.optim.Optimizer]:
     """The seeded model of ``spec`` (channels_last on ``device``) and its optimizer."""
-    if config.precision not in ("bf16", "fp32"):
-        raise ValueError(f"unknown precision {config.precision!r}; use bf16 or fp32")
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {config.precision!r}; use {', '.join(PRECISIONS)}")
     torch.manual_seed(config.seed)
     model = build_model(spec, fused=not reference).to(device, memory_format=torch.channels_last)
     params = model.parameters()

@@ -7,7 +7,9 @@ import torch
 from torch.utils.data import TensorDataset
 
 from nas import model_spec, spec_cost
+from runners import train as train_module
 from runners.datasets import Splits
+from runners.options import TrainingOptions
 from runners.train import TrainConfig, proxy_spec, train
 
 
@@ -54,6 +56,25 @@ def test_same_seed_same_training():
     config = TrainConfig(epochs=1, batch_size=32, seed=3, precision="fp32")
     a, b = train(spec, splits, config), train(spec, splits, config)
     assert a[0].train_loss == b[0].train_loss and a[0].top1 == b[0].top1
+
+
+@pytest.mark.parametrize(("flags", "native"), [({"avx2"}, "fp32"), ({"avx512_bf16"}, "bf16")])
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch, flags, native):
+    """auto trains as the precision the CPU's flags call for would, bit for bit; bf16 where
+    the CPU has native bf16 (emulated it is up to 15x slower than fp32), else fp32."""
+    monkeypatch.setattr(train_module, "cpu_info", lambda: ("a CPU", flags))
+    splits = _toy(64)
+    spec = proxy_spec(model_spec("bireal_resnet18"), splits, width_mult=0.125)
+    config = TrainConfig(epochs=1, batch_size=32, seed=2, device="cpu")
+    assert train_module.training_precision(config, torch.device("cpu")) == native
+    auto = train(spec, splits, config)
+    chosen = train(spec, splits, dataclasses.replace(config, precision=native))
+    timing = {"images_per_s": 0.0, "seconds": 0.0}
+    assert [dataclasses.replace(h, **timing) for h in auto] == [
+        dataclasses.replace(h, **timing) for h in chosen
+    ]
+    with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp32"):
+        TrainingOptions(precision="fp16")
 
 
 @pytest.mark.slow
