@@ -15,21 +15,24 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import multiprocessing
 import os
 import random
 import signal
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from typing import NoReturn
 
 import optuna
 from optuna.distributions import distribution_to_json
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event, func, select
-from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 
 def open_storage(url: str, tries: int = 10) -> optuna.storages.RDBStorage:
@@ -164,12 +167,22 @@ def add_trials(
                 session.execute(model.__table__.insert(), rows)
 
 
+WRITER_DISK_FULL = 28  # the writer's exit code when the study's disk is full (ENOSPC's number)
+_SQLITE_FULL = 13
+
+
 def _write(parent: int, url: str, study_name: str, queue) -> None:
     die_with_parent(parent)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url)
-    while (trials := queue.get()) is not None:
-        add_trials(storage, study_name, trials)
+    try:
+        while (trials := queue.get()) is not None:
+            add_trials(storage, study_name, trials)
+    except (OperationalError, OSError) as e:
+        full = getattr(getattr(e, "orig", None), "sqlite_errorcode", None) == _SQLITE_FULL
+        if full or getattr(e, "errno", None) == errno.ENOSPC:  # the batch was rolled back
+            sys.exit(WRITER_DISK_FULL)  # the search says so in one line
+        raise
 
 
 class StudyWriter:
@@ -178,6 +191,7 @@ class StudyWriter:
 
     def __init__(self, url: str, study_name: str):
         ctx = multiprocessing.get_context("spawn")
+        self.url = url
         self.queue = ctx.Queue()
         self.process = ctx.Process(
             target=_write,
@@ -190,10 +204,7 @@ class StudyWriter:
 
     def put(self, trials: Sequence[FrozenTrial]) -> None:
         if not self.process.is_alive():
-            raise RuntimeError(
-                f"the study writer stopped (exit code {self.process.exitcode}); "
-                "the finished trials are in the study, continue with --resume"
-            )
+            self._failed("stopped")
         if trials:
             self.queue.put(list(trials))
 
@@ -202,10 +213,16 @@ class StudyWriter:
         self.queue.put(None)
         self.process.join()
         if self.process.exitcode != 0:
-            raise RuntimeError(
-                f"the study writer failed (exit code {self.process.exitcode}); "
-                "the finished trials are in the study, continue with --resume"
-            )
+            self._failed("failed")
+
+    def _failed(self, how: str) -> NoReturn:
+        self.queue.cancel_join_thread()  # what it holds stays unwritten: exiting must not wait
+        if self.process.exitcode == WRITER_DISK_FULL:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.url)
+        raise RuntimeError(
+            f"the study writer {how} (exit code {self.process.exitcode}); "
+            "the finished trials are in the study, continue with --resume"
+        )
 
 
 def tagged(study, run_tag: str) -> bool:

@@ -70,6 +70,41 @@ def test_a_signal_ends_the_search_in_one_line_and_resume_finishes_it(
     assert (run / "candidates.csv").read_text() == (uninterrupted / "candidates.csv").read_text()
 
 
+@pytest.mark.slow
+def test_a_real_full_disk_is_one_line_and_the_run_resumes_once_there_is_space(
+    uninterrupted, tmp_path
+):
+    """The search on a 2 MB filesystem (a tmpfs: root only) fills it: one line, exit code 1;
+    grown to 64 MB, --resume finishes the run as if nothing had happened."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)]
+    if os.geteuid() != 0 or subprocess.run(mount, capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root (and CAP_SYS_ADMIN)")
+    try:
+        run = disk / "run"
+        out = subprocess.run(
+            [*SEARCH, *ARGS, "--out", str(run)], cwd=ROOT, capture_output=True, text=True,
+            timeout=600,
+        )  # fmt: skip
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+        *before, last = out.stderr.strip().splitlines()
+        assert before == [f"run directory: {run}"], out.stderr[-3000:]  # what a search prints first
+        assert last.startswith("nas.search: error: no space left on the device")
+        assert last.endswith(f"resume with python -m nas.search --resume {run}")
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        resumed = subprocess.run(
+            [*SEARCH, "--resume", str(run)], cwd=ROOT, capture_output=True, text=True,
+            timeout=600,
+        )  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert (run / "candidates.csv").read_text() == (
+            uninterrupted / "candidates.csv"
+        ).read_text()
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
 def test_a_full_disk_is_one_line_and_exit_1(capsys):
     """A write that fails for want of space (faked: a disk cannot be filled here safely) ends
     the command with one line that says nothing was lost and how to go on."""
