@@ -143,6 +143,8 @@ def resume_run(args: argparse.Namespace, given: set[str]) -> tuple[Settings, Pat
     try:
         stored = read_settings(run_dir)
         fields = {f for f in Settings.__dataclass_fields__}
+        if stored.get("training") and "padding" not in stored["training"]:
+            stored["training"]["padding"] = "zero"  # a run that names no padding trained so
         settings = Settings(**{k: v for k, v in stored.items() if k in fields})
         if settings.training:
             try:

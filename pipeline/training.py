@@ -32,7 +32,7 @@ from search_spaces import get_space, list_spaces
 DEFAULTS = TrainingOptions()
 # Fields of TrainingOptions that the command line sets under another name or not at all.
 _FLAG_OF = {"top": "train_top"}
-_FIXED = ("batch_size", "lr", "eval_subset")  # the recipe's, not flags
+_FIXED = ("batch_size", "lr", "eval_subset", "padding")  # the recipe's, not flags
 
 
 def training_options(args: argparse.Namespace) -> dict[str, Any]:

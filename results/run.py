@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from nas.model_dir import MODELS
 from nas.spec import DuplicateKey, unique_keys
 
 SETTINGS = "settings.json"
@@ -37,7 +38,7 @@ LOCK = ".lock"
 
 # The directories a run (or a study) holds; each must be a real directory inside it, never a
 # symbolic link, so that nothing the run writes lands outside it.
-RUN_SUBDIRS = ("specs", "plots", "tune", ".ray_home", ".work")
+RUN_SUBDIRS = ("specs", "plots", "tune", MODELS, ".ray_home", ".work")
 
 
 class RunRefused(Exception):
@@ -152,7 +153,7 @@ _TRAINING_INTEGERS = {
     "dashboard_port", "seed",
 }  # fmt: skip
 _TRAINING_NULLABLE = {"train_subset", "eval_subset", "data_dir", "ray_address"}
-_TRAINING_TEXT = ("dataset", "data_dir", "precision", "ray_address", "baseline")
+_TRAINING_TEXT = ("dataset", "data_dir", "precision", "padding", "ray_address", "baseline")
 
 
 def out_of_bounds(bounds: Bounds, value: float) -> str | None:

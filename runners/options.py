@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nas.spec import PADDINGS
+
 # bf16 autocast (binary layers' sums are exact in it; the FP layers' bits depend on the CPU's
 # instruction set), fp32 throughout, or auto: bf16 where the device computes it natively (a GPU,
 # a CPU with AVX-512 BF16 or AMX), fp32 elsewhere, where emulated bf16 is up to 15x slower
@@ -29,6 +31,9 @@ class TrainingOptions:
     eval_subset: int | None = None
     augment: bool = False  # a few proxy epochs learn more without it (83.9% against 78.2%)
     precision: str = "auto"  # one of PRECISIONS
+    # what binary convs pad with: +1 makes the trained network exact in packed inference
+    # (nas.packed); zero is what the benchmark's study trained with
+    padding: str = "one"
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_failures: int = 1
@@ -38,6 +43,8 @@ class TrainingOptions:
     baseline: str = "bireal_resnet18"  # a reference model trained beside them ("" for none)
 
     def __post_init__(self) -> None:
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, not {self.padding!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"

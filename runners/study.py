@@ -17,7 +17,9 @@ own FLOPs as labelled reference points.
 **The jobs** come in three parts: ``short``, every architecture once with the short recipe
 (seed 0); ``seeds``, seeds 1 and 2 of the short recipe for architectures spanning the key and
 for the zoo models of the paper's claims; ``long``, a recipe of at least 4x the cost for
-architectures spanning the key (the proxy's fidelity).
+architectures spanning the key (the proxy's fidelity); ``prospective`` (runners.prospective);
+``padding``, the seeded architectures with seeds 0 and 1 of the short recipe with +1 padding
+(``short_one``), paired with their zero-padded runs.
 
 **Files** of a study directory (default ``results/study``, committed): ``study.json`` (the
 settings and the job list, written last when a study is planned), ``archs.csv`` (one row per
@@ -67,7 +69,7 @@ STUDY = "study.json"
 ARCHS = "archs.csv"
 RUNS = "runs.csv"
 WORK = ".work"
-PARTS = ("short", "seeds", "long", "prospective")
+PARTS = ("short", "seeds", "long", "prospective", "padding")
 # The paper's claims (its Table 1 and Figure 2), trained with 3 seeds.
 CLAIM_MODELS = (
     "bireal_resnet18",
@@ -77,24 +79,15 @@ CLAIM_MODELS = (
     "igp_resnet37",
     "igp_resnet69",
 )
+_PROXY = {"width_mult": 0.5, "stem_stride": 2, "precision": "bf16"}
 RECIPES: dict[str, dict[str, Any]] = {
     # the main job's proxy settings on a 20k-image subset: ~1-3 min per network on one core here;
-    # bf16 on every machine: the benchmark's arithmetic does not follow the CPU
-    "short": {
-        "epochs": 2,
-        "train_subset": 20000,
-        "width_mult": 0.5,
-        "stem_stride": 2,
-        "precision": "bf16",
-    },
+    # bf16 on every machine (the benchmark's arithmetic does not follow the CPU), zero padding
+    "short": {"epochs": 2, "train_subset": 20000, **_PROXY, "padding": "zero"},
     # 2x the epochs on 3x the images: 6x the short recipe's cost per network
-    "long": {
-        "epochs": 4,
-        "train_subset": None,
-        "width_mult": 0.5,
-        "stem_stride": 2,
-        "precision": "bf16",
-    },
+    "long": {"epochs": 4, "train_subset": None, **_PROXY, "padding": "zero"},
+    # the short recipe with +1 padding, as the search trains (its candidates are packable)
+    "short_one": {"epochs": 2, "train_subset": 20000, **_PROXY, "padding": "one"},
 }
 PROXY_BATCH = 64  # images of the mini-batch on which the zero-cost proxies are computed
 
