@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -34,7 +35,8 @@ from typing import Any
 import pandas as pd
 
 from nas import _cli
-from nas.atomic import atomic_write_text
+from nas.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from nas.model_dir import METRICS, MODELS, SPEC, WEIGHTS
 from nas.spec import ArchSpec
 from runners.datasets import load_dataset
 from runners.options import TrainingOptions
@@ -63,7 +65,7 @@ def train_candidate(
         splits,
         options.width_mult,
         stem_stride=options.stem_stride,
-    )
+    ).replace(padding=options.padding)
     extra = {
         EXTRA_PREFIX + k: v for k, v in (probe(spec, splits, options) if probe else {}).items()
     }
@@ -78,6 +80,7 @@ def train_candidate(
         augment=options.augment,
     )
     with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / SPEC).write_text(spec.to_json())  # the network as trained, beside it
         state = Path(folder) / "state.pt"
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
@@ -106,7 +109,8 @@ def run_training(
     baseline: str = "",
 ) -> pd.DataFrame:
     """Train ``candidates`` ((arch id, spec file) pairs) in a Ray session of their own; returns
-    one row per candidate and writes ``trained.csv`` and ``curves.csv`` in ``run_dir``.
+    one row per candidate and writes ``trained.csv`` and ``curves.csv`` in ``run_dir``, and each
+    trained network in ``models/<its spec file's stem>/`` (:func:`export_model`).
     ``baseline``: the arch id that successive halving never stops."""
     home = run_dir / ".ray_home"
     with ray_session(home, options.ray_address, dashboard_port=options.dashboard_port) as url:
@@ -117,8 +121,9 @@ def run_training(
                 flush=True,
             )
         specs = [(aid, Path(spec).read_text()) for aid, spec in candidates]
+        exports = {aid: run_dir / MODELS / Path(spec).stem for aid, spec in candidates}
         trained, curves = tune_candidates(
-            run_dir / "tune", specs, options, trainable, baseline=baseline
+            run_dir / "tune", specs, options, trainable, baseline=baseline, exports=exports
         )
     atomic_write_text(run_dir / "trained.csv", trained.to_csv(index=False))
     atomic_write_text(run_dir / "curves.csv", curves.to_csv(index=False))
@@ -132,6 +137,7 @@ def tune_candidates(
     trainable: Callable[[dict[str, Any]], None] = train_candidate,
     stop_early: bool = True,
     baseline: str = "",
+    exports: dict[str, Path] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train ``candidates`` ((arch id, spec JSON text) pairs) as one Tune experiment under
     ``storage``, in the Ray session already started (:func:`runners.ray_local.ray_session`).
@@ -140,7 +146,8 @@ def tune_candidates(
     kept. ``stop_early``: successive halving (:class:`runners.promotion.PromoteCandidates`:
     every candidate trains one epoch, then the best third of them go on to the full recipe;
     the search's candidates), the ``baseline`` arch id never stopped; without it every trial
-    trains all its epochs (the benchmark study)."""
+    trains all its epochs (the benchmark study). ``exports``: the folder (by arch id) where each
+    trained network is written (:func:`export_model`)."""
     # only now: Ray reads its environment (the loopback recipe) when it is imported
     from ray import tune  # noqa: PLC0415
     from ray.tune.schedulers import FIFOScheduler  # noqa: PLC0415
@@ -232,6 +239,10 @@ def tune_candidates(
             float(history["seconds"].sum()) if history is not None and len(history) else None
         )
         rows.append(row)
+        if exports and result.checkpoint is not None and not result.error:
+            with result.checkpoint.as_directory() as saved:
+                baseline_row = {**row, "baseline": config["arch_id"] == baseline}
+                export_model(Path(saved), exports[config["arch_id"]], baseline_row)
         if history is not None and len(history):
             for _, h in history.iterrows():
                 curves.append(
@@ -247,6 +258,22 @@ def tune_candidates(
         if aid not in done
     ]
     return pd.DataFrame(rows), pd.DataFrame(curves)
+
+
+def export_model(checkpoint: Path, folder: Path, row: dict[str, Any]) -> None:
+    """A trial's last checkpoint as a network a user takes away (:mod:`nas.model_dir`): the spec
+    as trained, its weights alone, and ``row``'s figures."""
+    import torch  # noqa: PLC0415 - loaded by the training code already
+
+    state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)["model"]
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / SPEC, (checkpoint / SPEC).read_text())
+    atomic_write_bytes(folder / WEIGHTS, buffer.getvalue())
+    kept = ("arch_id", "baseline", "status", "epoch", "top1", "top5")
+    metrics = {k: v for k, v in row.items() if k in kept}
+    atomic_write_json(folder / METRICS, metrics)
 
 
 @contextlib.contextmanager

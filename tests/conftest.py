@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,22 @@ def session_processes(session: int) -> list[int]:
         if int(fields[3]) == session and fields[0] != "Z":  # field 6 of stat: the session id
             alive.append(int(status.parent.name))
     return alive
+
+
+ROOT = Path(__file__).parent.parent
+# a small main job that trains: two candidates (successive halving promotes one) and the baseline
+TRAIN = ["--budget", "0.16GFLOPs", "--space", "resnet", "--trials", "12", "--train-top", "2",
+         "--epochs", "2", "--train-subset", "1000", "--seed", "6"]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A run directory of :data:`TRAIN`, run once for the tests that read a trained run."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    out = subprocess.run(
+        [sys.executable, "-m", "nas.search", "--no-progress", *TRAIN, "--dashboard-port", "8291",
+         "--out", str(run)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return run

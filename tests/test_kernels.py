@@ -519,16 +519,19 @@ def test_packed_bireal18_file_is_its_storage():
 
 
 @pytest.mark.slow  # a whole network, seconds
-def test_pack_command_packs_a_training_checkpoint(tmp_path, capsys):
+@pytest.mark.parametrize(("channels", "size"), [(3, 32), (1, 28)])  # CIFAR-like, Fashion-MNIST
+def test_pack_command_packs_a_training_checkpoint(tmp_path, capsys, channels, size):
     """``python -m nas.packed.pack SPEC --checkpoint STATE``: the file it writes loads into a
-    module that predicts what the trained float module predicts."""
+    module that predicts what the trained float module predicts; its check images have the
+    spec's channels and size."""
     import json
 
     from nas import _cli
     from nas.packed.pack import main
     from runners.train import save_checkpoint
 
-    spec = model_spec("bireal_resnet18", input_size=32, classes=10).replace(padding="one")
+    spec = model_spec("bireal_resnet18", input_size=size, classes=10)
+    spec = spec.replace(padding="one", in_channels=channels)
     model = _trained_like(spec)
     (tmp_path / "spec.json").write_text(spec.to_json())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -541,7 +544,7 @@ def test_pack_command_packs_a_training_checkpoint(tmp_path, capsys):
     assert result["file_mbit"] == pytest.approx(out.stat().st_size * 8 / 1e6)
     # a trained network's pre-activations stay clear of zero: float rounding, no flipped sign
     assert result["max_logit_difference"] < 1e-5 and result["float64_logit_difference"] < 1e-5
-    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    x = torch.randn(8, channels, size, size, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert torch.equal(load_packed(out)(x).argmax(1), model(x).argmax(1))
 

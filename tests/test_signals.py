@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import session_processes
+from conftest import TRAIN, session_processes
 
 from nas import _cli
 
@@ -135,8 +135,6 @@ def test_a_keyboard_interrupt_is_one_line_and_exit_130(capsys):
     assert capsys.readouterr().err == "results.report: interrupted\n"
 
 
-TRAIN = ["--budget", "0.16GFLOPs", "--space", "resnet", "--trials", "12", "--train-top", "2",
-         "--epochs", "2", "--train-subset", "1000", "--seed", "6"]  # fmt: skip
 TIMING = ["images_per_s", "train_seconds", "node"]
 
 
@@ -144,18 +142,6 @@ def ray_sessions(driver: int) -> list[Path]:
     """Ray's session folders of the local session that process ``driver`` started (Ray names
     them session_<date>_<time>_<driver's pid>)."""
     return list((Path(tempfile.gettempdir()) / "ray").glob(f"session_*_{driver}"))
-
-
-@pytest.fixture(scope="module")
-def trained_whole(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("signals") / "trained"
-    out = subprocess.run(
-        [sys.executable, "-m", "nas.search", "--no-progress", *TRAIN, "--dashboard-port", "8291",
-         "--out", str(run)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-2000:]
-    return run
 
 
 @pytest.mark.slow
@@ -169,7 +155,7 @@ def trained_whole(tmp_path_factory) -> Path:
     ],
 )
 def test_a_signal_during_training_ends_in_one_line_and_resume_finishes_it(
-    trained_whole, tmp_path, sig, group, code
+    trained_run, tmp_path, sig, group, code
 ):
     """Ctrl-C (to the process group), SIGTERM (to the search or its group) or SIGKILL (to the
     search alone) once the first
@@ -209,6 +195,6 @@ def test_a_signal_during_training_ends_in_one_line_and_resume_finishes_it(
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = (
         pd.read_csv(r / "trained.csv").drop(columns=TIMING).sort_values("arch_id")
-        for r in (trained_whole, run)
+        for r in (trained_run, run)
     )
     assert a.reset_index(drop=True).equals(b.reset_index(drop=True)), (a.to_string(), b.to_string())

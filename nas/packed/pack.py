@@ -1,8 +1,10 @@
 """``python -m nas.packed.pack MODEL [--checkpoint STATE] [-o FILE]``: a trained network as a
 packed inference file.
 
-MODEL is a zoo name or an ArchSpec JSON file; ``--checkpoint`` a state dict of that network, or a
-training checkpoint of :mod:`runners.train` (its ``"model"`` entry). The network is packed in eval
+MODEL is a zoo name, an ArchSpec JSON file, a trained network's folder (:mod:`nas.model_dir`:
+its spec and weights; the packed file goes beside them), or a search run directory (its best
+fully trained candidate's folder); ``--checkpoint`` a state dict of that network, or a training
+checkpoint of :mod:`runners.train` (its ``"model"`` entry). The network is packed in eval
 mode (:func:`nas.packed.network.pack_model`), checked against the float module on random inputs
 (same predicted classes, logits within float rounding unless a pre-activation within rounding of
 zero takes the other sign; the float module's own float64 run is printed beside it as the measure
@@ -31,6 +33,7 @@ import torch
 from nas import _cli, build_model, spec_cost
 from nas._names import printable
 from nas.graph import arch_id
+from nas.model_dir import MODELS, PACKED, SPEC, WEIGHTS, best_model_dir, is_model_dir
 from nas.packed.network import pack_model, save_packed
 
 MAX_FILE_NAME = 100  # characters of the default output's name taken from the spec's name
@@ -86,6 +89,15 @@ def pack(
     model_arg: str, checkpoint: str | None, out: str | None, check: int, seed: int = 0
 ) -> dict:
     """Pack, check and save; returns what ``--json`` prints."""
+    if Path(model_arg).is_dir():  # a trained network's folder, or a run's best
+        folder = Path(model_arg)
+        if not is_model_dir(folder) and (folder := best_model_dir(folder)) is None:
+            raise _cli.UsageError(
+                f"{model_arg} is neither a trained network's folder ({SPEC} and {WEIGHTS}) nor "
+                f"a search run with a fully trained candidate in {MODELS}/"
+            )
+        model_arg, checkpoint = str(folder / SPEC), checkpoint or str(folder / WEIGHTS)
+        out = out or str(folder / PACKED)
     spec = _cli.load_model_arg(model_arg)
     if checkpoint is None:
         spec = spec.replace(padding="one")
@@ -117,7 +129,7 @@ def pack(
     model.eval()
     packed = pack_model(model)
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(check, 3, spec.input_size, spec.input_size, generator=g)
+    x = torch.randn(check, spec.in_channels, spec.input_size, spec.input_size, generator=g)
     with torch.no_grad():
         expected, got = model(x), packed(x)
         in_float64 = copy.deepcopy(model).double()(x.double()).float()
@@ -144,12 +156,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m nas.packed.pack",
         description="Pack a trained binary CNN for bit-packed inference and save it.",
     )
-    parser.add_argument("model", help="a zoo model name, or a path to an ArchSpec .json")
+    parser.add_argument(
+        "model",
+        help="a zoo model name, an ArchSpec .json, a trained network's folder, or a search run "
+        "directory (its best trained candidate)",
+    )
     parser.add_argument("--checkpoint", help="its weights: a state dict or a training checkpoint")
     parser.add_argument(
         "-o",
         "--out",
-        help="the packed file (default: NAME.packed.pt here, NAME the spec's name as a file name)",
+        help="the packed file (default: model.packed.pt in a trained network's folder, else "
+        "NAME.packed.pt here, NAME the spec's name as a file name)",
     )
     parser.add_argument(
         "--check",
