@@ -43,6 +43,7 @@ from results.benchmark import STUDY_DIR, load_archs, load_benchmark
 
 DOC = Path(__file__).parent.parent / "docs" / "validation.md"
 PROSPECTIVE = "prospective"  # the study part (and role) of the prospective test
+PADDING = "padding"  # the study part that trains seeded architectures with +1 padding
 FIGURES = "validation"  # folder beside the document
 BOOTSTRAP = 2000
 ORDINALS = ("1st", "2nd", "3rd")
@@ -281,6 +282,27 @@ def long_recipe(
     return on_short, on_long
 
 
+def padding_pairs(everything: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The padding part against the short recipe: per architecture and seed, top-1 with +1
+    padding (``short_one``) and with zero padding (``short``), and the mean paired difference
+    (+1 minus zero) with a paired t interval."""
+    one = everything[everything["recipe"] == "short_one"]
+    zero = everything[everything["recipe"] == "short"].set_index(["arch_id", "seed"])["top1"]
+    rows = [
+        {"architecture": r["name"], "seed": r["seed"], "+1 padding": r["top1"],
+         "zero padding": zero[(r["arch_id"], r["seed"])]}
+        for _, r in one.sort_values(["name", "seed"]).iterrows()
+        if (r["arch_id"], r["seed"]) in zero.index
+    ]  # fmt: skip
+    pairs = pd.DataFrame(rows, columns=["architecture", "seed", "+1 padding", "zero padding"])
+    diff = (pairs["+1 padding"] - pairs["zero padding"]).to_numpy()
+    summary = {"n": len(diff), "mean": float("nan"), "lo": float("nan"), "hi": float("nan")}
+    if len(diff) > 1:
+        half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff))
+        summary |= {"mean": diff.mean(), "lo": diff.mean() - half, "hi": diff.mean() + half}
+    return pairs.assign(difference=diff), summary
+
+
 def claims(bench: pd.DataFrame) -> pd.DataFrame:
     """Accuracy differences between zoo models (short recipe), mean over seeds with a Welch t
     interval."""
@@ -441,10 +463,11 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
     archs = load_archs(folder)
     archs = archs[archs["role"] != PROSPECTIVE]
     everything = load_benchmark(folder)
-    bench = everything[everything["part"] != PROSPECTIVE]
+    bench = everything[~everything["part"].isin((PROSPECTIVE, PADDING))]
     all_jobs = json.loads((folder / "study.json").read_text())["jobs"]
-    jobs = [j for j in all_jobs if j.get("part") != PROSPECTIVE]
+    jobs = [j for j in all_jobs if j.get("part") not in (PROSPECTIVE, PADDING)]
     ahead = [j for j in all_jobs if j.get("part") == PROSPECTIVE]
+    padded = [j for j in all_jobs if j.get("part") == PADDING]
     short = bench[bench["recipe"] == "short"]
     archs = with_proxies(archs, short)
     seeds = short.groupby("arch_id")["top1"].apply(np.array).to_dict()
@@ -488,6 +511,12 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
             f"{len(ahead)} jobs trained) is not part of this analysis: its figures are in "
             "[ranking.md](ranking.md)."
             if ahead
+            else ""
+        )
+        + (
+            f" The padding part ({len(set(everything['job']) & {j['job'] for j in padded})} of "
+            f"{len(padded)} jobs trained) has a section of its own."
+            if padded
             else ""
         ),
         "",
@@ -646,6 +675,20 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
             )
     else:
         lines.append("Not trained yet.")
+    pairs, padding = padding_pairs(everything)
+    if len(pairs):
+        lines += [
+            "",
+            "## +1 padding against zero padding (short recipe)",
+            "",
+            "The search trains with +1 padding, which packed inference computes exactly; the "
+            "study's other runs pad with zeros. The same architectures and seeds, both ways "
+            f"(+1 minus zero, mean over {padding['n']} pairs with a paired t interval): "
+            f"**{100 * padding['mean']:+.2f} points [{100 * padding['lo']:+.2f}, "
+            f"{100 * padding['hi']:+.2f}]**.",
+            "",
+            pairs.to_markdown(index=False, floatfmt=".4f"),
+        ]
     lines += ["", "## The width floor", ""]
     lines.append(
         "The search keeps base widths and growth rates of at least 32; the study's sample has "

@@ -233,3 +233,31 @@ def test_fidelity_within_each_space_against_a_brute_force_count():
     assert within["densenet"]["tau"] == pytest.approx(-1.0)
     assert within["resnet"]["tau"] == pytest.approx(1.0)
     assert within["densenet"]["n"] == within["resnet"]["n"] == 5
+
+
+def test_padding_pairs_match_scipys_paired_t_test():
+    """Each +1-padded run is paired with the zero-padded run of its architecture and seed; the
+    mean difference and its interval are scipy's paired t test's."""
+    import pandas as pd
+    from scipy import stats
+
+    from results.validation import padding_pairs
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for arch in ("a", "b", "c"):
+        for seed in (0, 1):
+            zero, one = rng.uniform(0.5, 0.9), rng.uniform(0.5, 0.9)
+            rows += [
+                {"arch_id": arch, "name": f"net-{arch}", "seed": seed, "recipe": "short",
+                 "top1": zero},
+                {"arch_id": arch, "name": f"net-{arch}", "seed": seed, "recipe": "short_one",
+                 "top1": one},
+            ]  # fmt: skip
+    rows.append({"arch_id": "d", "name": "net-d", "seed": 0, "recipe": "short_one", "top1": 0.5})
+    pairs, summary = padding_pairs(pd.DataFrame(rows))
+    assert len(pairs) == summary["n"] == 6  # net-d has no zero-padded run to pair with
+    test = stats.ttest_rel(pairs["+1 padding"], pairs["zero padding"])
+    low, high = test.confidence_interval(0.95)
+    assert summary["lo"] == pytest.approx(low) and summary["hi"] == pytest.approx(high)
+    assert summary["mean"] == pytest.approx((pairs["+1 padding"] - pairs["zero padding"]).mean())
