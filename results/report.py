@@ -26,6 +26,7 @@ from nas.atomic import atomic_savefig, atomic_write_text
 from nas.candidates import PATH_COLUMNS
 from nas.graph import lower, scopes
 from nas.metrics import PathGraph
+from nas.model_dir import is_model_dir, read_metrics
 from nas.pathplot import plot_scope
 from nas.scopes import block_path, stage_label
 from nas.scorers import CAPACITY_SCORER, PAPER_SCORER, get_scorer, ranking_choice
@@ -33,6 +34,7 @@ from nas.spec import ArchSpec
 from results.run import (
     CANDIDATES,
     DRAWS,
+    FINAL,
     RunFileError,
     RunRefused,
     is_run_dir,
@@ -439,6 +441,66 @@ def training_section(run_dir: Path, joined: pd.DataFrame) -> tuple[list[str], di
     return md, plots
 
 
+def final_section(run_dir: Path) -> tuple[list[str], dict]:
+    """Markdown lines and the plot of ``python -m nas.final``'s models (``final/<name>/``):
+    the winner against the baseline at the final recipe, latency and size of the packed models,
+    and their learning curves."""
+    folders = sorted(f for f in (run_dir / FINAL).iterdir() if is_model_dir(f))
+    rows = []
+    for folder in folders:
+        m = read_metrics(folder)
+        if "latency_ms_per_image" not in m:
+            continue  # trained, not yet packed and timed: the command did not finish
+        one = m["latency_ms_per_image"][0]
+        rows.append(
+            {
+                "model": folder.name,
+                "role": "baseline" if m.get("baseline") else "candidate",
+                "epochs": m["epoch"],
+                "top-1 %": 100 * m["top1"],
+                "top-5 %": 100 * m["top5"],
+                "packed ms/image (batch 1)": one["packed_ms"],
+                "PyTorch fp32 ms/image": one["torch_fp32_ms"],
+                "packed Mbit": m["file_mbit"]["model.packed.pt"],
+                "spec storage Mbit": m["file_mbit"]["spec_storage"],
+                "curve": m["curve"],
+            }
+        )
+    if not rows:
+        return [], {}
+    table = pd.DataFrame(rows)
+    lines = ["## Final training", ""]
+    best = table[table["role"] == "candidate"].sort_values("top-1 %", ascending=False)
+    base = table[table["role"] == "baseline"]
+    if len(best) and len(base):
+        gap = best["top-1 %"].iloc[0] - base["top-1 %"].iloc[0]
+        epochs = int(best["epochs"].iloc[0])
+        lines += [
+            f"At the final recipe ({epochs} epoch{'s' * (epochs != 1)}), "
+            f"**{best['model'].iloc[0]}** reaches {best['top-1 %'].iloc[0]:.2f}% top-1, "
+            f"{gap:+.2f} points against the baseline {base['model'].iloc[0]} "
+            f"({base['top-1 %'].iloc[0]:.2f}%; one seed each). Latency: one thread of "
+            f"{read_metrics(folders[0]).get('cpu', 'this CPU')}.",
+            "",
+        ]
+    lines += [table.drop(columns="curve").round(3).to_markdown(index=False), ""]
+    matplotlib.use("Agg")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for _, r in table.iterrows():
+        curve = pd.DataFrame(r["curve"])
+        style = "--" if r["role"] == "baseline" else "-"
+        ax.plot(curve["epoch"], 100 * curve["top1"], style, marker="o", label=r["model"])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title("final training (baseline dashed)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_savefig(fig, run_dir / "plots" / "final_curves.png", dpi=110)
+    plt.close(fig)
+    return lines, {"final_curves": "plots/final_curves.png"}
+
+
 def _study_place(storage: str) -> str:
     """Where the study is, as the report names it: the run's own database, or the --storage URL
     without its password."""
@@ -540,6 +602,10 @@ def build_report(run_dir: Path) -> Path:
     ]
     if trained is not None:
         lines, more = training_section(run_dir, trained)
+        md += lines
+        plots.update(more)
+    if (run_dir / FINAL).is_dir():
+        lines, more = final_section(run_dir)
         md += lines
         plots.update(more)
     md += ["## Plots", ""]

@@ -38,7 +38,8 @@ LOCK = ".lock"
 
 # The directories a run (or a study) holds; each must be a real directory inside it, never a
 # symbolic link, so that nothing the run writes lands outside it.
-RUN_SUBDIRS = ("specs", "plots", "tune", MODELS, ".ray_home", ".work")
+FINAL = "final"  # the final recipe's models and Tune experiment (python -m nas.final)
+RUN_SUBDIRS = ("specs", "plots", "tune", MODELS, FINAL, ".ray_home", ".work")
 
 
 class RunRefused(Exception):

@@ -156,14 +156,26 @@ def tune_candidates(
 
     storage = storage.resolve()
 
+    started, epochs_done = time.monotonic(), {}  # the epochs each trial reported, this session
+    last_epoch: dict[str, int] = {}
+
     class Progress(tune.Callback):
-        """One line per reported epoch and per finished trial, instead of Tune's tables."""
+        """One line per reported epoch and per finished trial, instead of Tune's tables; where
+        every trial trains all its epochs, the time left at this session's pace."""
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
+            name = _trial_name(trial)
+            epochs_done[name] = epochs_done.get(name, 0) + 1
+            last_epoch[name] = result["epoch"]
+            left = ""
+            if not stop_early:
+                remaining = len(candidates) * options.epochs - sum(last_epoch.values())
+                pace = (time.monotonic() - started) / sum(epochs_done.values())
+                left = f"; {duration(remaining * pace)} left" if remaining else ""
             print(
-                f"  {_trial_name(trial)} epoch {result['epoch']}/{options.epochs}: "
+                f"  {name} epoch {result['epoch']}/{options.epochs}: "
                 f"test top-1 {result['top1']:.4f}, loss {result['test_loss']:.3f}, "
-                f"{result['images_per_s']:.0f} images/s",
+                f"{result['images_per_s']:.0f} images/s{left}",
                 flush=True,
             )
 
@@ -308,6 +320,15 @@ def _stop_on_signal() -> Iterator[None]:
             os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
         else:
             os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_handler
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` for a person: 40 s, 12 min, 3.4 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _gcs_ended(wait: float = 1.0) -> bool:
