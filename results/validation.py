@@ -303,6 +303,24 @@ def padding_pairs(everything: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, flo
     return pairs.assign(difference=diff), summary
 
 
+def _padding_outliers(pairs: pd.DataFrame, points: float = 0.05) -> str:
+    """A sentence on the architectures whose every pair moves by more than ``points``: the mean
+    of a bimodal difference hides them."""
+    moved = pairs.groupby("architecture")["difference"].agg(["min", "max", "mean"])
+    far = moved[(moved["min"].abs() > points) & (moved["max"].abs() > points)]
+    far = far[(far["min"] > 0) == (far["max"] > 0)]  # the same sign in every seed
+    if far.empty:
+        return f"No architecture moves by more than {100 * points:.0f} points in every seed."
+    rest = pairs[~pairs["architecture"].isin(far.index)]["difference"]
+    listed = "; ".join(f"{a} {100 * r['mean']:+.1f}" for a, r in far.iterrows())
+    return (
+        f"The mean hides {len(far)} architecture{'s' * (len(far) != 1)} that move by more than "
+        f"{100 * points:.0f} points in every seed ({listed}); the other {len(rest)} pairs "
+        f"differ by {100 * rest.mean():+.2f} points on average ({100 * rest.min():+.2f} to "
+        f"{100 * rest.max():+.2f})."
+    )
+
+
 def claims(bench: pd.DataFrame) -> pd.DataFrame:
     """Accuracy differences between zoo models (short recipe), mean over seeds with a Welch t
     interval."""
@@ -685,7 +703,7 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
             "study's other runs pad with zeros. The same architectures and seeds, both ways "
             f"(+1 minus zero, mean over {padding['n']} pairs with a paired t interval): "
             f"**{100 * padding['mean']:+.2f} points [{100 * padding['lo']:+.2f}, "
-            f"{100 * padding['hi']:+.2f}]**.",
+            f"{100 * padding['hi']:+.2f}]**. " + _padding_outliers(pairs),
             "",
             pairs.to_markdown(index=False, floatfmt=".4f"),
         ]

@@ -18,8 +18,8 @@ own FLOPs as labelled reference points.
 (seed 0); ``seeds``, seeds 1 and 2 of the short recipe for architectures spanning the key and
 for the zoo models of the paper's claims; ``long``, a recipe of at least 4x the cost for
 architectures spanning the key (the proxy's fidelity); ``prospective`` (runners.prospective);
-``padding``, the seeded architectures with seeds 0 and 1 of the short recipe with +1 padding
-(``short_one``), paired with their zero-padded runs.
+``padding``, the seeded sample and Bi-Real ResNet18 with seeds 0 and 1 of the short recipe with
++1 padding (``short_one``), paired with their zero-padded runs.
 
 **Files** of a study directory (default ``results/study``, committed): ``study.json`` (the
 settings and the job list, written last when a study is planned), ``archs.csv`` (one row per
@@ -306,6 +306,10 @@ def jobs_of(archs: pd.DataFrame, settings: StudySettings) -> list[dict[str, Any]
     jobs = [_job("short", 0, a) for a in claims + rest]
     jobs += [_job("short", seed, a, "seeds") for seed in (1, 2) for a in seeded + claims]
     jobs += [_job("long", 0, sample["arch_id"][i]) for i in spanning(values, settings.long)]
+    # +1 padding (as the search trains) against the zero padding above, seeds 0 and 1: the
+    # seeded sample and the baseline Bi-Real ResNet18
+    paired = sorted(seeded + archs.loc[archs["name"] == "bireal_resnet18", "arch_id"].tolist())
+    jobs += [_job("short_one", seed, a, "padding") for seed in (0, 1) for a in paired]
     return jobs
 
 

@@ -277,6 +277,8 @@ def export_model(checkpoint: Path, folder: Path, row: dict[str, Any]) -> None:
     as trained, its weights alone, and ``row``'s figures."""
     import torch  # noqa: PLC0415 - loaded by the training code already
 
+    if not ((checkpoint / "state.pt").is_file() and (checkpoint / SPEC).is_file()):
+        return  # a trainable of its own (the tests'), whose checkpoint is no network
     state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)["model"]
     buffer = io.BytesIO()
     torch.save(state, buffer)

@@ -29,6 +29,7 @@ TINY = {
         "width_mult": 0.125,
         "stem_stride": 2,
         "batch_size": 64,
+        "padding": "zero",  # as the study's own recipes
     },
     "long": {
         "epochs": 2,
@@ -37,6 +38,16 @@ TINY = {
         "width_mult": 0.125,
         "stem_stride": 2,
         "batch_size": 64,
+        "padding": "zero",
+    },
+    "short_one": {
+        "epochs": 1,
+        "train_subset": 256,
+        "eval_subset": 256,
+        "width_mult": 0.125,
+        "stem_stride": 2,
+        "batch_size": 64,
+        "padding": "one",
     },
 }
 SMALL = ["--sample", "4", "--pool", "40", "--seeded", "2", "--long", "1"]
@@ -238,7 +249,7 @@ def test_the_committed_benchmark_loads_and_its_rows_are_consistent():
     jobs = {j["job"]: j for j in json.loads((STUDY_DIR / "study.json").read_text())["jobs"]}
     assert bench["job"].is_unique and set(bench["job"]) <= set(jobs)
     assert (bench["part"] == bench["job"].map(lambda j: jobs[j]["part"])).all()
-    assert set(bench["part"]) <= {"short", "seeds", "long", "prospective"}
+    assert set(bench["part"]) <= {"short", "seeds", "long", "prospective", "padding"}
     assert ((bench["part"] == "prospective") == (bench["role"] == "prospective")).all()
     assert bench["spec"].notna().all() and bench["top1"].between(0, 1).all()
     for _, row in bench.drop_duplicates("arch_id").head(8).iterrows():
