@@ -48,7 +48,7 @@ from results.run import (
 from runners.options import TrainingOptions
 from runners.tune import duration
 
-EPOCHS = 30  # the final recipe's default: Fashion-MNIST's binary nets level off by then
+EPOCHS = 30  # the final recipe's default; where accuracy levels off is not yet measured here
 PROBE_STEPS = 3  # timed training steps per model in the throughput probe (after one untimed)
 LATENCY_BATCHES = (1, 16)
 
