@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -39,10 +38,12 @@ from results.report import build_report
 from results.run import (
     CANDIDATES,
     FINAL,
+    TRAINING_BOUNDS,
     RunFileError,
     RunRefused,
     is_run_dir,
     lock_run_dir,
+    out_of_bounds,
     read_settings,
 )
 from runners.options import TrainingOptions
@@ -152,7 +153,7 @@ def latency(spec, model, packed, seconds: float = 2.0) -> list[dict[str, Any]]:
     autocast, at batch 1 and 16, in the same interleaved rounds (nas.packed.bench), one thread."""
     import torch  # noqa: PLC0415
 
-    from nas.packed.bench import _medians_ms  # noqa: PLC0415
+    from nas.packed.bench import network_ms_per_image  # noqa: PLC0415
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -161,19 +162,7 @@ def latency(spec, model, packed, seconds: float = 2.0) -> list[dict[str, Any]]:
         for batch in LATENCY_BATCHES:
             x = torch.randn(batch, spec.in_channels, spec.input_size, spec.input_size)
             x = x.contiguous(memory_format=torch.channels_last)
-
-            def bf16(x=x):
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    return model(x)
-
-            fns = {
-                "packed_ms": lambda x=x: packed(x),
-                "torch_fp32_ms": lambda x=x: model(x),
-                "torch_bf16_ms": bf16,
-            }
-            with torch.no_grad():
-                times = _medians_ms(fns, seconds)
-            row = {"batch": batch, "threads": 1} | {k: ms / batch for k, ms in times.items()}
+            row = {"batch": batch, "threads": 1} | network_ms_per_image(model, packed, x, seconds)
             row["packed_speedup_vs_fp32"] = row["torch_fp32_ms"] / row["packed_ms"]
             rows.append(row)
     finally:
@@ -241,12 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ray-address", help="join this Ray cluster instead of a local one")
     parser.add_argument("--dashboard-port", type=_cli.port, default=d.dashboard_port)
     args = parser.parse_args(argv)
-    if not 0 < args.width_mult <= 4 or not math.isfinite(args.width_mult):
-        raise _cli.UsageError(f"--width-mult must be in (0, 4], got {args.width_mult}")
-    for flag in ("cpus_per_trial", "gpus_per_trial"):
+    for flag in ("width_mult", "cpus_per_trial", "gpus_per_trial"):  # the search's bounds
         value = getattr(args, flag)
-        if value is not None and not (math.isfinite(value) and value >= 0):
-            raise _cli.UsageError(f"--{flag.replace('_', '-')} must be a finite number >= 0")
+        if value is not None and (why := out_of_bounds(TRAINING_BOUNDS[flag], value)):
+            raise _cli.UsageError(f"--{flag.replace('_', '-')} {why}")
     run_dir = Path(args.run_dir)
     if not is_run_dir(run_dir):
         raise _cli.UsageError(f"{run_dir} is not a search run directory (no settings.json)")

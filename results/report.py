@@ -490,7 +490,8 @@ def final_section(run_dir: Path) -> tuple[list[str], dict]:
         curve = pd.DataFrame(r["curve"])
         style = "--" if r["role"] == "baseline" else "-"
         ax.plot(curve["epoch"], 100 * curve["top1"], style, marker="o", label=r["model"])
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    last = int(table["epochs"].max())
+    ax.set_xticks(range(1, last + 1, max(1, last // 15)))  # whole epochs, even for one
     ax.set_xlabel("epoch")
     ax.set_ylabel("test top-1 (%)")
     ax.set_title("final training (baseline dashed)")

@@ -209,21 +209,24 @@ def models(batch: int, threads: int, seconds: float) -> list[dict]:
         spec = model_spec(name).replace(padding="one")
         model = build_model(spec).eval().to(memory_format=torch.channels_last)
         packed = pack_model(model)
-
-        def bf16(model=model):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return model(x)
-
-        fns = {
-            "packed_ms": lambda packed=packed: packed(x),
-            "torch_fp32_ms": lambda model=model: model(x),
-            "torch_bf16_ms": bf16,
-        }
-        with torch.no_grad():
-            times = _medians_ms(fns, seconds)
         row = {"model": name, "batch": batch, "threads": threads}
-        rows.append(row | {key: ms / batch for key, ms in times.items()})
+        rows.append(row | network_ms_per_image(model, packed, x, seconds))
     return rows
+
+
+def network_ms_per_image(model, packed, x, seconds: float) -> dict[str, float]:
+    """Milliseconds per image of the packed model and of the PyTorch module in fp32 and in bf16
+    autocast on the batch ``x``, timed in the same interleaved rounds."""
+    import torch  # noqa: PLC0415 - torch: after the threads are pinned
+
+    def bf16():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(x)
+
+    fns = {"packed_ms": lambda: packed(x), "torch_fp32_ms": lambda: model(x), "torch_bf16_ms": bf16}
+    with torch.no_grad():
+        times = _medians_ms(fns, seconds)
+    return {key: ms / len(x) for key, ms in times.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
