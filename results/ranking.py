@@ -61,7 +61,7 @@ from nas.scorers import (
 )
 from nas.spec import ArchSpec
 from results.benchmark import STUDY_DIR, load_benchmark, load_frozen
-from results.validation import BOOTSTRAP, seed_table
+from results.stats import BOOTSTRAP, seed_table
 
 DOC = Path(__file__).parent.parent / "docs" / "ranking.md"
 BAR = CAPACITY_SCORER  # the capacity-only model: what a gradient-path ranking has to beat

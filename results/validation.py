@@ -39,13 +39,14 @@ from scipy import stats
 from nas import _cli
 from nas.atomic import atomic_savefig, atomic_write_text
 from nas.scorers import FITTED_SCORERS
+from results import transfer
 from results.benchmark import STUDY_DIR, load_archs, load_benchmark
+from results.stats import correlate, format_ci, seed_table, welch
 
 DOC = Path(__file__).parent.parent / "docs" / "validation.md"
 PROSPECTIVE = "prospective"  # the study part (and role) of the prospective test
 PADDING = "padding"  # the study part that trains seeded architectures with +1 padding
 FIGURES = "validation"  # folder beside the document
-BOOTSTRAP = 2000
 ORDINALS = ("1st", "2nd", "3rd")
 PROXIES = ("grad_norm", "snip", "synflow", "naswot", "zen_score")
 BASELINES = ("params", "binary_params", "storage_mbit", "fp_macs", "bops", "depth", "width")
@@ -112,68 +113,6 @@ class Correlation:
     rho: float
     rho_lo: float
     rho_hi: float
-
-
-def seed_table(short: pd.DataFrame) -> tuple[pd.DataFrame, float]:
-    """Per architecture trained with 2 or more seeds: its seeds, mean and standard deviation of
-    final top-1; and the pooled deviation (root mean of the per-architecture variances)."""
-    groups = short.groupby("arch_id")["top1"]
-    table = pd.DataFrame(
-        {
-            "seeds": groups.count(),
-            "mean": groups.mean(),
-            "sd": groups.std(),
-            "span": groups.max() - groups.min(),
-        }
-    )
-    table = table[table["seeds"] >= 2]
-    pooled = float(np.sqrt((table["sd"] ** 2).mean())) if len(table) else float("nan")
-    return table, pooled
-
-
-def _kendall_spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan"), float("nan")
-    return float(stats.kendalltau(x, y).statistic), float(stats.spearmanr(x, y).statistic)
-
-
-def correlate(
-    x: pd.Series,
-    seeds: dict[str, np.ndarray],
-    noise: float,
-    rng: np.random.Generator,
-    resamples: int = BOOTSTRAP,
-) -> tuple[int, float, float, float, float, float, float]:
-    """(n, tau, lo, hi, rho, lo, hi) of ``x`` against the mean accuracy in ``seeds`` (arch id ->
-    its seeds' accuracies), with the bootstrap interval described in the module docstring."""
-    ids = [a for a in x.index if a in seeds and math.isfinite(x[a])]
-    n = len(ids)
-    if n < 4:
-        return n, *(float("nan"),) * 6
-    xs = x[ids].to_numpy(dtype=float)
-    accs = [seeds[a] for a in ids]
-    tau, rho = _kendall_spearman(xs, np.array([a.mean() for a in accs]))
-    if math.isnan(tau):
-        return n, *(float("nan"),) * 6
-    taus, rhos = [], []
-    sd = noise if math.isfinite(noise) else 0.0
-    for _ in range(resamples):
-        pick = rng.integers(0, n, n)
-        y = np.array(
-            [
-                accs[i][rng.integers(len(accs[i]))]
-                if len(accs[i]) > 1
-                else accs[i][0] + rng.normal(0, sd)
-                for i in pick
-            ]
-        )
-        t, r = _kendall_spearman(xs[pick], y)
-        if not math.isnan(t):
-            taus.append(t)
-            rhos.append(r)
-    tl, th = np.percentile(taus, [2.5, 97.5])
-    rl, rh = np.percentile(rhos, [2.5, 97.5])
-    return n, tau, float(tl), float(th), rho, float(rl), float(rh)
 
 
 def correlations(
@@ -284,9 +223,10 @@ def long_recipe(
 
 def padding_pairs(everything: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float]]:
     """The padding part against the short recipe: per architecture and seed, top-1 with +1
-    padding (``short_one``) and with zero padding (``short``), and the mean paired difference
+    padding (``short_one``, the padding part's runs) and with zero padding (``short``), and the
+    mean paired difference
     (+1 minus zero) with a paired t interval."""
-    one = everything[everything["recipe"] == "short_one"]
+    one = everything[everything["part"] == PADDING]
     zero = everything[everything["recipe"] == "short"].set_index(["arch_id", "seed"])["top1"]
     rows = [
         {"architecture": r["name"], "seed": r["seed"], "+1 padding": r["top1"],
@@ -331,14 +271,7 @@ def claims(bench: pd.DataFrame) -> pd.DataFrame:
         if model not in by or against not in by:
             continue
         a, b = by[model], by[against]
-        diff = a.mean() - b.mean()
-        lo = hi = float("nan")
-        if len(a) > 1 and len(b) > 1:
-            va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-            se = math.sqrt(va + vb)
-            df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se else 1
-            half = stats.t.ppf(0.975, df) * se
-            lo, hi = diff - half, diff + half
+        diff, lo, hi = welch(a, b)
         rows.append(
             {
                 "model": model,
@@ -375,14 +308,6 @@ def width_floor(archs: pd.DataFrame, seeds: dict[str, np.ndarray]) -> pd.DataFra
 
 
 # -- the document -------------------------------------------------------------------------------
-
-
-def _ci(v: float, lo: float, hi: float, digits: int = 2) -> str:
-    if math.isnan(v):
-        return "-"
-    if math.isnan(lo):  # one seed: no interval
-        return f"{v:+.{digits}f} [no interval]"
-    return f"{v:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
 
 
 def _row(table: pd.DataFrame, metric: str) -> pd.Series:
@@ -479,13 +404,15 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
     # the prospective part tests the frozen ranking (docs/ranking.md); this analysis is the
     # benchmark's own sample, the zoo and the long recipe
     archs = load_archs(folder)
-    archs = archs[archs["role"] != PROSPECTIVE]
+    archs = archs[~archs["role"].isin((PROSPECTIVE, transfer.WINNER))]
     everything = load_benchmark(folder)
-    bench = everything[~everything["part"].isin((PROSPECTIVE, PADDING))]
+    apart = (PROSPECTIVE, PADDING, transfer.PART)  # parts with a section of their own
+    bench = everything[~everything["part"].isin(apart)]
     all_jobs = json.loads((folder / "study.json").read_text())["jobs"]
-    jobs = [j for j in all_jobs if j.get("part") not in (PROSPECTIVE, PADDING)]
+    jobs = [j for j in all_jobs if j.get("part") not in apart]
     ahead = [j for j in all_jobs if j.get("part") == PROSPECTIVE]
     padded = [j for j in all_jobs if j.get("part") == PADDING]
+    moved = [j for j in all_jobs if j.get("part") == transfer.PART]
     short = bench[bench["recipe"] == "short"]
     archs = with_proxies(archs, short)
     seeds = short.groupby("arch_id")["top1"].apply(np.array).to_dict()
@@ -494,7 +421,7 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
     fid = fidelity(bench, seeds, noise)
     fid_space = fidelity_by_space(bench, seeds, noise)
     within = "; ".join(
-        f"within {f['n']} {space}s {_ci(f['tau'], f['lo'], f['hi'])}"
+        f"within {f['n']} {space}s {format_ci(f['tau'], f['lo'], f['hi'])}"
         if f["n"] >= 4
         else f"{f['n']} {space}s, too few for a figure"
         for space, f in fid_space.items()
@@ -536,6 +463,12 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
             f"{len(padded)} jobs trained) has a section of its own."
             if padded
             else ""
+        )
+        + (
+            f" So has the transfer part ({len(set(everything['job']) & {j['job'] for j in moved})}"
+            f" of {len(moved)} jobs trained)."
+            if moved
+            else ""
         ),
         "",
         "## Conclusion",
@@ -546,34 +479,36 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
         key_long = _row(on_long, "key:stage_mean_n")
         lines.append(
             f"The short recipe ranks the {fid['n']} architectures trained with both recipes "
-            f"differently from the long one (Kendall tau {_ci(fid['tau'], fid['lo'], fid['hi'])}"
+            "differently from the long one (Kendall tau "
+            f"{format_ci(fid['tau'], fid['lo'], fid['hi'])}"
             f", below {AGREEMENT}), so the headline is the long recipe's: over those "
             f"{key_long['n']} architectures the paper's key (`stage_mean_n`, smaller ranks "
-            f"first) has Kendall tau {_ci(key_long['tau'], key_long['tau_lo'], key_long['tau_hi'])}"
+            "first) has Kendall tau "
+            f"{format_ci(key_long['tau'], key_long['tau_lo'], key_long['tau_hi'])}"
             f" with long-recipe accuracy: **{_verdict(key_long['tau_lo'], key_long['tau_hi'])}**"
             f" (on the short recipe, the same architectures: "
-            f"{_ci(*_row(on_short, 'key:stage_mean_n')[['tau', 'tau_lo', 'tau_hi']])})."
+            f"{format_ci(*_row(on_short, 'key:stage_mean_n')[['tau', 'tau_lo', 'tau_hi']])})."
         )
         best_long = _strongest(on_long)
         if best_long is not None:
             lines.append(
                 f"On the long recipe the metric of largest |tau| is `{best_long['metric']}` "
                 f"({best_long['group']}): tau "
-                f"{_ci(best_long['tau'], best_long['tau_lo'], best_long['tau_hi'])}."
+                f"{format_ci(best_long['tau'], best_long['tau_lo'], best_long['tau_hi'])}."
             )
         lines.append("On the short recipe, over every sampled architecture:")
     if key["n"] >= 4 and not math.isnan(key["tau"]):
         lines.append(
             f"Over {key['n']} sampled architectures of equal FLOPs, the paper's key "
             f"(`stage_mean_n`, smaller ranks first) has Kendall tau "
-            f"{_ci(key['tau'], key['tau_lo'], key['tau_hi'])} with short-recipe accuracy "
+            f"{format_ci(key['tau'], key['tau_lo'], key['tau_hi'])} with short-recipe accuracy "
             "(positive: its order agrees with accuracy): "
             f"**{_verdict(key['tau_lo'], key['tau_hi'])}**."
         )
         if best is not None:
             lines.append(
                 f"The metric of largest |tau| is `{best['metric']}` ({best['group']}): tau "
-                f"{_ci(best['tau'], best['tau_lo'], best['tau_hi'])}."
+                f"{format_ci(best['tau'], best['tau_lo'], best['tau_hi'])}."
             )
     else:
         lines.append("Too few architectures are trained yet for a conclusion.")
@@ -590,7 +525,7 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
     if agree and fid["n"] >= 4 and not math.isnan(fid["tau"]):
         lines.append(
             f"Proxy fidelity: short and long recipe rank {fid['n']} architectures with Kendall "
-            f"tau {_ci(fid['tau'], fid['lo'], fid['hi'])}, at least {AGREEMENT} (at most one "
+            f"tau {format_ci(fid['tau'], fid['lo'], fid['hi'])}, at least {AGREEMENT} (at most one "
             f"pair in ten ordered differently): the short recipe's {key['n']} architectures carry "
             f"the headline. That agreement is mostly the gap between the two families: {within}"
             ". Within a family the short recipe's order is a weaker guide than the pooled figure "
@@ -609,8 +544,8 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
         lines.append("| metric | group | n | Kendall tau | Spearman rho |")
         lines.append("|---|---|---|---|---|")
         for _, r in part.iterrows():
-            tau = _ci(r["tau"], r["tau_lo"], r["tau_hi"]) if r["n"] >= 4 else "-"
-            rho = _ci(r["rho"], r["rho_lo"], r["rho_hi"]) if r["n"] >= 4 else "-"
+            tau = format_ci(r["tau"], r["tau_lo"], r["tau_hi"]) if r["n"] >= 4 else "-"
+            rho = format_ci(r["rho"], r["rho_lo"], r["rho_hi"]) if r["n"] >= 4 else "-"
             if r["n"] >= 4 and math.isnan(r["tau"]):
                 tau = rho = "constant"
             lines.append(f"| `{r['metric']}` | {r['group']} | {r['n']} | {tau} | {rho} |")
@@ -642,8 +577,8 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
         lines += ["No architecture has several seeds yet.", ""]
     lines += ["## Proxy fidelity (short against long recipe)", ""]
     lines.append(
-        f"n = {fid['n']}: Kendall tau {_ci(fid['tau'], fid['lo'], fid['hi'])}, Spearman rho "
-        f"{_ci(fid['rho'], fid['rho_lo'], fid['rho_hi'])}."
+        f"n = {fid['n']}: Kendall tau {format_ci(fid['tau'], fid['lo'], fid['hi'])}, Spearman rho "
+        f"{format_ci(fid['rho'], fid['rho_lo'], fid['rho_hi'])}."
         if fid["n"] >= 4
         else f"n = {fid['n']}: too few architectures with both recipes yet."
     )
@@ -667,9 +602,9 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
         ]
         for (_, a), (_, b) in zip(on_short.iterrows(), on_long.iterrows(), strict=True):
             cells = [
-                _ci(a["tau"], a["tau_lo"], a["tau_hi"]),
-                _ci(b["tau"], b["tau_lo"], b["tau_hi"]),
-                _ci(b["rho"], b["rho_lo"], b["rho_hi"]),
+                format_ci(a["tau"], a["tau_lo"], a["tau_hi"]),
+                format_ci(b["tau"], b["tau_lo"], b["tau_hi"]),
+                format_ci(b["rho"], b["rho_lo"], b["rho_hi"]),
             ]
             if b["n"] < 4:
                 cells = ["-"] * 3
@@ -686,7 +621,7 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
             "|---|---|---|---|---|---|",
         ]
         for _, r in claim.iterrows():
-            diff = _ci(100 * r["difference"], 100 * r["lo"], 100 * r["hi"])
+            diff = format_ci(100 * r["difference"], 100 * r["lo"], 100 * r["hi"])
             lines.append(
                 f"| {r['model']} | {r['against']} | {r['seeds']} | {r['model top-1']:.4f} | "
                 f"{r['against top-1']:.4f} | {diff} points |"
@@ -707,6 +642,9 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
             "",
             pairs.to_markdown(index=False, floatfmt=".4f"),
         ]
+    runs = transfer.transfer_runs(everything)
+    if len(runs):
+        lines += ["", *_transfer_section(runs, noise, doc.parent / FIGURES)]
     lines += ["", "## The width floor", ""]
     lines.append(
         "The search keeps base widths and growth rates of at least 32; the study's sample has "
@@ -717,6 +655,60 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
     text = "\n".join(lines)
     atomic_write_text(doc, text)
     return text
+
+
+def _transfer_section(runs: pd.DataFrame, noise: float, figures: Path) -> list[str]:
+    """The transfer part's section: 2 epochs against 10 on the same images and seeds."""
+    agreement = transfer.rank_agreement(runs, noise)
+    diffs = transfer.against_baseline(runs)
+    lines = [
+        "## Transfer: does the 2-epoch proxy's verdict hold after 10 epochs?",
+        "",
+        "The main job's winners (seeds 0-3), the zoo models of the paper's claims and sampled "
+        "architectures spanning depth in both spaces, each trained with seeds 0 and 1 on "
+        f"`{transfer.PROXY}` (2 epochs of 20,000 images, +1 padding: the search's proxy) and on "
+        f"`{transfer.LONG}` (10 epochs of the same images: 5x the cost).",
+        "",
+    ]
+    if agreement["n"] >= 4 and not math.isnan(agreement["tau"]):
+        lines.append(
+            f"**Rank agreement** over the {agreement['n']} models trained with both: Kendall tau "
+            f"{format_ci(agreement['tau'], agreement['lo'], agreement['hi'])} (seed means; the "
+            "interval resamples models and proxy seeds)."
+        )
+    else:
+        lines.append(f"Rank agreement: {agreement['n']} models with both recipes, too few yet.")
+    if len(diffs):
+        lines += [
+            "",
+            "**Against Bi-Real ResNet18**, the same recipe and seeds (points, Welch t interval "
+            "over seeds; seeds of the model / of the baseline):",
+            "",
+            "| model | 2 epochs | 10 epochs | from 2 to 10 epochs |",
+            "|---|---|---|---|",
+        ]
+        for model, part in diffs.groupby("model", sort=False):
+            cells = {
+                r["recipe"]: f"{format_ci(r['difference'], r['lo'], r['hi'])} "
+                f"({r['seeds']} / {r['baseline seeds']})"
+                for _, r in part.iterrows()
+            }
+            values = part.set_index("recipe")["difference"]
+            move = (
+                f"the difference {transfer.trend(values[transfer.PROXY], values[transfer.LONG])}"
+                if len(values) == 2
+                else "-"
+            )
+            lines.append(
+                f"| {model} | {cells.get(transfer.PROXY, '-')} | {cells.get(transfer.LONG, '-')} "
+                f"| {move} |"
+            )
+    table = transfer.model_table(runs)
+    lines += ["", table.to_markdown(index=False, floatfmt=".2f"), ""]
+    figures.mkdir(parents=True, exist_ok=True)
+    transfer.curves_plot(runs, figures / "transfer_curves.png")
+    lines.append(f"![transfer_curves.png]({FIGURES}/transfer_curves.png)")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

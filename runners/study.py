@@ -19,7 +19,9 @@ own FLOPs as labelled reference points.
 for the zoo models of the paper's claims; ``long``, a recipe of at least 4x the cost for
 architectures spanning the key (the proxy's fidelity); ``prospective`` (runners.prospective);
 ``padding``, the seeded sample and Bi-Real ResNet18 with seeds 0 and 1 of the short recipe with
-+1 padding (``short_one``), paired with their zero-padded runs.
++1 padding (``short_one``), paired with their zero-padded runs; ``transfer``
+(runners.transfer), the main job's winners and fixed models beside them with ``short_one`` and
+``long10``.
 
 **Files** of a study directory (default ``results/study``, committed): ``study.json`` (the
 settings and the job list, written last when a study is planned), ``archs.csv`` (one row per
@@ -69,7 +71,7 @@ STUDY = "study.json"
 ARCHS = "archs.csv"
 RUNS = "runs.csv"
 WORK = ".work"
-PARTS = ("short", "seeds", "long", "prospective", "padding")
+PARTS = ("short", "seeds", "long", "prospective", "padding", "transfer")
 # The paper's claims (its Table 1 and Figure 2), trained with 3 seeds.
 CLAIM_MODELS = (
     "bireal_resnet18",
@@ -88,6 +90,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "long": {"epochs": 4, "train_subset": None, **_PROXY, "padding": "zero"},
     # the short recipe with +1 padding, as the search trains (its candidates are packable)
     "short_one": {"epochs": 2, "train_subset": 20000, **_PROXY, "padding": "one"},
+    # 5x the epochs of short_one on its images: the transfer part's long training
+    "long10": {"epochs": 10, "train_subset": 20000, **_PROXY, "padding": "one"},
 }
 PROXY_BATCH = 64  # images of the mini-batch on which the zero-cost proxies are computed
 

@@ -49,6 +49,15 @@ TINY = {
         "batch_size": 64,
         "padding": "one",
     },
+    "long10": {
+        "epochs": 2,
+        "train_subset": 256,
+        "eval_subset": 256,
+        "width_mult": 0.125,
+        "stem_stride": 2,
+        "batch_size": 64,
+        "padding": "one",
+    },
 }
 SMALL = ["--sample", "4", "--pool", "40", "--seeded", "2", "--long", "1"]
 

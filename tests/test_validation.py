@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from results.validation import claims, correlate, metric_values, seed_table
+from results.stats import correlate, seed_table
+from results.validation import claims, metric_values
 
 ROOT = Path(__file__).parent.parent
 
@@ -250,11 +251,15 @@ def test_padding_pairs_match_scipys_paired_t_test():
             zero, one = rng.uniform(0.5, 0.9), rng.uniform(0.5, 0.9)
             rows += [
                 {"arch_id": arch, "name": f"net-{arch}", "seed": seed, "recipe": "short",
-                 "top1": zero},
+                 "part": "short", "top1": zero},
                 {"arch_id": arch, "name": f"net-{arch}", "seed": seed, "recipe": "short_one",
-                 "top1": one},
+                 "part": "padding", "top1": one},
             ]  # fmt: skip
-    rows.append({"arch_id": "d", "name": "net-d", "seed": 0, "recipe": "short_one", "top1": 0.5})
+    rows.append({"arch_id": "d", "name": "net-d", "seed": 0, "recipe": "short_one",
+                 "part": "padding", "top1": 0.5})  # fmt: skip
+    # the transfer part's +1-padded runs are not the padding part's
+    rows.append({"arch_id": "a", "name": "net-a", "seed": 0, "recipe": "short_one",
+                 "part": "transfer", "top1": 0.5})  # fmt: skip
     pairs, summary = padding_pairs(pd.DataFrame(rows))
     assert len(pairs) == summary["n"] == 6  # net-d has no zero-padded run to pair with
     test = stats.ttest_rel(pairs["+1 padding"], pairs["zero padding"])
