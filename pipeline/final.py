@@ -14,8 +14,8 @@ the run directory's lock keeps the search, its report and this command apart.
 Each model ends in ``RUN_DIR/final/<name>/`` (:mod:`nas.model_dir`): ``spec.json``, ``model.pt``,
 ``model.packed.pt`` (the packed inference model, checked against the float model) and
 ``metrics.json`` (top-1 and top-5, the learning curve, training images per second, the packed
-model's latency per image at batch 1 and 16 against PyTorch fp32 and bf16 on this CPU, measured
-in the same run, and the file sizes against the spec's storage figure).
+model's latency per image at batch 1 and 16 against PyTorch fp32, bf16 and int8 on this CPU,
+measured in the same run, and the file sizes against the spec's storage figure).
 """
 
 from __future__ import annotations
@@ -149,8 +149,9 @@ def estimate(
 
 
 def latency(spec, model, packed, seconds: float = 2.0) -> list[dict[str, Any]]:
-    """Milliseconds per image of the packed model and of the PyTorch module in fp32 and in bf16
-    autocast, at batch 1 and 16, in the same interleaved rounds (nas.packed.bench), one thread."""
+    """Milliseconds per image of the packed model and of the PyTorch module in fp32, bf16
+    autocast and int8, at batch 1 and 16, in the same interleaved rounds (nas.packed.bench), one
+    thread."""
     import torch  # noqa: PLC0415
 
     from nas.packed.bench import network_ms_per_image  # noqa: PLC0415

@@ -461,6 +461,7 @@ def final_section(run_dir: Path) -> tuple[list[str], dict]:
                 "top-5 %": 100 * m["top5"],
                 "packed ms/image (batch 1)": one["packed_ms"],
                 "PyTorch fp32 ms/image": one["torch_fp32_ms"],
+                "PyTorch int8 ms/image": one.get("torch_int8_ms"),
                 "packed Mbit": m["file_mbit"]["model.packed.pt"],
                 "spec storage Mbit": m["file_mbit"]["spec_storage"],
                 "curve": m["curve"],

@@ -772,7 +772,8 @@ def test_bench_json_has_the_fields_the_issue_names(compiled_kernels):
     names = [model["model"] for model in result["models"]]
     assert names == ["bireal_resnet18", "igp_resnet37", "binary_densenet28"]
     for model in result["models"]:
-        assert all(model[key] > 0 for key in ("packed_ms", "torch_fp32_ms", "torch_bf16_ms"))
+        timed = ("packed_ms", "torch_fp32_ms", "torch_bf16_ms", "torch_int8_ms")
+        assert all(model[key] > 0 for key in timed)
     assert result["machine"]["before"]["clock_ghz"] > 0
 
 
@@ -860,3 +861,25 @@ def test_pack_says_in_one_whole_line_why_a_checkpoint_was_refused(tmp_path, caps
         assert err.count("\n") == 1 and f"cannot read the checkpoint {path}: {says}" in err, err
         assert "\x1b" not in err and "PyTorch 2.6" not in err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("padding_value", [0.0, 1.0])
+def test_the_int8_anchor_computes_a_binary_conv_within_its_requantization_step(padding_value):
+    """PyTorch's int8 conv on +-1 values gives each integer sum to within half its output step
+    (the largest sum / 127), against the float binary conv."""
+    from nas.binary import BinaryConv2d
+    from nas.packed.int8 import Int8BinaryConv, int8_model
+
+    torch.manual_seed(0)
+    conv = BinaryConv2d(16, 32, 3, stride=2, padding_value=padding_value).eval()
+    x = torch.randn(2, 16, 9, 9)
+    with torch.no_grad():
+        alpha = conv.weight.abs().mean(dim=(1, 2, 3)).view(1, -1, 1, 1)
+        sums = conv(x) / alpha
+        largest = float(sums.abs().max())
+        int8 = Int8BinaryConv(conv, largest)(x) / alpha
+        assert int8.shape == sums.shape
+        assert (int8 - sums).abs().max() <= largest / 127 / 2 + 1e-4
+        model = int8_model(torch.nn.Sequential(conv), x)
+        assert isinstance(model[0], Int8BinaryConv)
+        assert torch.equal(model(x), Int8BinaryConv(conv, largest)(x))

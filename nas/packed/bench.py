@@ -10,9 +10,10 @@ quantized int8 conv (``torch_int8_ms``: its x86 backend, VNNI where the CPU has 
 OpenVINO's BinaryConvolution when ``openvino`` is installed. The core's clock and its XOR + POPCNT +
 ADD ceiling are probed before and after (they drift with the host's boost). Then whole networks at
 224 px per image, ``bireal_resnet18``, ``igp_resnet37`` (the paper's, its widths no multiples of 32)
-and ``binary_densenet28``: the packed model against the PyTorch module in fp32 and in bf16 autocast
-(eval mode). Medians over interleaved rounds, threads pinned (``OMP_PROC_BIND=close
-OMP_PLACES=cores``; the command restarts itself with them). docs/design.md section 8 has the anchors
+and ``binary_densenet28``: the packed model against the PyTorch module in fp32, in bf16 autocast
+and with its binary convs in int8 (:mod:`nas.packed.int8`; eval mode). Medians over interleaved
+rounds, threads pinned (``OMP_PROC_BIND=close OMP_PLACES=cores``; the command restarts itself
+with them). docs/design.md section 8 has the anchors
 measured on another machine.
 """
 
@@ -214,19 +215,29 @@ def models(batch: int, threads: int, seconds: float) -> list[dict]:
     return rows
 
 
-def network_ms_per_image(model, packed, x, seconds: float) -> dict[str, float]:
-    """Milliseconds per image of the packed model and of the PyTorch module in fp32 and in bf16
-    autocast on the batch ``x``, timed in the same interleaved rounds."""
+def network_ms_per_image(model, packed, x, seconds: float) -> dict[str, float | None]:
+    """Milliseconds per image of the packed model and of the PyTorch module in fp32, in bf16
+    autocast and with its binary convs in int8 (:mod:`nas.packed.int8`, calibrated on ``x``;
+    None where PyTorch has no int8 engine here) on the batch ``x``, timed in the same
+    interleaved rounds."""
     import torch  # noqa: PLC0415 - torch: after the threads are pinned
+
+    try:  # torch: after the threads are pinned; a PyTorch without quantized modules: no anchor
+        from nas.packed.int8 import int8_model  # noqa: PLC0415
+    except ImportError:
+        int8_model = lambda model, x: None  # noqa: E731
 
     def bf16():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return model(x)
 
     fns = {"packed_ms": lambda: packed(x), "torch_fp32_ms": lambda: model(x), "torch_bf16_ms": bf16}
+    int8 = int8_model(model, x)
+    if int8 is not None:
+        fns["torch_int8_ms"] = lambda: int8(x)
     with torch.no_grad():
         times = _medians_ms(fns, seconds)
-    return {key: ms / len(x) for key, ms in times.items()}
+    return {"torch_int8_ms": None} | {key: ms / len(x) for key, ms in times.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -306,9 +317,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         anchors = ""
         if r["model"] == "bireal_resnet18":
             anchors = " (anchors: Larq Compute Engine 22.4, PyTorch bf16 ResNet18 17.5)"
+        int8 = "-" if r["torch_int8_ms"] is None else f"{r['torch_int8_ms']:.2f}"
         print(
             f"  {r['model']:18s} packed {r['packed_ms']:6.2f}, PyTorch fp32 "
-            f"{r['torch_fp32_ms']:7.2f}, bf16 {r['torch_bf16_ms']:7.2f}{anchors}"
+            f"{r['torch_fp32_ms']:7.2f}, bf16 {r['torch_bf16_ms']:7.2f}, int8 {int8:>6s}{anchors}"
         )
     return 0
 
