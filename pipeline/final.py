@@ -46,10 +46,9 @@ from results.run import (
     out_of_bounds,
     read_settings,
 )
-from runners.options import TrainingOptions
+from runners.options import FINAL_RECIPE, TrainingOptions
 from runners.tune import duration
 
-EPOCHS = 30  # the final recipe's default; where accuracy levels off is not yet measured here
 PROBE_STEPS = 3  # timed training steps per model in the throughput probe (after one untimed)
 LATENCY_BATCHES = (1, 16)
 
@@ -63,7 +62,7 @@ def final_options(run: TrainingOptions, args) -> TrainingOptions:
         width_mult=args.width_mult,
         stem_stride=args.stem_stride,
         train_subset=args.train_subset or None,
-        augment=True,
+        augment=FINAL_RECIPE["augment"],
         top=args.top,
         cpus_per_trial=args.cpus_per_trial or run.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
@@ -117,7 +116,7 @@ def probe_throughput(spec_files: Sequence[Path], options: TrainingOptions) -> li
         precision=options.precision,
         train_subset=PROBE_STEPS * options.batch_size,
         eval_subset=options.batch_size,
-        augment=True,
+        augment=options.augment,
     )
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(options.cpus_per_trial)))
@@ -217,11 +216,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the best K fully trained candidates (default 1)",
     )  # fmt: skip
     parser.add_argument(
-        "--epochs", type=_cli.int_range(1, 10_000, "number of epochs"), default=EPOCHS,
-        help=f"epochs of the cosine schedule (default {EPOCHS})",
-    )  # fmt: skip
-    parser.add_argument("--width-mult", type=float, default=1.0, help="every width times this")
-    parser.add_argument("--stem-stride", type=int, choices=(1, 2), default=1)
+        "--epochs",
+        type=_cli.int_range(1, 10_000, "number of epochs"),
+        default=FINAL_RECIPE["epochs"],
+        help=f"epochs of the cosine schedule (default {FINAL_RECIPE['epochs']})",
+    )
+    parser.add_argument(
+        "--width-mult",
+        type=float,
+        default=FINAL_RECIPE["width_mult"],
+        help="every width times this",
+    )
+    parser.add_argument(
+        "--stem-stride", type=int, choices=(1, 2), default=FINAL_RECIPE["stem_stride"]
+    )
     parser.add_argument(
         "--train-subset", type=_cli.int_range(0, 10**9, "number of images"), default=0,
         help="training images per epoch (default 0: every one)",

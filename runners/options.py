@@ -6,6 +6,7 @@ the training code."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from nas.spec import PADDINGS
 
@@ -13,6 +14,17 @@ from nas.spec import PADDINGS
 # instruction set), fp32 throughout, or auto: bf16 where the device computes it natively (a GPU,
 # a CPU with AVX-512 BF16 or AMX), fp32 elsewhere, where emulated bf16 is up to 15x slower
 PRECISIONS = ("auto", "bf16", "fp32")
+
+# The final recipe (python -m nas.final, runners.study_gpu --part final), in TrainingOptions
+# fields: full width, stem stride 1, every training image, augmentation, 30 epochs of the cosine
+# schedule (a default: where accuracy levels off is not measured here)
+FINAL_RECIPE: dict[str, Any] = {
+    "epochs": 30,
+    "width_mult": 1.0,
+    "stem_stride": 1,
+    "train_subset": None,
+    "augment": True,
+}
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,20 @@
-"""The study's fidelity subset on a GPU, at full width (issue 18, item 10).
+"""The study's architectures trained on a GPU, at full width.
 
-``python -m runners.study_gpu --data-dir DIR --out gpu.csv`` trains the architectures of the
-study's ``long`` part (those spanning the key) at full width (``width_mult`` 1) on the GPU with
-the long recipe's epochs and images and with the short one's, without Ray (one process per
-architecture at a time, several processes sharing the GPU), and writes one row per architecture
-and recipe: final and best test top-1, the curve, images per second. The CPU study's rows of the
-same architectures sit beside them in docs/validation.md. Rows are written as they finish, so a
-run cut short keeps what it trained; ``--seconds`` stops handing out work in time.
+``python -m runners.study_gpu --data-dir DIR --out gpu.csv`` trains, without Ray (one process per
+architecture at a time, several processes sharing the GPU), one of two parts:
+
+- ``--part long`` (the default): the architectures of the study's ``long`` part (those spanning
+  the key) at full width (``width_mult`` 1) with the long recipe's epochs and images and with the
+  short one's; the CPU study's rows of the same architectures sit beside them in
+  docs/validation.md;
+- ``--part final``: the seed-0 main-job winner (``winner-s0`` of the transfer part), Bi-Real
+  ResNet18 and IGP-ResNet37 with the final recipe (``runners.options.FINAL_RECIPE``: full width,
+  stem stride 1, every image, augmentation, 30 epochs; ``--epochs`` for more), +1 padding as the
+  search trains.
+
+It writes one row per architecture and recipe: final and best test top-1, the curve, images per
+second. Rows are written as they finish, so a run cut short keeps what it trained; ``--seconds``
+stops handing out work in time.
 
 Nothing on the CPU needs this module: it is the prepared script for a lent GPU machine, where
 Ray and Optuna are not installed (it imports neither).
@@ -29,9 +37,11 @@ import torch
 
 from nas.spec import ArchSpec
 from runners.datasets import load_dataset
+from runners.options import FINAL_RECIPE
 from runners.train import TrainConfig, proxy_spec, train
 
 STUDY_DIR = Path(__file__).parent.parent / "results" / "study"
+FINAL_MODELS = ("winner-s0", "bireal_resnet18", "igp_resnet37")  # --part final
 
 
 def _work(job: dict[str, Any], data_dir: str | None, precision: str, device: str) -> dict[str, Any]:
@@ -40,14 +50,14 @@ def _work(job: dict[str, Any], data_dir: str | None, precision: str, device: str
     recipe = job["recipe_options"]
     spec = proxy_spec(
         ArchSpec.from_json(job["spec"]), splits, 1.0, stem_stride=recipe["stem_stride"]
-    )
+    ).replace(padding=recipe.get("padding", "zero"))
     config = TrainConfig(
         epochs=recipe["epochs"],
         train_subset=recipe["train_subset"],
         batch_size=128,
         precision=precision,
         seed=0,
-        augment=False,
+        augment=recipe.get("augment", False),
         device=device,
     )
     start = time.perf_counter()
@@ -57,6 +67,7 @@ def _work(job: dict[str, Any], data_dir: str | None, precision: str, device: str
         "name": job["name"],
         "recipe": job["recipe"],
         "width_mult": 1.0,
+        "stem_stride": recipe["stem_stride"],
         "precision": precision,
         "device": torch.cuda.get_device_name(0) if device == "cuda" else device,
         "epochs": len(history),
@@ -80,10 +91,25 @@ def _worker(queue, results, data_dir: str | None, precision: str, device: str) -
             results.put({"arch_id": job["arch_id"], "recipe": job["recipe"], "error": repr(e)})
 
 
-def jobs(study: Path) -> list[dict[str, Any]]:
-    """The long part's architectures, each with the long recipe first, then the short one."""
+def jobs(study: Path, part: str = "long", epochs: int | None = None) -> list[dict[str, Any]]:
+    """``long``: the long part's architectures, each with the long recipe first, then the short
+    one; ``final``: :data:`FINAL_MODELS` with the final recipe (``epochs`` of it)."""
     plan = json.loads((study / "study.json").read_text())
     archs = pd.read_csv(study / "archs.csv", dtype={"arch_id": str}).set_index("arch_id")
+    if part == "final":
+        recipe = {**FINAL_RECIPE, "padding": "one", "epochs": epochs or FINAL_RECIPE["epochs"]}
+        ids = dict(zip(archs["name"], archs.index, strict=True))
+        missing = [n for n in FINAL_MODELS if n not in ids]
+        if missing:
+            raise SystemExit(
+                f"{study} holds no {', '.join(missing)}: add the seed-0 main job's winner with "
+                "python -m runners.transfer RUN_DIR"
+            )
+        return [
+            {"arch_id": ids[n], "name": n, "spec": archs.loc[ids[n], "spec"], "recipe": "final",
+             "recipe_options": recipe}
+            for n in FINAL_MODELS
+        ]  # fmt: skip
     recipes = plan["settings"]["recipes"]
     chosen = [j["arch_id"] for j in plan["jobs"] if j["part"] == "long"]
     return [
@@ -108,8 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=420, help="hand out no work after this")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--device", default="cuda", help="cuda (cpu: to try it here)")
+    parser.add_argument("--part", default="long", choices=("long", "final"))
+    parser.add_argument("--epochs", type=int, help="epochs of the final recipe (default 30)")
     args = parser.parse_args(argv)
-    todo = jobs(Path(args.study))
+    todo = jobs(Path(args.study), args.part, args.epochs)
     context = mp.get_context("spawn")
     queue, results = context.Queue(), context.Queue()
     workers = [
