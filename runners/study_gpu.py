@@ -54,6 +54,7 @@ def _work(job: dict[str, Any], data_dir: str | None, precision: str, device: str
     config = TrainConfig(
         epochs=recipe["epochs"],
         train_subset=recipe["train_subset"],
+        eval_subset=recipe.get("eval_subset"),
         batch_size=128,
         precision=precision,
         seed=0,

@@ -191,3 +191,21 @@ def test_the_validation_document_has_the_transfer_section_and_its_plot(tmp_path)
     assert igp.endswith("| the difference shrinks |")
     assert (doc.parent / "validation" / "transfer_curves.png").stat().st_size > 10_000
     assert "Over 12 sampled architectures" in text  # the rest of the analysis is unchanged
+
+
+@pytest.mark.slow
+def test_the_gpu_scripts_final_part_trains_the_final_recipe(tmp_path):
+    """``runners.study_gpu --part final``: the seed-0 winner, Bi-Real ResNet18 and IGP-ResNet37
+    with the final recipe, +1 padding; one of them trained here on the CPU for a few batches."""
+    from runners.options import FINAL_RECIPE
+    from runners.study_gpu import FINAL_MODELS, _work, jobs
+
+    todo = jobs(STUDY_DIR, "final", 31)
+    assert [j["name"] for j in todo] == list(FINAL_MODELS)
+    assert all(j["recipe_options"] == {**FINAL_RECIPE, "padding": "one", "epochs": 31}
+               for j in todo)  # fmt: skip
+    job = todo[1] | {"recipe_options": todo[1]["recipe_options"] | {
+        "epochs": 1, "train_subset": 256, "eval_subset": 256}}  # fmt: skip
+    row = _work(job, None, "fp32", "cpu")
+    assert (row["name"], row["epochs"], row["stem_stride"]) == ("bireal_resnet18", 1, 1)
+    assert 0 <= row["top1"] <= 1 and row["images_per_s"] > 0
