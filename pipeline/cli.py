@@ -277,4 +277,6 @@ def _summary(
             for r in refs.itertuples()
         )
     )
-    print(f"results: {run_dir / 'report.md'}  candidates: {run_dir / 'candidates.csv'}")
+    if not settings.train_top:  # else the last lines, once training has ended
+        print(f"report: {run_dir / 'report.md'} (and report.html)")
+    print(f"candidates: {run_dir / 'candidates.csv'}")

@@ -22,7 +22,7 @@ from nas.candidates import PATH_COLUMNS
 from pipeline.ranking import training_pool
 from pipeline.settings import Settings
 from pipeline.storage import open_storage
-from results.report import build_report, model_name, one_row_per_arch, read_curves
+from results.report import build_report, closing_lines, model_name, one_row_per_arch, read_curves
 from results.run import CANDIDATES
 from runners.datasets import DATASETS, DataError, DataNotFound, load_dataset
 from runners.options import TrainingOptions
@@ -169,15 +169,7 @@ def train_top(settings: Settings, run_dir: Path, table: pd.DataFrame) -> int:
     atomic_write_text(run_dir / CANDIDATES, joined.to_csv(index=False))
     record_in_optuna(settings, run_dir, joined, trained)
     build_report(run_dir)
-    for row in trained.itertuples():
-        if row.status == "failed":
-            result = f"failed: {printable(str(row.error))}"
-        elif row.status == "not started":
-            result = "not started (the run was interrupted; --resume trains it)"
-        else:
-            early = " (stopped early by successive halving)" if row.status == "stopped" else ""
-            result = f"test top-1 {row.top1:.4f} after {row.epoch:g} epochs{early}"
-        print(f"  {row.arch_id}: {result}")
+    print("\n".join(closing_lines(run_dir)))
     ours = trained[trained["arch_id"].isin(set(top["arch_id"]))]
     if len(ours) and (ours["status"] == "failed").all():
         print(

@@ -22,11 +22,12 @@ from matplotlib.ticker import MaxNLocator
 from sqlalchemy.engine import make_url
 
 from nas import _cli
+from nas._names import printable
 from nas.atomic import atomic_savefig, atomic_write_text
 from nas.candidates import PATH_COLUMNS
 from nas.graph import lower, scopes
 from nas.metrics import PathGraph
-from nas.model_dir import is_model_dir, read_metrics
+from nas.model_dir import best_model_dir, is_model_dir, read_metrics
 from nas.pathplot import plot_scope
 from nas.scopes import block_path, stage_label
 from nas.scorers import CAPACITY_SCORER, PAPER_SCORER, get_scorer, ranking_choice
@@ -113,10 +114,11 @@ def _label_points(ax, xs, ys, labels) -> None:
         ax.annotate(", ".join(names), (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
 
 
-def verdict(settings: dict, trained: pd.DataFrame) -> str:
-    """The report's first paragraph once training ran: the best fully trained candidate against
-    the baseline of the same run, with the benchmark's seed noise, and the ranking's held-out
-    Kendall tau (nas/ranking_choice.json, docs/ranking.md)."""
+def verdict(settings: dict, trained: pd.DataFrame) -> tuple[str, str]:
+    """The report's first paragraph once training ran, as its headline (the best fully trained
+    candidate against the baseline of the same run, with the benchmark's seed noise) and the
+    rest (how many were trained, the ranking's held-out Kendall tau: nas/ranking_choice.json,
+    docs/ranking.md)."""
     training = settings.get("training") or {}
     epochs = training.get("epochs")
     base_name = training.get("baseline") or ""
@@ -148,15 +150,15 @@ def verdict(settings: dict, trained: pd.DataFrame) -> str:
         + " (docs/ranking.md)."
     )
     if not len(full):
-        return f"**Verdict:** no candidate finished its {epochs} epochs. {ranking}"
+        return f"Verdict: no candidate finished its {_count(epochs, 'epoch')}.", ranking
     best = full.sort_values("top1", ascending=False).iloc[0]
     what = (
         f"the best trained candidate, {model_name(best['rank'], '')} ({best['space']}, "
         f"arch {best['arch_id']}), reached {best['top1'] * 100:.2f}% test top-1 after "
-        f"{int(best['epoch'])} epochs"
+        f"{_count(int(best['epoch']), 'epoch')}"
     )
     if not len(base):
-        return f"**Verdict:** {what}; no baseline was trained beside it. {ranking}"
+        return f"Verdict: {what}; no baseline was trained beside it.", ranking
     b = base.iloc[0]
     diff = (best["top1"] - b["top1"]) * 100
     sd = choice.get("benchmark", {}).get("seed_sd")
@@ -172,11 +174,17 @@ def verdict(settings: dict, trained: pd.DataFrame) -> str:
         noise_text += "several seeds)"
     better = "above" if diff > 0 else "below"
     return (
-        f"**Verdict: {what}, {abs(diff):.2f} points {better} the baseline {base_name} "
-        f"({b['top1'] * 100:.2f}%, the same recipe in the same run){noise_text}.** "
-        f"{len(trained) - 1} candidates were trained by successive halving (one epoch each, the "
-        f"best third of them on to {epochs}). {ranking}"
+        f"Verdict: {what}, {abs(diff):.2f} points {better} the baseline {base_name} "
+        f"({b['top1'] * 100:.2f}%, the same recipe in the same run){noise_text}.",
+        f"{_count(len(trained) - 1, 'candidate')} {'was' if len(trained) == 2 else 'were'} "
+        "trained by successive halving (one epoch each, the best third of them on to "
+        f"{epochs}). {ranking}",
     )
+
+
+def _count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless n is 1: 1 epoch, 3 epochs."""
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def pareto_front(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -583,7 +591,10 @@ def build_report(run_dir: Path) -> Path:
         if tied > 1
         else ""
     )
-    first = [] if trained is None else [verdict(settings, trained), ""]
+    first = []
+    if trained is not None:
+        headline, rest = verdict(settings, trained)
+        first = [f"**{headline}** {rest}", ""]
     md = [
         f"# Search report: {settings['study_name']}",
         "",
@@ -624,6 +635,36 @@ def build_report(run_dir: Path) -> Path:
     )
     atomic_write_text(run_dir / "report.html", html)
     return run_dir / "report.md"
+
+
+def closing_lines(run_dir: Path) -> list[str]:
+    """What the terminal ends with once training ran: the verdict's headline, the trained models
+    by test top-1, and where the report and the best trained model are."""
+    settings = read_settings(run_dir)
+    table = read_table(run_dir, CANDIDATES)
+    table["reference"] = table["reference"].fillna("")
+    trained = trained_models(run_dir, table)
+    lines = [verdict(settings, trained)[0].replace("`", ""), "The trained models, by test top-1:"]
+    baseline = (settings.get("training") or {}).get("baseline") or ""
+    width = max(len(m) for m in trained["model"])
+    for r in trained.sort_values("top1", ascending=False, na_position="last").itertuples():
+        epochs = 0 if pd.isna(r.epoch) else int(r.epoch)
+        status = {
+            "trained": f"trained {_count(epochs, 'epoch')}",
+            "stopped": f"stopped by successive halving after {_count(epochs, 'epoch')}",
+            "failed": f"failed: {printable(str(r.error))}",
+        }.get(r.status, "not started (the run was interrupted; --resume trains it)")
+        top1 = "" if pd.isna(r.top1) or r.status == "failed" else f"{100 * r.top1:6.2f}%  "
+        role = " (the baseline)" if r.reference and r.reference == baseline else ""
+        lines.append(f"  {r.model:<{width}}  {top1}{status}{role}")
+    lines.append(f"report: {run_dir / 'report.md'} (and report.html)")
+    best = best_model_dir(run_dir)
+    if best is not None:
+        lines.append(
+            f"best trained model: {best}; pack it: python -m nas.packed.pack {run_dir}; "
+            f"train it fully: python -m nas.final {run_dir}"
+        )
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -150,6 +150,7 @@ def tune_candidates(
     trained network is written (:func:`export_model`)."""
     # only now: Ray reads its environment (the loopback recipe) when it is imported
     from ray import tune  # noqa: PLC0415
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: PLC0415
     from ray.tune.schedulers import FIFOScheduler  # noqa: PLC0415
 
     from runners.promotion import PromoteCandidates  # noqa: PLC0415 - it imports Ray
@@ -215,11 +216,13 @@ def tune_candidates(
                 name=name,
                 storage_path=str(storage),
                 verbose=0,
-                callbacks=[Progress()],
+                # the results Tune reads back, and no TensorBoard files (nor the hint to open them
+                # in a tool the project does not install): see _no_tensorboard
+                callbacks=[Progress(), CSVLoggerCallback(), JsonLoggerCallback()],
                 failure_config=tune.FailureConfig(max_failures=options.max_failures),
             ),
         )
-    with _stop_on_signal():
+    with _stop_on_signal(), _no_tensorboard():
         grid = tuner.fit()
     rows, curves = [], []
     for result in grid:
@@ -291,6 +294,26 @@ def export_model(checkpoint: Path, folder: Path, row: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
+def _environment(key: str, value: str) -> Iterator[None]:
+    """The environment variable ``key`` set to ``value`` inside, as it was after."""
+    before = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
+def _no_tensorboard() -> contextlib.AbstractContextManager:
+    """Tune without the loggers it adds by default (CSV, JSON and, where tensorboardX is
+    installed, TensorBoard); the run's own callbacks name the first two."""
+    return _environment("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+
+@contextlib.contextmanager
 def _stop_on_signal() -> Iterator[None]:
     """Ctrl-C or SIGTERM during ``Tuner.fit`` ends it at once, as a SIGKILL would, without
     Tune's own graceful stop: that stop marks the candidates held at the halving's rung as
@@ -304,12 +327,11 @@ def _stop_on_signal() -> Iterator[None]:
         raise _cli.interrupted(signum)
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    tune_handler = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours instead of Tune's
     for s in previous:
         signal.signal(s, stop)
     try:
-        yield
+        with _environment("TUNE_DISABLE_SIGINT_HANDLER", "1"):  # ours instead of Tune's
+            yield
     except SystemError as e:  # raised inside Ray's Cython code, which wraps it as a SystemError
         cause = e.__cause__ or e.__context__
         if isinstance(cause, (KeyboardInterrupt, _cli.Interrupted)):
@@ -318,10 +340,6 @@ def _stop_on_signal() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        if tune_handler is None:
-            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-        else:
-            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_handler
 
 
 def duration(seconds: float) -> str:

@@ -82,4 +82,6 @@ def trained_run(tmp_path_factory) -> Path:
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
+    (run.parent / "stdout.txt").write_text(out.stdout)  # what the user's terminal showed
+    (run.parent / "stderr.txt").write_text(out.stderr)
     return run

@@ -137,3 +137,22 @@ def test_final_training_is_killed_continued_and_exports_a_packed_model(trained_r
     report = (run / "report.md").read_text()
     assert "## Final training" in report and "plots/final_curves.png" in report
     assert (run / "plots" / "final_curves.png").is_file()
+
+
+def test_the_terminal_ends_with_the_verdict_the_models_and_the_paths(trained_run):
+    import pandas as pd
+
+    last = (trained_run.parent / "stdout.txt").read_text().splitlines()[-15:]
+    text = "\n".join(last)
+    trained = pd.read_csv(trained_run / "trained.csv", dtype={"arch_id": str})
+    found = pd.read_csv(trained_run / "candidates.csv", dtype={"arch_id": str})
+    best = trained[(trained["status"] == "trained")].merge(found, on="arch_id")
+    best = best[best["reference"].isna()].sort_values("top1").iloc[-1]
+    assert any(line.startswith("Verdict: the best trained candidate") for line in last)
+    row = next(line for line in last if line.strip().startswith(f"#{int(best['rank'])} "))
+    assert f"{100 * best['top1']:.2f}%" in row
+    assert f"report: {trained_run / 'report.md'}" in text
+    assert "1 epochs" not in text
+    shown = (trained_run.parent / "stdout.txt").read_text()
+    shown += (trained_run.parent / "stderr.txt").read_text()
+    assert "TensorBoard" not in shown  # a tool the project does not install

@@ -31,10 +31,12 @@ def test_verdict_names_the_best_full_candidate_and_the_difference():
             ("z", 60, "resnet", "bireal_resnet18", "trained", 3, 0.8550),
         ]
     )
-    text = verdict(SETTINGS, trained)
-    assert text.startswith("**Verdict: the best trained candidate, #5 (densenet, arch c)")
-    assert "87.01% test top-1 after 3 epochs, 1.51 points above the baseline" in text
-    assert "bireal_resnet18 (85.50%" in text
+    headline, rest = verdict(SETTINGS, trained)
+    assert headline.startswith("Verdict: the best trained candidate, #5 (densenet, arch c)")
+    assert "87.01% test top-1 after 3 epochs, 1.51 points above the baseline" in headline
+    assert "bireal_resnet18 (85.50%" in headline and "**" not in headline
+    assert rest.startswith("3 candidates were trained by successive halving")
+    text = headline + rest
     tau = ranking_choice()["held_out_tau"]["stage_mean_n"]
     assert f"{tau[0]:+.2f} [{tau[1]:+.2f}, {tau[2]:+.2f}]" in text
     sd = ranking_choice()["benchmark"]["seed_sd"]
@@ -48,11 +50,15 @@ def test_verdict_below_the_baseline_and_without_one():
             ("z", 60, "resnet", "bireal_resnet18", "trained", 3, 0.85),
         ]
     )
-    assert "5.00 points below the baseline" in verdict(SETTINGS, trained)
-    alone = verdict(SETTINGS, trained.iloc[:1])
+    assert "5.00 points below the baseline" in verdict(SETTINGS, trained)[0]
+    alone = verdict(SETTINGS, trained.iloc[:1])[0]
     assert "no baseline was trained" in alone
-    nothing = verdict(SETTINGS, trained.assign(status="stopped"))
+    nothing = verdict(SETTINGS, trained.assign(status="stopped"))[0]
     assert "no candidate finished its 3 epochs" in nothing
+    one = {**SETTINGS, "training": {"epochs": 1, "baseline": "bireal_resnet18"}}
+    headline, rest = verdict(one, trained.assign(epoch=1))
+    assert "after 1 epoch, 5.00 points below" in headline  # one epoch, not "1 epochs"
+    assert rest.startswith("1 candidate was trained")
 
 
 def test_models_are_named_by_zoo_name_or_rank():
@@ -84,6 +90,6 @@ def test_verdict_weighs_the_difference_against_the_benchmark_seed_noise(monkeypa
     for sd, word, band in ((0.003, "within", "0.85"), (0.001, "beyond", "0.28")):
         choice = {**ranking_choice(), "benchmark": {"seed_sd": sd}}
         monkeypatch.setattr(report, "ranking_choice", lambda c=choice: c)
-        text = verdict(SETTINGS, trained)
+        text = verdict(SETTINGS, trained)[0]
         assert "0.50 points above the baseline" in text
         assert f"{word} the seed noise" in text and f"+/-{band} points" in text
