@@ -6,6 +6,7 @@ and ``plots/*.png`` (pandas tables, matplotlib plots), each atomically.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -282,13 +283,14 @@ def make_plots(run_dir: Path, settings: dict, table: pd.DataFrame) -> dict[str, 
     return made
 
 
-def _tables(table: pd.DataFrame, top: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _tables(table: pd.DataFrame, top: int, scorer: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     shown = [
         "rank",
         "arch_id",
         "space",
         "reference",
         "in_band",
+        "key",
         "flops",
         "storage_mbit",
         "width",
@@ -301,12 +303,16 @@ def _tables(table: pd.DataFrame, top: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         "L_3rd",
     ]
     view = table[shown].copy()
+    view["key"] = view["key"].map(_key_text)
     view["flops"] = (view["flops"] / 1e9).round(4)
     view["storage_mbit"] = view["storage_mbit"].round(2)
     for c in ("N_1st", "N_2nd", "N_3rd"):
         view[c] = (view[c] / 1e6).round(4)
+    for c in ("L_1st", "L_2nd", "L_3rd"):  # counts of binary convs (a stage mean: .5 happens)
+        view[c] = view[c].map(lambda v: "-" if pd.isna(v) else f"{v:g}")
     view = view.rename(
         columns={
+            "key": f"key ({scorer}, smaller first)",
             "flops": "FLOPs (1e9)",
             "N_1st": "N_1st (M)",
             "N_2nd": "N_2nd (M)",
@@ -316,6 +322,16 @@ def _tables(table: pd.DataFrame, top: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     found = view[view["reference"].fillna("") == ""].head(top)
     refs = view[view["reference"].fillna("") != ""]
     return found, refs
+
+
+def _key_text(key: str) -> str:
+    """A ranking key as candidates.csv stores it (a JSON list) for a table: 4 significant
+    digits each; an infinite value (a metric the scorer cannot read) as inf."""
+    try:
+        values = json.loads(key) if isinstance(key, str) else [key]
+    except ValueError:
+        return str(key)
+    return ", ".join(f"{v:.4g}" if isinstance(v, (int, float)) else str(v) for v in values)
 
 
 def one_row_per_arch(table: pd.DataFrame) -> pd.DataFrame:
@@ -368,6 +384,7 @@ def training_section(run_dir: Path, joined: pd.DataFrame) -> tuple[list[str], di
             return None  # undefined
         return pairs["top1"].corr(pairs[metric], method=method)
 
+    constant = [m for m in METRICS if done[m].nunique() < 2]
     correlations = pd.DataFrame(
         [
             {
@@ -376,23 +393,24 @@ def training_section(run_dir: Path, joined: pd.DataFrame) -> tuple[list[str], di
                 "Spearman rho": rank_correlation(m, "spearman"),
             }
             for m in METRICS
-        ]
+            if m not in constant
+        ],
+        columns=["metric", "Kendall tau", "Spearman rho"],
     ).round(3)
-    results = joined[
-        [
-            "model",
-            "rank",
-            "arch_id",
-            "reference",
-            "status",
-            "epoch",
-            "top1",
-            "top5",
-            "test_loss",
-            "images_per_s",
-            "train_seconds",
-        ]
-    ].round(4)
+    results = joined.sort_values("top1", ascending=False, na_position="last")[
+        ["model", "arch_id", "status", "epoch", "top1", "top5", "test_loss", "images_per_s",
+         "train_seconds"]
+    ].copy()  # fmt: skip
+    for c in ("top1", "top5"):  # two decimals, as the verdict gives them
+        results[c] = results[c].map(lambda v: "-" if pd.isna(v) else f"{100 * v:.2f}")
+    results = results.round({"test_loss": 4, "images_per_s": 0, "train_seconds": 1}).rename(
+        columns={
+            "top1": "top-1 %",
+            "top5": "top-5 %",
+            "images_per_s": "images/s (shared)",
+            "train_seconds": "seconds",
+        }
+    )
     failed = joined[joined["status"] == "failed"][["model", "arch_id", "error"]]
     plots: dict[str, str] = {}
     if len(curves):
@@ -430,10 +448,19 @@ def training_section(run_dir: Path, joined: pd.DataFrame) -> tuple[list[str], di
         f"Rank correlation of test top-1 at epoch {common} (the last epoch every trained "
         "candidate reached; successive halving stops weak trials early) with each metric "
         "(a good predictor has a strongly negative value: smaller N, better accuracy; "
-        "undefined below 3 trained candidates or for a constant metric)."
+        "undefined below 3 trained candidates)."
+        + (
+            f" Left out, the same for every trained model: {', '.join(constant)}."
+            if constant
+            else ""
+        )
     )
     md = [
         "## Trained candidates",
+        "",
+        "By test top-1. Images per second are not comparable between models: the trials "
+        "shared the machine's cores, and a trial that ran alone (the last of the halving) ran "
+        "faster.",
         "",
         results.to_markdown(index=False),
         "",
@@ -550,7 +577,7 @@ def build_report(run_dir: Path) -> Path:
     if trained is not None:
         read_curves(run_dir)
     plots = make_plots(run_dir, settings, table)
-    found, refs = _tables(table, settings["top"])
+    found, refs = _tables(table, settings["top"], settings["scorer"])
     n_found = int((table["reference"] == "").sum())
     low = settings["budget"] * (1 - settings["tolerance"])
     facts = pd.DataFrame(

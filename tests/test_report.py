@@ -94,6 +94,19 @@ def test_report_has_the_training_section_with_rank_correlations(trained_run):
     x, y = list(done["N_2nd"]), list(done["top1"])
     assert float(rows["N_2nd"][0]) == pytest.approx(kendall_tau(x, y), abs=1e-3)
     assert float(rows["N_2nd"][1]) == pytest.approx(spearman_rho(x, y), abs=1e-3)
+    constant = [m for m in ("N_1st", "N_2nd", "N_3rd", "L_1st", "L_2nd", "L_3rd")
+                if done[m].nunique() < 2]  # fmt: skip
+    assert constant and not set(constant) & set(rows)
+    assert f"Left out, the same for every trained model: {', '.join(constant)}." in section
+    table = text[text.index("## Trained candidates") : text.index("### Accuracy")]
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    column = header.index("top-1 %")
+    tops = [line.strip("|").split("|")[column].strip() for line in lines[1:]]  # after the header
+    assert tops[-1] == "-"  # the failed trial: last, no accuracy
+    numbers = [float(t) for t in tops[:-1]]
+    assert numbers == sorted(numbers, reverse=True)  # by test top-1, in percent
+    assert tops[:-1] == [f"{100 * v:.2f}" for v in sorted(done["top1"], reverse=True)]
     for name in ("learning_curves", "accuracy_vs_metrics"):
         assert (run / "plots" / f"{name}.png").is_file()
     assert "Trained candidates" in (run / "report.html").read_text()
