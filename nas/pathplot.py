@@ -112,9 +112,10 @@ def plot_scope(spec: ArchSpec, graph: PathGraph, scope: str, path: str) -> None:
         node_size=900,
         node_color=[KIND_COLOURS.get(kind_of.get(n, ""), "#eeeeee") for n in g],
     )
-    nx.draw_networkx_labels(
-        g, pos, ax=ax, font_size=7, labels={n: _short(n, kind_of.get(n, ""), scope) for n in g}
-    )
+    nx.draw_networkx_labels(  # on a white ground: an edge passing under stays readable
+        g, pos, ax=ax, font_size=7, labels={n: _short(n, kind_of.get(n, ""), scope) for n in g},
+        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
+    )  # fmt: skip
     stats = scope_stats(graph, source, sink)
     for k, value in enumerate(stats.N):
         if value is not None:
@@ -123,13 +124,14 @@ def plot_scope(spec: ArchSpec, graph: PathGraph, scope: str, path: str) -> None:
                 [],
                 color=COLOURS[k],
                 lw=3,
-                label=f"N_{k + 1}: {value / 1e6:.3g} M ({stats.count[k]} paths)",
+                label=f"N_{k + 1}: {value / 1e6:.3g} M ({stats.count[k]} "
+                f"path{'s' * (stats.count[k] != 1)})",
             )
     # below the drawing, where it covers no node
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8, frameon=False)
     n_text = _fmt([None if v is None else v / 1e6 for v in stats.N])
     name = printable(spec.name).replace("$", r"\$")  # a label, not mathtext
-    ax.set_title(f"{name} {scope}: N = {n_text} MFLOP-eq, L = {_fmt(stats.L)}", fontsize=10)
+    ax.set_title(f"{name}\n{scope}: N = {n_text} MFLOP-eq, L = {_fmt(stats.L)}", fontsize=10)
     ax.axis("off")
     fig.tight_layout()
     try:

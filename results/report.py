@@ -45,6 +45,7 @@ from results.run import (
     read_settings,
 )
 
+DPI = 110  # of the report's plots
 PAGE_BLOCKS = 3  # the widest first stage drawn whole in the report; beyond, its first block
 SPACE_COLOURS = {"resnet": "#4575b4", "densenet": "#d73027"}
 METRICS = PATH_COLUMNS
@@ -93,26 +94,44 @@ def model_name(rank: int | float | None, reference: str) -> str:
     return f"#{int(rank)}" if rank is not None and pd.notna(rank) else "?"
 
 
-def _label_points(ax, xs, ys, labels) -> None:
-    """Label points (after the axes' limits and scales are set) so that labels do not overlap:
-    a point whose label would run into the label of a point already placed (same text line on
-    screen, within that label's width) joins it (``#1, #4``)."""
-    line = 11.0  # pixels: one line of 7-point text at the figure's dpi
-    char = 4.4  # pixels: an average character of it
+def _label_points(ax, xs, ys, labels, **style) -> None:
+    """Label points so that no two labels overlap: a label whose drawn box would overlap
+    another's joins it (``#1, #4``), and a label that would run past the axes' right edge is
+    set to the left of its point, until neither happens. Call it once the figure's layout is
+    final (after ``tight_layout``): the boxes are measured where they will be drawn."""
+    renderer = ax.figure.canvas.get_renderer()
     ax.autoscale_view()  # the limits as they will be drawn (matplotlib defers them)
-    to_screen = ax.transData.transform
-    groups: list[tuple[float, float, float, float, list[str]]] = []
+    groups: list[tuple[object, list[str]]] = []
     for x, y, label in sorted(zip(xs, ys, labels, strict=True), key=lambda p: (p[0], p[1])):
-        px, py = to_screen((x, y))
-        for _, _, sx, sy, names in groups:
-            width = char * (len(", ".join(names)) + 2)
-            if abs(py - sy) < line and -line < px - sx < width:
-                names.append(label)
-                break
-        else:
-            groups.append((x, y, px, py, [label]))
-    for x, y, _, _, names in groups:
-        ax.annotate(", ".join(names), (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        if np.isfinite(x) and np.isfinite(y):
+            text = ax.annotate(
+                label, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points", zorder=6,
+                bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7},
+                **style,
+            )  # fmt: skip
+            groups.append((text, [label]))
+    edge = ax.get_window_extent(renderer).x1
+    changed = True
+    while changed:
+        changed = False
+        for text, _ in groups:  # past the right edge: to the left of the point
+            if text.get_ha() == "left" and text.get_window_extent(renderer).x1 > edge - 2:
+                text.set_ha("right")
+                text.xyann = (-4, 3)
+                changed = True
+        boxes = [text.get_window_extent(renderer) for text, _ in groups]
+        pair = next(
+            ((a, b) for a in range(len(groups)) for b in range(a + 1, len(groups))
+             if boxes[a].overlaps(boxes[b])),
+            None,
+        )  # fmt: skip
+        if pair:  # one merge at a time: the grown label is measured again
+            a, b = pair
+            groups[a][1].extend(groups[b][1])
+            groups[a][0].set_text(", ".join(groups[a][1]))
+            groups[b][0].remove()
+            del groups[b]
+            changed = True
 
 
 def verdict(settings: dict, trained: pd.DataFrame) -> tuple[str, str]:
@@ -199,31 +218,89 @@ def pareto_front(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return pd.DataFrame(front)
 
 
-def _scatter(ax, table: pd.DataFrame, x: str, scale: float) -> None:
-    found = table[table["reference"].fillna("") == ""]
-    refs = table[table["reference"].fillna("") != ""]
-    for space, part in found.groupby("space"):
+def key_values(table: pd.DataFrame) -> pd.Series:
+    """The first value of each row's ranking key (candidates.csv stores it as a JSON list);
+    NaN where it is infinite (a metric the scorer cannot read)."""
+    first = table["key"].map(lambda k: json.loads(k)[0] if isinstance(k, str) else k)
+    return pd.to_numeric(first, errors="coerce").replace([np.inf, -np.inf], np.nan)
+
+
+def key_figure(table: pd.DataFrame, settings: dict, x: str, trained: dict[str, str]):
+    """Two panels against ``x`` (``flops``: the candidates in the band; ``storage_mbit``:
+    every candidate and reference model): the ranking's key, and the paper's N_2nd. Families
+    apart by colour and marker, reference models as labelled stars, the trained candidates
+    (``trained``: arch id -> name) ringed and labelled; labels never overlap, so the zoo models
+    are labelled by letter, named under the panels."""
+    matplotlib.use("Agg")
+    scale, label = (
+        (1e9, "FLOPs (1e9) = FP MACs + BOPs/64") if x == "flops" else (1.0, "storage (Mbit)")
+    )
+    table = table.assign(key_value=key_values(table)).dropna(subset=["N_2nd"])
+    if x == "flops":
+        table = table[table["in_band"].astype(bool)]
+    found = table[table["reference"] == ""]
+    refs = table[table["reference"] != ""]
+    ringed = found[found["arch_id"].isin(trained)]
+    first_only = table["key"].map(lambda k: isinstance(k, str) and k.count(",") > 0).any()
+    scorer = settings["scorer"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=DPI)  # labels measured as saved
+    panels = (
+        ("key_value", f"ranking key: {scorer}" + (" (first value)" if first_only else "")
+         + ", smaller ranks first", 1.0),
+        ("N_2nd", "the paper's N_2nd, mean over stages (M FLOP-eq, log)", 1e6),
+    )  # fmt: skip
+    for ax, (column, ylabel, yscale) in zip(axes, panels, strict=True):
+        for space, part in sorted(found.groupby("space"), key=lambda g: g[0] == "densenet"):
+            ax.scatter(  # the DenseNets, fewer, drawn last: on top
+                part[x] / scale, part[column] / yscale, s=12, alpha=0.55,
+                marker="s" if space == "densenet" else "o",
+                color=SPACE_COLOURS.get(space, "grey"), label=f"{space} candidates",
+            )  # fmt: skip
         ax.scatter(
-            part[x] / scale,
-            part["N_2nd"] / 1e6,
-            s=10,
-            alpha=0.6,
-            color=SPACE_COLOURS.get(space, "grey"),
-            label=f"{space} candidates",
-        )
-    for in_band, part in refs.groupby(refs["in_band"].astype(bool)):
-        ax.scatter(
-            part[x] / scale,
-            part["N_2nd"] / 1e6,
-            marker="*",
-            s=120,
-            color="black" if in_band else "white",
-            edgecolors="black",
-            label="reference models" + ("" if in_band else " (outside the band)"),
-        )
-    ax.set_ylabel("N_2nd, mean over stages (M FLOP-eq, log)")
-    ax.set_yscale("log")
-    _label_points(ax, refs[x] / scale, refs["N_2nd"] / 1e6, list(refs["reference"]))
+            ringed[x] / scale, ringed[column] / yscale, s=90, facecolors="none",
+            edgecolors="black", linewidths=1.4, label="trained candidates",
+        )  # fmt: skip
+        if len(refs):
+            ax.scatter(
+                refs[x] / scale, refs[column] / yscale, marker="*", s=120, color="gold",
+                edgecolors="black", label="reference models (zoo)",
+            )  # fmt: skip
+        if column == "N_2nd":
+            ax.set_yscale("log")
+            in_band = found[found["in_band"].astype(bool)]
+            front = pareto_front(in_band, x, "N_2nd") if x == "storage_mbit" else []
+            if len(front):
+                ax.step(front[x] / scale, front["N_2nd"] / yscale, where="post", color="green",
+                        lw=1, label="Pareto front of N_2nd (in band)")  # fmt: skip
+        ax.set_xlabel(label)
+        ax.set_ylabel(ylabel)
+    if x == "flops":
+        low, high = settings["budget"] * (1 - settings["tolerance"]), settings["budget"]
+        for ax in axes:
+            ax.set_xlim(low / scale * 0.998, high / scale * 1.002)
+        outside = int((~refs["in_band"].astype(bool)).sum()) if len(refs) else 0
+        fig.suptitle(
+            "the candidates in the FLOPs band"
+            + (f" (the {outside} reference models outside it: see key_vs_storage)" if outside
+               else "")
+        )  # fmt: skip
+    else:
+        fig.suptitle("every candidate and reference model against storage")
+    axes[0].legend(fontsize=7, loc="best")
+    # the zoo models by letter (A: the best ranked), their names in a line under the panels
+    refs = refs.sort_values("rank")
+    letters = [chr(ord("A") + k) if k < 26 else str(k + 1) for k in range(len(refs))]
+    if len(refs):
+        names = ", ".join(f"{c} {n}" for c, n in zip(letters, refs["reference"], strict=True))
+        fig.text(0.01, 0.01, f"zoo models: {names}", fontsize=7, wrap=True)
+    fig.tight_layout(rect=(0, 0.07 if len(refs) else 0, 1, 1))
+    for ax, (column, _, yscale) in zip(axes, panels, strict=True):
+        _label_points(
+            ax, list(ringed[x] / scale) + list(refs[x] / scale),
+            list(ringed[column] / yscale) + list(refs[column] / yscale),
+            [trained[a] for a in ringed["arch_id"]] + letters,
+        )  # fmt: skip
+    return fig
 
 
 def make_plots(run_dir: Path, settings: dict, table: pd.DataFrame) -> dict[str, str]:
@@ -231,55 +308,32 @@ def make_plots(run_dir: Path, settings: dict, table: pd.DataFrame) -> dict[str, 
 
     plots = run_dir / "plots"
     made: dict[str, str] = {}
-    scored = table.dropna(subset=["N_2nd"])
+    trained: dict[str, str] = {}
+    if (run_dir / "trained.csv").is_file():
+        models = trained_models(run_dir, table)
+        models = models[models["status"].isin(("trained", "stopped"))]
+        trained = dict(zip(models["arch_id"], models["model"], strict=True))
+    for x, name in (("flops", "key_vs_flops"), ("storage_mbit", "key_vs_storage")):
+        fig = key_figure(table, settings, x, trained)
+        atomic_savefig(fig, plots / f"{name}.png", dpi=DPI)
+        plt.close(fig)
+        made[name] = f"plots/{name}.png"
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    low, high = settings["budget"] * (1 - settings["tolerance"]), settings["budget"]
-    ax.axvspan(low / 1e9, high / 1e9, color="#e0f3f8", label="budget band")
-    _scatter(ax, scored, "flops", 1e9)
-    ax.set_xlabel("FLOPs (1e9) = FP MACs + BOPs/64")
-    ax.set_title("N_2nd (mean over stages) against FLOPs")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_savefig(fig, plots / "key_vs_flops.png", dpi=110)
-    plt.close(fig)
-    made["key_vs_flops"] = "plots/key_vs_flops.png"
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    _scatter(ax, scored, "storage_mbit", 1.0)
-    in_band = scored[scored["in_band"].astype(bool)]
-    front = pareto_front(in_band, "storage_mbit", "N_2nd")
-    if len(front):
-        ax.step(
-            front["storage_mbit"],
-            front["N_2nd"] / 1e6,
-            where="post",
-            color="green",
-            label="Pareto front (in band)",
-            marker="o",
-            markersize=7,
-            markerfacecolor="none",
-            zorder=5,
-        )
-    ax.set_xlabel("storage (Mbit)")
-    ax.set_title("N_2nd (mean over stages) against storage")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_savefig(fig, plots / "key_vs_storage.png", dpi=110)
-    plt.close(fig)
-    made["key_vs_storage"] = "plots/key_vs_storage.png"
-
-    best = sorted((run_dir / "specs").glob("rank*.json"))
-    if best:
-        spec = ArchSpec.load(best[0])
+    # the best model's first stage: the best trained candidate, else the top-ranked one
+    top = sorted((run_dir / "specs").glob("rank*.json"))
+    best = best_model_dir(run_dir)
+    drawn = [("best_stage1", run_dir / "specs" / f"{best.name}.json")] if best else []
+    if top and (not drawn or drawn[0][1] != top[0]):
+        drawn.append(("top_ranked_stage1" if drawn else "best_stage1", top[0]))
+    for name, path in drawn:
+        spec = ArchSpec.load(path)
         ops = lower(spec)
         # a stage of more than a few blocks is drawn as its first block, readable at page width
         scope = stage_label(0) if len(spec.stages[0].blocks) <= PAGE_BLOCKS else block_path(0, 0)
-        path = plots / "best_stage1.png"
-        tmp = plots / ".best_stage1.tmp.png"
+        tmp = plots / f".{name}.tmp.png"
         plot_scope(spec, PathGraph.from_ops(ops, scopes(ops)), scope, str(tmp))
-        tmp.replace(path)
-        made["best_stage1"] = "plots/best_stage1.png"
+        tmp.replace(plots / f"{name}.png")
+        made[name] = f"plots/{name}.png"
     return made
 
 
@@ -417,15 +471,20 @@ def training_section(run_dir: Path, joined: pd.DataFrame) -> tuple[list[str], di
         matplotlib.use("Agg")
 
         fig, ax = plt.subplots(figsize=(7, 4))
+        baselines = set(joined.loc[joined["reference"] != "", "arch_id"])  # the pool has none
         for aid, part in curves.groupby("arch_id"):
-            ax.plot(part["epoch"], part["top1"], marker="o", label=names.get(aid, aid))
+            if aid in baselines:
+                ax.plot(part["epoch"], part["top1"], color="black", ls="--", lw=2.2, marker="s",
+                        label=f"{names.get(aid, aid)} (baseline)", zorder=5)  # fmt: skip
+            else:
+                ax.plot(part["epoch"], part["top1"], marker="o", label=names.get(aid, aid))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("test top-1")
         ax.set_title("learning curves of the trained candidates")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        atomic_savefig(fig, run_dir / "plots" / "learning_curves.png", dpi=110)
+        atomic_savefig(fig, run_dir / "plots" / "learning_curves.png", dpi=DPI)
         plt.close(fig)
         plots["learning_curves"] = "plots/learning_curves.png"
     # the N values (L values are small integers, see the table); a constant one is left out
@@ -441,7 +500,7 @@ def training_section(run_dir: Path, joined: pd.DataFrame) -> tuple[list[str], di
         axes[0][0].set_ylabel(f"test top-1 at epoch {common}")
         fig.suptitle("trained accuracy against the gradient-path metrics")
         fig.tight_layout()
-        atomic_savefig(fig, run_dir / "plots" / "accuracy_vs_metrics.png", dpi=110)
+        atomic_savefig(fig, run_dir / "plots" / "accuracy_vs_metrics.png", dpi=DPI)
         plt.close(fig)
         plots["accuracy_vs_metrics"] = "plots/accuracy_vs_metrics.png"
     note = (
@@ -533,7 +592,7 @@ def final_section(run_dir: Path) -> tuple[list[str], dict]:
     ax.set_title("final training (baseline dashed)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    atomic_savefig(fig, run_dir / "plots" / "final_curves.png", dpi=110)
+    atomic_savefig(fig, run_dir / "plots" / "final_curves.png", dpi=DPI)
     plt.close(fig)
     return lines, {"final_curves": "plots/final_curves.png"}
 

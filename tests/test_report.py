@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -261,3 +262,47 @@ def test_every_string_that_reaches_the_html_is_escaped(trained_run, tmp_path):
     assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html  # shown as text
     assert "&lt;script&gt;alert(6)&lt;/script&gt;" in html
     assert "<strong>" in html and "<table>" in html  # the Markdown is rendered, not shown raw
+
+
+@pytest.mark.parametrize("x", ["flops", "storage_mbit"])
+def test_the_key_plots_show_the_rankings_key_mark_the_trained_and_no_label_overlaps(trained_run, x):
+    """Read through matplotlib: the left panel's y values are the ranking key's, the trained
+    candidates are ringed where they are, and no two labels' drawn boxes overlap or leave the
+    axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from results.report import key_figure, read_settings, read_table, trained_models
+
+    run, done = trained_run
+    settings = read_settings(run)
+    table = read_table(run, "candidates.csv")
+    table["reference"] = table["reference"].fillna("")
+    models = trained_models(run, table)
+    models = models[models["status"] != "failed"]  # as the report marks them
+    names = dict(zip(models["arch_id"], models["model"], strict=True))
+    fig = key_figure(table, settings, x, names)
+    try:
+        key_axes, n_axes = fig.axes[:2]
+        assert settings["scorer"] in key_axes.get_ylabel() and "N_2nd" in n_axes.get_ylabel()
+        ringed = next(c for c in key_axes.collections if c.get_label() == "trained candidates")
+        scale = 1e9 if x == "flops" else 1.0
+        keys = table.set_index("arch_id")["key"].map(lambda k: json.loads(k)[0])
+        expected = sorted(zip(done[x] / scale, keys[done["arch_id"]], strict=True))
+        got = sorted(map(tuple, ringed.get_offsets()))
+        assert np.allclose(np.array(got, dtype=float), np.array(expected, dtype=float))
+        renderer = fig.canvas.get_renderer()
+        for ax in (key_axes, n_axes):
+            labels = [t for t in ax.texts if t.get_text()]
+            assert {"#" + str(int(r)) for r in done["rank"]} <= {
+                part for t in labels for part in t.get_text().split(", ")
+            }
+            boxes = [t.get_window_extent(renderer) for t in labels]
+            for a, b in itertools.combinations(range(len(boxes)), 2):
+                assert not boxes[a].overlaps(boxes[b]), (labels[a].get_text(), labels[b].get_text())
+            edge = ax.get_window_extent(renderer)
+            assert all(edge.x0 - 1 <= box.x0 and box.x1 <= edge.x1 + 1 for box in boxes)
+    finally:
+        plt.close(fig)
