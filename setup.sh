@@ -48,6 +48,15 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
         echo "note: the shared-study test needs PostgreSQL: 'sudo apt-get install postgresql'" >&2
     fi
 fi
+# Chromium, for the tests that open report.html and the Ray dashboard as a user does (headless,
+# driven by Playwright); they skip without it (under CI they fail).
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    if can_apt; then
+        apt_install chromium
+    else
+        echo "note: the browser tests need Chromium: 'sudo apt-get install chromium'" >&2
+    fi
+fi
 # strace, for the loopback check (python3 -m runners.check_loopback) and its tests, which skip
 # without it (under CI they fail).
 if ! command -v strace >/dev/null 2>&1; then

@@ -301,6 +301,7 @@ def train_final(
             stop_early=False,
             baseline=baseline,
             exports={aid: final / path.stem for aid, path, _ in chosen},
+            names={aid: path.stem for aid, path, _ in chosen},
         )
     atomic_write_text(final / "trained.csv", trained.to_csv(index=False))
     atomic_write_text(final / "curves.csv", curves.to_csv(index=False))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -102,14 +103,23 @@ def record_in_optuna(
         }
         if row.status == "failed":
             attrs["error"] = str(row.error)
+        started, ended = _when(row)
         study.add_trial(
-            optuna.trial.create_trial(
+            optuna.trial.FrozenTrial(
+                number=0,  # numbered by the study
+                trial_id=0,
                 state=state[row.status],
                 value=None if row.status != "trained" else float(row.top1),
+                values=None,
+                datetime_start=started,
+                datetime_complete=ended,
+                params={},
+                distributions={},
+                user_attrs=attrs,
+                system_attrs={},
                 intermediate_values={
                     int(e): float(t) for e, t in zip(curve["epoch"], curve["top1"], strict=True)
                 },
-                user_attrs=attrs,
             )
         )
     search = optuna.load_study(study_name=settings.study_name, storage=storage)
@@ -122,6 +132,16 @@ def record_in_optuna(
         },
     )
     return name
+
+
+def _when(row) -> tuple[datetime, datetime]:
+    """When a trained model's trial began and ended (trained.csv's Unix seconds; now for a row
+    of an older run without them), so that Optuna's timeline shows the training."""
+    started, ended = getattr(row, "started", None), getattr(row, "ended", None)
+    if started is None or pd.isna(started) or ended is None or pd.isna(ended):
+        now = datetime.now()
+        return now, now
+    return datetime.fromtimestamp(started), datetime.fromtimestamp(ended)
 
 
 COLUMNS_SHOWN = ("flops", "fp_macs", "bops", "depth", "width", *PATH_COLUMNS)
@@ -157,11 +177,13 @@ def train_top(settings: Settings, run_dir: Path, table: pd.DataFrame) -> int:
         f"{options.train_subset or 'all'} training images per epoch)",
         file=sys.stderr,
     )
+    rows = one_row_per_arch(table).set_index("arch_id")
     trained = run_training(
         run_dir,
         candidates,
         options,
         baseline=baseline["arch_id"].iloc[0] if len(baseline) else "",
+        names={a: model_name(rows.at[a, "rank"], rows.at[a, "reference"]) for a, _ in candidates},
     )
     joined = table.drop(columns=[c for c in table.columns if c.startswith("trained_")])
     extra = trained.rename(columns={c: f"trained_{c}" for c in trained.columns if c != "arch_id"})

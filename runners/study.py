@@ -389,6 +389,7 @@ def run_jobs(
                 options,
                 trainable=train_with_proxies if recipe == "short" else train_candidate,
                 stop_early=False,
+                names={j["arch_id"]: name_of[j["arch_id"]] for j in chunk},
             )
             rows = []
             for job in chunk:

@@ -107,11 +107,13 @@ def run_training(
     options: TrainingOptions,
     trainable: Callable[[dict[str, Any]], None] = train_candidate,
     baseline: str = "",
+    names: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Train ``candidates`` ((arch id, spec file) pairs) in a Ray session of their own; returns
     one row per candidate and writes ``trained.csv`` and ``curves.csv`` in ``run_dir``, and each
     trained network in ``models/<its spec file's stem>/`` (:func:`export_model`).
-    ``baseline``: the arch id that successive halving never stops."""
+    ``baseline``: the arch id that successive halving never stops; ``names``: see
+    :func:`tune_candidates`."""
     home = run_dir / ".ray_home"
     with ray_session(home, options.ray_address, dashboard_port=options.dashboard_port) as url:
         if url:
@@ -123,8 +125,9 @@ def run_training(
         specs = [(aid, Path(spec).read_text()) for aid, spec in candidates]
         exports = {aid: run_dir / MODELS / Path(spec).stem for aid, spec in candidates}
         trained, curves = tune_candidates(
-            run_dir / "tune", specs, options, trainable, baseline=baseline, exports=exports
-        )
+            run_dir / "tune", specs, options, trainable, baseline=baseline, exports=exports,
+            names=names,
+        )  # fmt: skip
     atomic_write_text(run_dir / "trained.csv", trained.to_csv(index=False))
     atomic_write_text(run_dir / "curves.csv", curves.to_csv(index=False))
     return trained
@@ -138,6 +141,7 @@ def tune_candidates(
     stop_early: bool = True,
     baseline: str = "",
     exports: dict[str, Path] | None = None,
+    names: dict[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train ``candidates`` ((arch id, spec JSON text) pairs) as one Tune experiment under
     ``storage``, in the Ray session already started (:func:`runners.ray_local.ray_session`).
@@ -147,7 +151,9 @@ def tune_candidates(
     every candidate trains one epoch, then the best third of them go on to the full recipe;
     the search's candidates), the ``baseline`` arch id never stopped; without it every trial
     trains all its epochs (the benchmark study). ``exports``: the folder (by arch id) where each
-    trained network is written (:func:`export_model`)."""
+    trained network is written (:func:`export_model`). ``names``: what the progress lines and
+    Tune call each trial (by arch id: ``#4``, ``bireal_resnet18``; default ``candidate-<arch
+    id>``, also the trials' folder names)."""
     # only now: Ray reads its environment (the loopback recipe) when it is imported
     from ray import tune  # noqa: PLC0415
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: PLC0415
@@ -192,6 +198,8 @@ def tune_candidates(
         for aid, text in candidates
     ]
     name = "train-" + hashlib.sha256(json.dumps(space, sort_keys=True).encode()).hexdigest()[:8]
+    for entry in space:  # a display name: not part of what identifies the experiment
+        entry["name"] = (names or {}).get(entry["arch_id"]) or _folder_name(entry["arch_id"])
     path = storage / name
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(str(path), trainable=resources, resume_errored=True)
@@ -210,7 +218,7 @@ def tune_candidates(
                 reuse_actors=True,
                 scheduler=scheduler,
                 trial_name_creator=_trial_name,
-                trial_dirname_creator=_trial_name,
+                trial_dirname_creator=_trial_folder,
             ),
             run_config=tune.RunConfig(
                 name=name,
@@ -253,6 +261,11 @@ def tune_candidates(
         row["train_seconds"] = (
             float(history["seconds"].sum()) if history is not None and len(history) else None
         )
+        # when the trial trained, in Unix seconds: its first epoch began, its last one ended
+        if history is not None and len(history) and "timestamp" in history:
+            first = history.iloc[0]
+            row["started"] = float(first["timestamp"] - first.get("time_this_iter_s", 0.0))
+            row["ended"] = float(history["timestamp"].iloc[-1])
         rows.append(row)
         if exports and result.checkpoint is not None and not result.error:
             with result.checkpoint.as_directory() as saved:
@@ -367,8 +380,17 @@ def _gcs_ended(wait: float = 1.0) -> bool:
     return False
 
 
+def _folder_name(arch_id: str) -> str:
+    return f"candidate-{arch_id}"
+
+
+def _trial_folder(trial) -> str:
+    return _folder_name(trial.config["candidate"]["arch_id"])
+
+
 def _trial_name(trial) -> str:
-    return f"candidate-{trial.config['candidate']['arch_id']}"
+    candidate = trial.config["candidate"]
+    return candidate.get("name") or _folder_name(candidate["arch_id"])
 
 
 def _reason(error: BaseException | None) -> str:

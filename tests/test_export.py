@@ -145,6 +145,7 @@ def test_the_terminal_ends_with_the_verdict_the_models_and_the_paths(trained_run
     last = (trained_run.parent / "stdout.txt").read_text().splitlines()[-15:]
     text = "\n".join(last)
     trained = pd.read_csv(trained_run / "trained.csv", dtype={"arch_id": str})
+    assert (trained["ended"] > trained["started"]).all()  # Optuna's timeline reads them
     found = pd.read_csv(trained_run / "candidates.csv", dtype={"arch_id": str})
     best = trained[(trained["status"] == "trained")].merge(found, on="arch_id")
     best = best[best["reference"].isna()].sort_values("top1").iloc[-1]

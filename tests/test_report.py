@@ -62,6 +62,8 @@ def trained_run(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
             "images_per_s": [900.0] * 4 + [None],
             "node": ["n1"] * 5,
             "train_seconds": [30.0] * 4 + [None],
+            "started": [1.8e9 + 100 * k for k in range(4)] + [None],  # Unix seconds
+            "ended": [1.8e9 + 100 * k + 40 for k in range(4)] + [None],
         }
     )
     trained.to_csv(run / "trained.csv", index=False)
@@ -169,6 +171,9 @@ def test_training_results_reach_optuna(trained_run):
         assert t.state == optuna.trial.TrialState.COMPLETE and t.value == pytest.approx(top1)
         assert t.intermediate_values == {1: pytest.approx(top1 - 0.05), 2: pytest.approx(top1)}
         assert t.user_attrs["model"] == f"#{t.user_attrs['rank']}"
+        row = trained.set_index("arch_id").loc[aid]  # the timeline shows when each trained
+        assert t.datetime_start.timestamp() == pytest.approx(row["started"])
+        assert t.datetime_complete.timestamp() == pytest.approx(row["ended"])
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(failed) == 1 and "broken.jpg" in failed[0].user_attrs["error"]
     search = optuna.load_study(study_name=settings.study_name, storage=url)
