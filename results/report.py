@@ -455,8 +455,7 @@ def training_section(run_dir: Path, joined: pd.DataFrame) -> tuple[list[str], di
         ["model", "arch_id", "status", "epoch", "top1", "top5", "test_loss", "images_per_s",
          "train_seconds"]
     ].copy()  # fmt: skip
-    for c in ("top1", "top5"):  # two decimals, as the verdict gives them
-        results[c] = results[c].map(lambda v: "-" if pd.isna(v) else f"{100 * v:.2f}")
+    results[["top1", "top5"]] *= 100
     results = results.round({"test_loss": 4, "images_per_s": 0, "train_seconds": 1}).rename(
         columns={
             "top1": "top-1 %",
@@ -521,7 +520,12 @@ def training_section(run_dir: Path, joined: pd.DataFrame) -> tuple[list[str], di
         "shared the machine's cores, and a trial that ran alone (the last of the halving) ran "
         "faster.",
         "",
-        results.to_markdown(index=False),
+        # two decimals of a percent, as the verdict gives them
+        results.to_markdown(
+            index=False,
+            missingval="-",
+            floatfmt=("", "", "", ".0f", ".2f", ".2f", ".4f", ".0f", ".1f"),
+        ),  # fmt: skip
         "",
         "### Accuracy against the gradient-path metrics",
         "",
