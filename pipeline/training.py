@@ -19,7 +19,6 @@ import pandas as pd
 from nas import _cli
 from nas._names import printable
 from nas.atomic import atomic_write_text
-from nas.candidates import PATH_COLUMNS
 from pipeline.ranking import training_pool
 from pipeline.settings import Settings
 from pipeline.storage import open_storage
@@ -99,7 +98,7 @@ def record_in_optuna(
             "space": info["space"],
             "status": row.status,
             "epochs": None if pd.isna(row.epoch) else int(row.epoch),
-            **{c: _plain(info[c]) for c in (*COLUMNS_SHOWN, "key")},
+            **{c: _plain(info[c]) for c in COLUMNS_SHOWN},
         }
         if row.status == "failed":
             attrs["error"] = str(row.error)
@@ -144,7 +143,10 @@ def _when(row) -> tuple[datetime, datetime]:
     return datetime.fromtimestamp(started), datetime.fromtimestamp(ended)
 
 
-COLUMNS_SHOWN = ("flops", "fp_macs", "bops", "depth", "width", *PATH_COLUMNS)
+# what a training trial shows in optuna-dashboard beside its name, status and epochs (the
+# dashboard lists a few attributes: the rest of a candidate is in the search study and
+# candidates.csv)
+COLUMNS_SHOWN = ("key", "depth", "width", "storage_mbit")
 
 
 def _plain(value: Any) -> Any:
