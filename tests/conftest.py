@@ -67,6 +67,9 @@ def session_processes(session: int) -> list[int]:
 
 
 ROOT = Path(__file__).parent.parent
+# trained.csv's columns that differ between two runs of the same training: when and how fast
+TIMING = ["images_per_s", "train_seconds", "node", "started", "ended"]
+
 # a small main job that trains: two candidates (successive halving promotes one) and the baseline
 TRAIN = ["--budget", "0.16GFLOPs", "--space", "resnet", "--trials", "12", "--train-top", "2",
          "--epochs", "2", "--train-subset", "1000", "--seed", "6"]  # fmt: skip

@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from conftest import TIMING
 
 from nas import arch_id, model_spec, spec_cost
 from nas.budget import format_flops, parse_budget
@@ -506,9 +507,8 @@ def test_same_seed_same_training_on_one_machine_even_when_it_is_busy(tmp_path):
             p.kill()
             p.wait()
     assert second.returncode == 0, second.stderr[-2000:]
-    timing = ["images_per_s", "train_seconds", "node"]
     a, b = (
-        pd.read_csv(tmp_path / run / "trained.csv").drop(columns=timing).sort_values("arch_id")
+        pd.read_csv(tmp_path / run / "trained.csv").drop(columns=TIMING).sort_values("arch_id")
         for run in ("alone", "busy")
     )
     assert len(a) == 3 and (a["status"] == "trained").all()

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TRAIN, session_processes
+from conftest import TIMING, TRAIN, session_processes
 
 from nas import _cli
 
@@ -133,9 +133,6 @@ def test_a_keyboard_interrupt_is_one_line_and_exit_130(capsys):
         signal.signal(signal.SIGINT, previous[0])
         signal.signal(signal.SIGTERM, previous[1])
     assert capsys.readouterr().err == "results.report: interrupted\n"
-
-
-TIMING = ["images_per_s", "train_seconds", "node"]
 
 
 def ray_sessions(driver: int) -> list[Path]:
