@@ -30,10 +30,10 @@ ZOO_MODELS = (BASELINE, "binary_resnet18", "igp_resnet21", "igp_resnet37")  # th
 AGAINST_BASELINE = (WINNER, *ZOO_MODELS[1:])
 
 
-def transfer_runs(everything: pd.DataFrame) -> pd.DataFrame:
-    """The runs of the part's models on its two recipes (their ``short_one`` runs of the padding
-    part included: the same jobs)."""
-    models = set(everything.loc[everything["part"] == PART, "arch_id"])
+def transfer_runs(everything: pd.DataFrame, jobs: list[dict]) -> pd.DataFrame:
+    """The finished runs of the part's models (those of its ``jobs``) on its two recipes (their
+    ``short_one`` runs of the padding part included: the same jobs)."""
+    models = {j["arch_id"] for j in jobs if j.get("part") == PART}
     return everything[everything["arch_id"].isin(models) & everything["recipe"].isin((PROXY, LONG))]
 
 
@@ -52,7 +52,7 @@ def model_table(runs: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    table["change"] = table["10 epochs: top-1 %"] - table["2 epochs: top-1 %"]
+    table["change (points)"] = table["10 epochs: top-1 %"] - table["2 epochs: top-1 %"]
     return table.sort_values(["10 epochs: top-1 %", "2 epochs: top-1 %"], ascending=False)
 
 

@@ -642,7 +642,7 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
             "",
             pairs.to_markdown(index=False, floatfmt=".4f"),
         ]
-    runs = transfer.transfer_runs(everything)
+    runs = transfer.transfer_runs(everything, all_jobs)
     if len(runs):
         lines += ["", *_transfer_section(runs, noise, doc.parent / FIGURES)]
     lines += ["", "## The width floor", ""]
@@ -704,7 +704,7 @@ def _transfer_section(runs: pd.DataFrame, noise: float, figures: Path) -> list[s
                 f"| {move} |"
             )
     table = transfer.model_table(runs)
-    lines += ["", table.to_markdown(index=False, floatfmt=".2f"), ""]
+    lines += ["", table.to_markdown(index=False, floatfmt=".2f", missingval="-"), ""]
     figures.mkdir(parents=True, exist_ok=True)
     transfer.curves_plot(runs, figures / "transfer_curves.png")
     lines.append(f"![transfer_curves.png]({FIGURES}/transfer_curves.png)")

@@ -150,7 +150,8 @@ def test_the_terminal_ends_with_the_verdict_the_models_and_the_paths(trained_run
     best = trained[(trained["status"] == "trained")].merge(found, on="arch_id")
     best = best[best["reference"].isna()].sort_values("top1").iloc[-1]
     assert any(line.startswith("Verdict: the best trained candidate") for line in last)
-    row = next(line for line in last if line.strip().startswith(f"#{int(best['rank'])} "))
+    listed = last[last.index("The trained models, by test top-1:") + 1 :]
+    row = next(line for line in listed if line.strip().startswith(f"#{int(best['rank'])} "))
     assert f"{100 * best['top1']:.2f}%" in row
     assert f"report: {trained_run / 'report.md'}" in text
     assert "1 epochs" not in text
