@@ -520,8 +520,11 @@ def training_section(run_dir: Path, joined: pd.DataFrame) -> tuple[list[str], di
         "shared the machine's cores, and a trial that ran alone (the last of the halving) ran "
         "faster.",
         "",
-        # two decimals of a percent, as the verdict gives them
-        results.to_markdown(
+        # two decimals of a percent, as the verdict gives them; a missing value (NaN: None for
+        # tabulate) as -
+        results.astype(object)
+        .where(results.notna(), None)
+        .to_markdown(
             index=False,
             missingval="-",
             floatfmt=("", "", "", ".0f", ".2f", ".2f", ".4f", ".0f", ".1f"),
