@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=SAMPLERS,
         default=DEFAULT_SAMPLER,
         help=f"how structures are drawn (default {DEFAULT_SAMPLER}; tpe and nsga2 are Optuna's "
-        "model-based samplers, for objectives dearer than the key: README, 'Speed')",
+        "model-based samplers, for objectives dearer than the key: docs/search.md, 'Speed')",
     )
     parser.add_argument(
         "--workers",

@@ -8,7 +8,7 @@ Layout, as the CPU kernels take it (:mod:`nas.kernels`): activations ``Packed.bi
 bit 1 for -1, and the lanes past ``channels`` in the last word are zero bits in both operands.
 The activations may also come as int8 +/-1 NHWC (:func:`signs_of`), the form a network on the
 GPU would keep between layers (the previous layer's epilogue writes a sign as cheaply as a
-float): then only the weights are unpacked, and the kernel is 1.05-1.3x faster (README).
+float): then only the weights are unpacked, and the kernel is 1.05-1.3x faster (docs/inference.md).
 
 The kernel is an implicit GEMM: M = N * OH * OW output pixels by COUT output channels, reduced
 over the K * K taps x 64 CW channels in steps of ``32 * WORDS`` channels. Each step loads
