@@ -115,7 +115,7 @@ def curves_plot(runs: pd.DataFrame, path: Path) -> None:
         curves = [json.loads(c) for c in long["curve_top1"]]
         n = min(len(c) for c in curves)
         mean = 100 * np.mean([c[:n] for c in curves], axis=0)
-        style = {"lw": 2.2} if name.startswith("winner") or name == BASELINE else {"lw": 1}
+        style = {"lw": 2.2} if name.startswith(WINNER) or name == BASELINE else {"lw": 1}
         style |= {"ls": "--"} if name.startswith("igp") else {}
         (line,) = ax.plot(range(1, n + 1), mean, label=name, **style)
         proxy = part.loc[part["recipe"] == PROXY, "top1"]
