@@ -53,8 +53,9 @@ def test_a_signal_ends_the_search_in_one_line_and_resume_finishes_it(
         time.sleep(0.01)
     time.sleep(after)
     os.killpg(proc.pid, sig)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == code, err[-2000:]
+    out, err = proc.communicate(timeout=120)
+    # both streams in the message: under heavy load this has exited 0 (issue 30's open flake)
+    assert proc.returncode == code, (out[-1500:], err[-1500:])
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert last == f"nas.search: interrupted: resume with python -m nas.search --resume {run}"

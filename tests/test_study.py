@@ -258,7 +258,7 @@ def test_the_committed_benchmark_loads_and_its_rows_are_consistent():
     jobs = {j["job"]: j for j in json.loads((STUDY_DIR / "study.json").read_text())["jobs"]}
     assert bench["job"].is_unique and set(bench["job"]) <= set(jobs)
     assert (bench["part"] == bench["job"].map(lambda j: jobs[j]["part"])).all()
-    assert set(bench["part"]) <= {"short", "seeds", "long", "prospective", "padding"}
+    assert set(bench["part"]) <= {"short", "seeds", "long", "prospective", "padding", "transfer"}
     assert ((bench["part"] == "prospective") == (bench["role"] == "prospective")).all()
     assert bench["spec"].notna().all() and bench["top1"].between(0, 1).all()
     for _, row in bench.drop_duplicates("arch_id").head(8).iterrows():

@@ -60,7 +60,9 @@ def test_a_runs_winner_joins_the_study_once_with_every_job_of_the_part(trained_r
         picked |= {rest["arch_id"].iloc[0], rest["arch_id"].iloc[-1]}
     assert len(picked) == 4
     zoo = set(archs.loc[archs["name"].isin(transfer.ZOO_MODELS), "arch_id"])
-    models = picked | zoo | {winner["arch_id"]}
+    winners = set(archs.loc[archs["role"] == transfer.WINNER, "arch_id"])  # the study's too
+    assert winner["arch_id"] in winners
+    models = picked | zoo | winners
     part = {j["arch_id"] for j in jobs if j["part"] == transfer.PART}
     assert part == models
     have = {(j["recipe"], j["seed"], j["arch_id"]) for j in jobs}
