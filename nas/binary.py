@@ -94,10 +94,14 @@ class BinaryActivation(nn.Module):
         return self.kind
 
 
+def weight_scale(w: torch.Tensor) -> torch.Tensor:
+    """A binary conv's per-output-channel weight scale, mean |W| (shape ``(C_out, 1, 1, 1)``)."""
+    return w.abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
+
+
 def binarize_weight(w: torch.Tensor) -> torch.Tensor:
     """sign(W) * mean|W| per output channel, with an identity (straight-through) gradient to W."""
-    alpha = w.abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
-    return w + (alpha * _sign(w) - w).detach()
+    return w + (weight_scale(w) * _sign(w) - w).detach()
 
 
 # --- the fused path: C loops ---------------------------------------------------------------------
@@ -434,7 +438,7 @@ def sign_grad(grad: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
 def binarized_weight(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The value of ``binarize_weight(w)`` (bit for bit, laid out as it) as ``dtype``, without
     autograd."""
-    alpha = w.abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
+    alpha = weight_scale(w)
     lib = _lib_for(w)
     if lib is None or w.dtype != torch.float32 or dtype not in _CODES or w.dim() != 4:
         return (w + (alpha * _sign(w) - w)).to(dtype)
@@ -501,7 +505,7 @@ def xnor_conv(
     ):
         return None, None
     cw = (cin + 63) // 64
-    alpha = weight.abs().mean(dim=(1, 2, 3), keepdim=True)  # as binarize_weight
+    alpha = weight_scale(weight)
     wb = _empty_as("weight", weight, torch.bfloat16)
     bits = torch.empty(k, k, cw, cout, dtype=torch.int64)
     taps = torch.empty(cout, 1, k, k)

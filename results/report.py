@@ -303,18 +303,21 @@ def key_figure(table: pd.DataFrame, settings: dict, x: str, trained: dict[str, s
     return fig
 
 
-def make_plots(run_dir: Path, settings: dict, table: pd.DataFrame) -> dict[str, str]:
+def make_plots(
+    run_dir: Path, settings: dict, table: pd.DataFrame, trained: pd.DataFrame | None
+) -> dict[str, str]:
+    """The report's plots of the candidates and, where training ran, of ``trained`` (its
+    :func:`trained_models`)."""
     matplotlib.use("Agg")
 
     plots = run_dir / "plots"
     made: dict[str, str] = {}
-    trained: dict[str, str] = {}
-    if (run_dir / "trained.csv").is_file():
-        models = trained_models(run_dir, table)
-        models = models[models["status"].isin(("trained", "stopped"))]
-        trained = dict(zip(models["arch_id"], models["model"], strict=True))
+    names: dict[str, str] = {}  # the trained candidates the key plots mark
+    if trained is not None:
+        done = trained[trained["status"].isin(("trained", "stopped"))]
+        names = dict(zip(done["arch_id"], done["model"], strict=True))
     for x, name in (("flops", "key_vs_flops"), ("storage_mbit", "key_vs_storage")):
-        fig = key_figure(table, settings, x, trained)
+        fig = key_figure(table, settings, x, names)
         atomic_savefig(fig, plots / f"{name}.png", dpi=DPI)
         plt.close(fig)
         made[name] = f"plots/{name}.png"
@@ -642,7 +645,7 @@ def build_report(run_dir: Path) -> Path:
     trained = trained_models(run_dir, table) if (run_dir / "trained.csv").is_file() else None
     if trained is not None:
         read_curves(run_dir)
-    plots = make_plots(run_dir, settings, table)
+    plots = make_plots(run_dir, settings, table, trained)
     found, refs = _tables(table, settings["top"], settings["scorer"])
     n_found = int((table["reference"] == "").sum())
     low = settings["budget"] * (1 - settings["tolerance"])

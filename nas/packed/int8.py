@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.ao.nn import quantized as nnq
 
-from nas.binary import BinaryConv2d, _sign
+from nas.binary import BinaryConv2d, _sign, weight_scale
 
 # the anchor quantizes every conv's input: PyTorch's deprecation notice, once, says nothing more
 warnings.filterwarnings("ignore", r"torch\.quantize_per_tensor.*deprecated", UserWarning)
@@ -40,7 +40,7 @@ class Int8BinaryConv(nn.Module):
         self.act = conv.act
         self.pad = conv.padding[0]
         self.pad_value = conv.padding_value
-        self.register_buffer("alpha", w.abs().mean(dim=(1, 2, 3)).view(1, -1, 1, 1))
+        self.register_buffer("alpha", weight_scale(w).view(1, -1, 1, 1))
         # +1 padding is applied before quantizing (the kernel pads with the zero point: 0)
         own_pad = 0 if self.pad_value else self.pad
         self.conv = nnq.Conv2d(
@@ -68,7 +68,7 @@ def int8_model(model: nn.Module, calibration: torch.Tensor) -> nn.Module | None:
     largest: dict[BinaryConv2d, float] = {}
 
     def record(conv, _, out):  # the conv's integer sums are its output / alpha
-        alpha = conv.weight.detach().abs().mean(dim=(1, 2, 3)).view(1, -1, 1, 1)
+        alpha = weight_scale(conv.weight.detach()).view(1, -1, 1, 1)
         largest[conv] = max(largest.get(conv, 0.0), float((out / alpha).abs().max()))
 
     hooks = [c.register_forward_hook(record) for c in convs]

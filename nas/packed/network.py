@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from nas.atomic import atomic_write_bytes
+from nas.binary import weight_scale
 from nas.kernels import (
     Packed,
     PackedWeights,
@@ -123,7 +124,7 @@ class PackedConv(nn.Module):
         super().__init__()
         conv = edge.conv
         weight = conv.weight.detach()
-        alpha = weight.abs().mean(dim=(1, 2, 3))
+        alpha = weight_scale(weight).flatten()
         if isinstance(edge.post, nn.BatchNorm2d):
             bn = edge.post
             a = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
