@@ -43,7 +43,9 @@ def correlate(
     resamples: int = BOOTSTRAP,
 ) -> tuple[int, float, float, float, float, float, float]:
     """(n, tau, lo, hi, rho, lo, hi) of ``x`` against the mean accuracy in ``seeds`` (arch id ->
-    its seeds' accuracies), with the bootstrap interval described in the module docstring."""
+    its seeds' accuracies), with a bootstrap interval that includes seed noise: each resample
+    draws architectures with replacement and, for each, one of its seeds' accuracies, or, where
+    it has one seed, that accuracy plus Gaussian noise of sd ``noise``."""
     ids = [a for a in x.index if a in seeds and math.isfinite(x[a])]
     n = len(ids)
     if n < 4:
