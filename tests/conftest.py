@@ -1,9 +1,19 @@
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config):
+    """Ctrl-C as a terminal gives it. A suite started in the background by a non-interactive
+    shell (``cmd &`` in a script, ``nohup``) inherits SIGINT ignored, as POSIX has it, and every
+    command a test starts would inherit that too and ignore the Ctrl-C the signal tests send
+    (those tests then saw the search run to its end and exit 0)."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser):

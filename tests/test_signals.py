@@ -54,7 +54,6 @@ def test_a_signal_ends_the_search_in_one_line_and_resume_finishes_it(
     time.sleep(after)
     os.killpg(proc.pid, sig)
     out, err = proc.communicate(timeout=120)
-    # both streams in the message: under heavy load this has exited 0 (issue 30's open flake)
     assert proc.returncode == code, (out[-1500:], err[-1500:])
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
