@@ -1,12 +1,13 @@
 """Training the top candidates through Ray Tune.
 
 The candidates run as fixed configurations in one ``Tuner``: synchronous successive halving
-(:mod:`runners.promotion`) stops the weak ones after their first epoch, actors are reused, each
-trial asks for ``cpus_per_trial`` CPUs and a (fractional) ``gpus_per_trial``,
-``FailureConfig(max_failures)`` retries a crashed trial from its last checkpoint, and the
-experiment lives in ``RUN_DIR/tune`` so a killed run is restored without training finished
-trials again. Each trial trains its candidate's proxy (:mod:`runners.train`) and reports loss,
-top-1, top-5 and images per second every epoch with a ``tune.Checkpoint``.
+(:mod:`runners.promotion`) stops the weak ones after their first epoch. Each trial has an actor
+of its own, which the Ray dashboard names after the trial (its "Repr" column), asks for
+``cpus_per_trial`` CPUs and a (fractional) ``gpus_per_trial``, and trains its candidate's proxy
+(:mod:`runners.train`), reporting loss, top-1, top-5 and images per second every epoch with a
+``tune.Checkpoint``. ``FailureConfig(max_failures)`` retries a crashed trial from its last
+checkpoint, and the experiment lives in ``RUN_DIR/tune`` so a killed run is restored without
+training finished trials again.
 
 The experiment's configurations carry each candidate's spec as JSON text, not a path, and the
 experiment is named after its candidates (``train-<hash>``): a run directory that is moved or
@@ -158,6 +159,7 @@ def tune_candidates(
     from ray import tune  # noqa: PLC0415
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: PLC0415
     from ray.tune.schedulers import FIFOScheduler  # noqa: PLC0415
+    from ray.tune.trainable import wrap_function  # noqa: PLC0415
 
     from runners.promotion import PromoteCandidates  # noqa: PLC0415 - it imports Ray
 
@@ -189,8 +191,14 @@ def tune_candidates(
         def on_trial_error(self, iteration, trials, trial, **info):
             print(f"  {_trial_name(trial)} failed", flush=True)
 
+    class NamedTrainable(wrap_function(trainable)):
+        """The trainable, whose actor Ray names by its ``__repr__``: the trial's name."""
+
+        def __repr__(self) -> str:
+            return self.trial_name
+
     resources = tune.with_resources(
-        trainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+        NamedTrainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     )
     space = [
         {"arch_id": aid, "spec": text, "options": dataclasses.asdict(options)}
@@ -215,7 +223,7 @@ def tune_candidates(
             tune_config=tune.TuneConfig(
                 metric="top1",
                 mode="max",
-                reuse_actors=True,
+                reuse_actors=False,  # an actor is one trial, named after it
                 scheduler=scheduler,
                 trial_name_creator=_trial_name,
                 trial_dirname_creator=_trial_folder,

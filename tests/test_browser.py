@@ -54,7 +54,7 @@ def test_report_html_reads_as_a_user_sees_it(trained_run, browser):
 
 def test_the_ray_dashboard_opens_with_the_token_and_shows_the_running_job(tmp_path, browser):
     """As the README says: the token of the run's Ray session, as the dashboard's cookie; its
-    Jobs page lists the running search."""
+    Jobs page lists the running search, its Actors page names the training actors by model."""
     run = tmp_path / "run"
     port = "8297"
     flags = [*TRAIN[: TRAIN.index("--epochs")], "--epochs", "6", "--train-subset", "4000"]
@@ -81,6 +81,11 @@ def test_the_ray_dashboard_opens_with_the_token_and_shows_the_running_job(tmp_pa
             "document.body.innerText.includes('nas.search') "
             "&& document.body.innerText.includes('RUNNING')",
             timeout=60_000,
+        )
+        # each training actor carries its trial's name (the baseline's is its zoo name)
+        page.goto(f"{url}/#/actors")
+        page.wait_for_function(
+            "document.body.innerText.includes('bireal_resnet18')", timeout=120_000
         )
         refused = browser.new_page()  # without the token: the dashboard asks for it
         refused.goto(f"{url}/#/jobs")
