@@ -32,3 +32,9 @@ def format_flops(flops: float) -> str:
     if flops >= 1e8:
         return f"{flops / 1e9:.4g}GFLOPs"
     return f"{flops / 1e6:.4g}MFLOPs"
+
+
+def band(budget: float, tolerance: float) -> tuple[float, float]:
+    """The FLOPs a candidate may have under ``budget``: ``[budget * (1 - tolerance), budget]``
+    (the equal-FLOP comparison of docs/design.md section 3)."""
+    return budget * (1 - tolerance), budget

@@ -14,29 +14,31 @@ scored twice: its trial reuses the first score. The pipeline, one module per ste
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pandas as pd
 
 from nas import _cli
 from nas._names import printable
-from nas.budget import format_flops
-from nas.scorers import DEFAULT_SCORER, PAPER_SCORER, list_scorers
+from nas.budget import format_flops, parse_budget
+from nas.scorers import DEFAULT_SCORER, PAPER_SCORER, fitted_model, list_scorers, ranking_choice
 from pipeline.loop import Search
-from pipeline.run_dir import check_budget, given_flags, new_run, resume_run
-from pipeline.settings import DEFAULT_SAMPLER, SAMPLERS, Settings
+from pipeline.run_dir import new_run, resume_hint, resume_run
+from pipeline.settings import DEFAULT_SAMPLER, SAMPLERS, Settings, SettingsError
 from pipeline.storage import StudyError
 from pipeline.write import write_results
 from results.report import draws_sentence
 from results.run import SETTINGS_BOUNDS, TRAINING_BOUNDS, out_of_bounds
 from runners.options import PRECISIONS, TrainingOptions
-from search_spaces import get_space
+from search_spaces import get_space, list_spaces
 
 # The numeric flags: (flag, lowest, highest), a bound in a list excluded. Checked when the command
 # line is read, whether or not the run trains, before any work.
@@ -64,6 +66,74 @@ def check_numbers(args) -> None:
             continue
         if why := out_of_bounds((low, high), value):
             raise _cli.UsageError(f"{flag} {why}")
+
+
+def _given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The ``dest`` of every option written on the command line (abbreviations are off)."""
+    given = set()
+    for action in parser._actions:
+        for option in action.option_strings:
+            if any(a == option or a.startswith(option + "=") for a in argv):
+                given.add(action.dest)
+    return given
+
+
+def _new_settings(args: argparse.Namespace) -> Settings:
+    """The settings of a new run from its flags: the budget read, the space and the width floor
+    checked (the run directory, the study's name and the training come later)."""
+    if args.budget is None:
+        raise _cli.UsageError("give a compute budget, e.g. --budget 0.16GFLOPs")
+    try:
+        budget = parse_budget(args.budget)
+    except ValueError as e:
+        raise _cli.UsageError(str(e)) from None
+    if args.space != "all" and args.space not in list_spaces():
+        raise _cli.UsageError(
+            f"unknown search space {args.space!r}; choose {', '.join(list_spaces())} or all"
+        )
+    settings = Settings(
+        budget=budget,
+        budget_text=args.budget,
+        space=args.space,
+        trials=args.trials,
+        seed=args.seed,
+        tolerance=args.tolerance,
+        top=args.top,
+        train_top=args.train_top,
+        sampler=args.sampler,
+        storage=args.storage or "",
+        study_name=args.study_name or "",
+        input_size=args.input_size,
+        classes=args.classes,
+        scorer=args.scorer,
+        tie_break=ranking_choice()["tie_break"]["column"],
+        tie_break_larger_first=ranking_choice()["tie_break"]["larger_first"],
+        scorer_model=fitted_model(args.scorer),
+        min_width=args.min_width,
+    )
+    for name in settings.spaces:
+        space = get_space(name)
+        if args.min_width is not None and args.min_width > space.width_bounds[1]:
+            raise _cli.UsageError(
+                f"--min-width {args.min_width} is above the widest {space.width_label} of space "
+                f"{name!r} ({space.width_bounds[1]}); give at most that"
+            )
+    return settings
+
+
+# Fields of TrainingOptions that the command line sets under another name, or not at all (the
+# recipe's own)
+_FLAG_OF = {"top": "train_top"}
+_NOT_FLAGS = ("batch_size", "lr", "eval_subset", "padding")
+
+
+def _training_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The training flags, by :class:`TrainingOptions` field."""
+    return {
+        f.name: getattr(args, _FLAG_OF.get(f.name, f.name))
+        for f in dataclasses.fields(TrainingOptions)
+        if f.name not in _NOT_FLAGS
+    }
 
 
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
@@ -224,13 +294,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     try:
         if args.resume:
-            settings, run_dir, _lock = resume_run(args, given_flags(parser, argv))
+            given = {dest: getattr(args, dest) for dest in _given_flags(parser, argv)}
+            settings, run_dir, _lock = resume_run(Path(args.resume), given)
         else:
-            budget = check_budget(args)
-            training = training_options(args) if args.train_top else None
-            settings, run_dir, _lock = new_run(args, budget, training)
+            settings = _new_settings(args)
+            if settings.train_top:
+                options = training_options(_training_flags(args), settings.spaces)
+                settings = dataclasses.replace(settings, training=options)
+            settings, run_dir, _lock = new_run(settings, args.out)
+        _cli.set_resume_hint(resume_hint(run_dir))  # from here on the run can be resumed
         search = Search(settings, run_dir, workers=args.workers)
-    except StudyError as e:
+    except (SettingsError, StudyError) as e:
         raise _cli.UsageError(str(e)) from None
     print(f"run directory: {printable(str(run_dir))}", file=sys.stderr)
     started = time.perf_counter()

@@ -6,24 +6,26 @@ the whole run, training and report included), ``--out`` never writes into a dire
 something else, ``--resume`` refuses flags that contradict the run's settings (``--trials`` may
 grow, to extend a run), and the study is found relative to the directory, so a moved or copied
 run resumes into its own database. The layout is :mod:`results.run`'s.
+
+It takes :class:`Settings` (and, to resume, the flags given), never the command line, and says
+what is wrong with :class:`SettingsError`.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from nas import _cli
 from nas._names import printable
 from nas.atomic import atomic_write_json
 from nas.budget import format_flops, parse_budget
-from nas.scorers import fitted_model, ranking_choice
-from pipeline.settings import Settings
+from nas.scorers import fitted_model
+from pipeline.settings import Settings, SettingsError
 from pipeline.storage import StudyError, open_study, tagged
 from results.run import (
     LOCK,
@@ -37,14 +39,14 @@ from results.run import (
     read_settings,
 )
 from runners.options import TrainingOptions
-from search_spaces import get_space, list_spaces
+from search_spaces import get_space
 
 
-def _new_run_dir(args: argparse.Namespace, budget: float) -> Path:
-    if args.out:
-        return Path(args.out)
+def _new_run_dir(out: str | None, settings: Settings) -> Path:
+    if out:
+        return Path(out)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = RUNS_ROOT / f"{stamp}-{format_flops(budget)}-{args.space}-s{args.seed}"
+    base = RUNS_ROOT / f"{stamp}-{format_flops(settings.budget)}-{settings.space}-s{settings.seed}"
     path, n = base, 1
     while path.exists():
         n += 1
@@ -57,16 +59,6 @@ def _new_run_dir(args: argparse.Namespace, budget: float) -> Path:
 RESUME_MAY_CHANGE = ("trials", "no_progress", "workers")
 
 
-def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
-    """The ``dest`` of every option written on the command line (abbreviations are off)."""
-    given = set()
-    for action in parser._actions:
-        for option in action.option_strings:
-            if any(a == option or a.startswith(option + "=") for a in argv):
-                given.add(action.dest)
-    return given
-
-
 def _stored_value(stored: dict[str, Any], dest: str) -> tuple[bool, Any]:
     training = stored.get("training") or {}
     if dest in stored:
@@ -76,14 +68,12 @@ def _stored_value(stored: dict[str, Any], dest: str) -> tuple[bool, Any]:
     return False, None
 
 
-def _check_resume_flags(
-    args: argparse.Namespace, given: set[str], stored: dict[str, Any]
-) -> dict[str, Any]:
+def _check_resume_flags(given: Mapping[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
     """Refuse flags that contradict the run's settings, naming the difference; returns the
     settings to resume with (``--trials`` may grow)."""
-    for dest in sorted(given - {"resume", *RESUME_MAY_CHANGE}):
+    for dest in sorted(set(given) - {"resume", *RESUME_MAY_CHANGE}):
         flag = "--" + dest.replace("_", "-")
-        value = getattr(args, dest)
+        value = given[dest]
         known, before = _stored_value(stored, dest)
         if dest == "budget":
             try:
@@ -100,46 +90,43 @@ def _check_resume_flags(
         else:
             same = known and value == before
         if not known:
-            raise _cli.UsageError(
+            raise SettingsError(
                 f"{flag} cannot be given with --resume: the run keeps its own settings "
                 f"(only {', '.join('--' + d.replace('_', '-') for d in RESUME_MAY_CHANGE)} "
                 "may change)"
             )
         if not same:
-            raise _cli.UsageError(
+            raise SettingsError(
                 f"--resume keeps the run's settings: {flag} {value} differs from the run's "
                 f"{before if before not in (None, '') else 'default'} (only --trials may change, "
                 "to extend the run; start a new run for other settings)"
             )
-    if "trials" in given and args.trials != stored["trials"]:
-        if args.trials < stored["trials"]:
-            raise _cli.UsageError(
-                f"--trials {args.trials} is fewer than the run's {stored['trials']}: a run can "
+    trials = given.get("trials", stored["trials"])
+    if trials != stored["trials"]:
+        if trials < stored["trials"]:
+            raise SettingsError(
+                f"--trials {trials} is fewer than the run's {stored['trials']}: a run can "
                 "be extended, not shortened"
             )
-        print(
-            f"extending the run from {stored['trials']} to {args.trials} trials",
-            file=sys.stderr,
-        )
-        return {**stored, "trials": args.trials}
+        print(f"extending the run from {stored['trials']} to {trials} trials", file=sys.stderr)
+        return {**stored, "trials": trials}
     return stored
 
 
-def resume_run(args: argparse.Namespace, given: set[str]) -> tuple[Settings, Path, int]:
+def resume_run(run_dir: Path, given: Mapping[str, Any]) -> tuple[Settings, Path, int]:
     """The run of ``--resume RUN_DIR``, locked, with its settings (``--trials`` may have grown);
-    every other flag given must agree with the run's."""
-    run_dir = Path(args.resume)
+    every other flag ``given`` (by option dest, as written on the command line) must agree with
+    the run's."""
     if not is_run_dir(run_dir):
-        raise _cli.UsageError(
+        raise SettingsError(
             f"{run_dir} is not a search run directory (no {SETTINGS} written by nas.search)"
         )
     try:
         lock = lock_run_dir(run_dir)
     except RunRefused as e:
-        raise _cli.UsageError(str(e)) from None
+        raise SettingsError(str(e)) from None
     except OSError as e:
-        raise _cli.UsageError(f"cannot lock the run directory {run_dir}: {e.strerror}") from None
-    _cli.set_resume_hint(resume_hint(run_dir))
+        raise SettingsError(f"cannot lock the run directory {run_dir}: {e.strerror}") from None
     try:
         stored = read_settings(run_dir)
         fields = {f for f in Settings.__dataclass_fields__}
@@ -154,26 +141,26 @@ def resume_run(args: argparse.Namespace, given: set[str]) -> tuple[Settings, Pat
                     f"{run_dir / SETTINGS}: training {e}; restore it from a copy"
                 ) from None
     except RunFileError as e:
-        raise _cli.UsageError(str(e)) from None
+        raise SettingsError(str(e)) from None
     except (OSError, ValueError, TypeError, RecursionError) as e:
-        raise _cli.UsageError(
+        raise SettingsError(
             f"{run_dir / SETTINGS} cannot be read ({type(e).__name__}); restore it from a copy"
         ) from None
     database = run_dir / STUDY_DB
     if not settings.storage and not (database.is_file() and database.stat().st_size):
         what = "is empty" if database.is_file() else "is missing"
-        raise _cli.UsageError(
+        raise SettingsError(
             f"{database} {what}: the study of this run is not in it; restore it from a copy, "
             "or start a new run"
         )
     if settings.scorer_model is not None and settings.scorer_model != fitted_model(settings.scorer):
-        raise _cli.UsageError(
+        raise SettingsError(
             f"the run ranks by {settings.scorer} with the weights of its start, and "
             "nas/ranking_choice.json holds other weights now (refitted since): resume it from "
             "the commit it started at, or start a new run"
         )
     stored = {**asdict(settings), "_url": settings.study_url(run_dir)}
-    updated = _check_resume_flags(args, given, stored)
+    updated = _check_resume_flags(given, stored)
     updated.pop("_url")
     if updated["trials"] != settings.trials:
         settings = Settings(**updated)
@@ -181,59 +168,39 @@ def resume_run(args: argparse.Namespace, given: set[str]) -> tuple[Settings, Pat
     return settings, run_dir, lock
 
 
-def check_budget(args: argparse.Namespace) -> float:
-    """The budget and the space of a new run, checked: the budget in FLOPs."""
-    if args.budget is None:
-        raise _cli.UsageError("give a compute budget, e.g. --budget 0.16GFLOPs")
-    try:
-        budget = parse_budget(args.budget)
-    except ValueError as e:
-        raise _cli.UsageError(str(e)) from None
-    if args.space != "all" and args.space not in list_spaces():
-        raise _cli.UsageError(
-            f"unknown search space {args.space!r}; choose {', '.join(list_spaces())} or all"
-        )
-    for name in [args.space] if args.space != "all" else list_spaces():
-        space = get_space(name)
-        if args.min_width is not None and args.min_width > space.width_bounds[1]:
-            raise _cli.UsageError(
-                f"--min-width {args.min_width} is above the widest {space.width_label} of space "
-                f"{name!r} ({space.width_bounds[1]}); give at most that"
-            )
-    return budget
-
-
 def resume_hint(run_dir: Path) -> str:
     """How an interrupted search goes on (printed after "interrupted: ")."""
     return f"resume with python -m nas.search --resume {printable(str(run_dir))}"
 
 
-def new_run(
-    args: argparse.Namespace, budget: float, training: dict[str, Any] | None
-) -> tuple[Settings, Path, int]:
-    """A new run: checks that candidates exist in the budget's band, then claims the run
-    directory (its lock), creates the study and writes settings.json, in that order (a run
-    directory always has its study)."""
-    spaces = list_spaces() if args.space == "all" else [args.space]
-    ranges = [get_space(n).flops_range(args.input_size, args.classes) for n in spaces]
+def new_run(settings: Settings, out: str | None) -> tuple[Settings, Path, int]:
+    """A new run of ``settings`` in ``out`` (default: a new folder under results/runs): checks
+    that candidates exist in the budget's band, then claims the run directory (its lock), creates
+    the study and writes settings.json, in that order (a run directory always has its study).
+    A ``study_name`` in ``settings`` joins that shared study; without one the study is named
+    after the run directory. Returns the settings as written."""
+    budget, space = settings.budget, settings.space
+    ranges = [
+        get_space(n).flops_range(settings.input_size, settings.classes) for n in settings.spaces
+    ]
     smallest, largest = min(r[0] for r in ranges), max(r[1] for r in ranges)
     if budget < smallest:
-        raise _cli.UsageError(
+        raise SettingsError(
             f"the budget {format_flops(budget)} is below every candidate: the smallest feasible "
-            f"is {format_flops(smallest)} ({smallest:.4g} FLOPs) in space {args.space!r}"
+            f"is {format_flops(smallest)} ({smallest:.4g} FLOPs) in space {space!r}"
         )
-    if budget * (1 - args.tolerance) > largest:
-        raise _cli.UsageError(
+    if settings.band[0] > largest:
+        raise SettingsError(
             f"the budget {format_flops(budget)} is above every candidate: the largest is "
-            f"{format_flops(largest)} in space {args.space!r}"
+            f"{format_flops(largest)} in space {space!r}"
         )
-    run_dir = _new_run_dir(args, budget)
+    run_dir = _new_run_dir(out, settings)
     if is_run_dir(run_dir):
-        raise _cli.UsageError(
+        raise SettingsError(
             f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose --out"
         )
     if run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir()):
-        raise _cli.UsageError(
+        raise SettingsError(
             f"--out {run_dir} is a directory that holds other files; give a new or empty directory"
         )
     created = not run_dir.exists()
@@ -241,36 +208,18 @@ def new_run(
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = lock_run_dir(run_dir)
     except RunRefused as e:
-        raise _cli.UsageError(str(e)) from None
+        raise SettingsError(str(e)) from None
     except OSError as e:
-        raise _cli.UsageError(
-            f"cannot write the output directory {run_dir}: {e.strerror}"
-        ) from None
+        raise SettingsError(f"cannot write the output directory {run_dir}: {e.strerror}") from None
     if is_run_dir(run_dir):  # another process made it a run between our check and the lock
-        raise _cli.UsageError(
+        raise SettingsError(
             f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose --out"
         )
-    settings = Settings(
-        budget=budget,
-        budget_text=args.budget,
-        space=args.space,
-        trials=args.trials,
-        seed=args.seed,
-        tolerance=args.tolerance,
-        top=args.top,
-        train_top=args.train_top,
-        sampler=args.sampler,
-        storage=args.storage or "",
-        study_name=args.study_name or run_dir.resolve().name,
-        run_tag=run_dir.resolve().name if args.study_name else "",
-        input_size=args.input_size,
-        classes=args.classes,
-        scorer=args.scorer,
-        tie_break=ranking_choice()["tie_break"]["column"],
-        tie_break_larger_first=ranking_choice()["tie_break"]["larger_first"],
-        scorer_model=fitted_model(args.scorer),
-        min_width=args.min_width,
-        training=training,
+    name = run_dir.resolve().name
+    settings = dataclasses.replace(
+        settings,
+        study_name=settings.study_name or name,
+        run_tag=name if settings.study_name else "",
     )
     try:
         study = open_study(
@@ -294,5 +243,4 @@ def new_run(
             run_dir.rmdir()
         raise
     atomic_write_json(run_dir / SETTINGS, asdict(settings), private=settings.has_secret)
-    _cli.set_resume_hint(resume_hint(run_dir))  # from here on the run can be resumed
     return settings, run_dir, lock

@@ -8,12 +8,18 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from nas.budget import band as budget_band
 from results.run import STUDY_DB, study_url
 from search_spaces import list_spaces
 
 # stream samplers (pipeline.draws) first, then Optuna's model-based ones (pipeline.loop)
 SAMPLERS = ("random", "qmc", "exhaustive", "tpe", "nsga2")
 DEFAULT_SAMPLER = "qmc"
+
+
+class SettingsError(ValueError):
+    """Settings a run cannot start or go on with, in one sentence (the command line prints it as
+    a usage error)."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ class Settings:
 
     @property
     def band(self) -> tuple[float, float]:
-        return self.budget * (1 - self.tolerance), self.budget
+        return budget_band(self.budget, self.tolerance)
 
     @property
     def directions(self) -> list[str]:

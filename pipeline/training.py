@@ -6,9 +6,9 @@ This module imports torch (through the datasets); the search imports it only whe
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,52 +16,44 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from nas import _cli
 from nas._names import printable
 from nas.atomic import atomic_write_text
 from pipeline.ranking import training_pool
-from pipeline.settings import Settings
+from pipeline.settings import Settings, SettingsError
 from pipeline.storage import open_storage
 from results.report import build_report, closing_lines, model_name, one_row_per_arch, read_curves
 from results.run import CANDIDATES
 from runners.datasets import DATASETS, DataError, DataNotFound, load_dataset
 from runners.options import TrainingOptions
 from runners.tune import run_training
-from search_spaces import get_space, list_spaces
+from search_spaces import get_space
 
 DEFAULTS = TrainingOptions()
-# Fields of TrainingOptions that the command line sets under another name or not at all.
-_FLAG_OF = {"top": "train_top"}
-_FIXED = ("batch_size", "lr", "eval_subset", "padding")  # the recipe's, not flags
 
 
-def training_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The training flags as :class:`TrainingOptions` (a dict, for settings.json), checked before
-    the search starts: the dataset must load, the baseline must be a reference model."""
-    if args.dataset not in DATASETS:
-        raise _cli.UsageError(f"unknown dataset {args.dataset!r}; known: {', '.join(DATASETS)}")
+def training_options(given: Mapping[str, Any], spaces: list[str]) -> dict[str, Any]:
+    """The training options ``given`` (fields of :class:`TrainingOptions`; the rest keep their
+    defaults) as a dict for settings.json, checked before the search starts: the dataset must
+    load, the baseline must be a reference model of ``spaces`` (``none``: no baseline; the
+    default one is dropped where the spaces lack it)."""
+    if given["dataset"] not in DATASETS:
+        raise SettingsError(f"unknown dataset {given['dataset']!r}; known: {', '.join(DATASETS)}")
     try:
-        load_dataset(args.dataset, args.data_dir)
+        load_dataset(given["dataset"], given.get("data_dir"))
     except (DataNotFound, DataError) as e:
-        raise _cli.UsageError(str(e)) from None
-    spaces = list_spaces() if args.space == "all" else [args.space]
+        raise SettingsError(str(e)) from None
     references = sorted({r for n in spaces for r in get_space(n).references()})
-    baseline = args.baseline
+    baseline = given.get("baseline", DEFAULTS.baseline)
     if baseline not in (*references, "none"):
-        if baseline != DEFAULTS.baseline:  # the default is skipped where the space lacks it
-            raise _cli.UsageError(
+        if baseline != DEFAULTS.baseline:
+            raise SettingsError(
                 f"--baseline {baseline!r} is not a reference model of the searched space; "
                 f"choose one of {', '.join(references)} or none"
             )
         baseline = "none"
-    given = {
-        f.name: getattr(args, _FLAG_OF.get(f.name, f.name))
-        for f in dataclasses.fields(TrainingOptions)
-        if f.name not in _FIXED
-    }
-    given["train_subset"] = given["train_subset"] or None  # 0: the whole train split
-    given["baseline"] = "" if baseline == "none" else baseline
-    return dataclasses.asdict(TrainingOptions(**given))
+    options = {**given, "baseline": "" if baseline == "none" else baseline}
+    options["train_subset"] = options.get("train_subset") or None  # 0: the whole train split
+    return dataclasses.asdict(TrainingOptions(**options))
 
 
 def record_in_optuna(

@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 from nas import _cli
 from nas._names import printable
 from nas.atomic import atomic_savefig, atomic_write_text
+from nas.budget import band
 from nas.candidates import PATH_COLUMNS
 from nas.graph import lower, scopes
 from nas.metrics import PathGraph
@@ -275,7 +276,7 @@ def key_figure(table: pd.DataFrame, settings: dict, x: str, trained: dict[str, s
         ax.set_xlabel(label)
         ax.set_ylabel(ylabel)
     if x == "flops":
-        low, high = settings["budget"] * (1 - settings["tolerance"]), settings["budget"]
+        low, high = band(settings["budget"], settings["tolerance"])
         for ax in axes:
             ax.set_xlim(low / scale * 0.998, high / scale * 1.002)
         outside = int((~refs["in_band"].astype(bool)).sum()) if len(refs) else 0
@@ -648,11 +649,11 @@ def build_report(run_dir: Path) -> Path:
     plots = make_plots(run_dir, settings, table, trained)
     found, refs = _tables(table, settings["top"], settings["scorer"])
     n_found = int((table["reference"] == "").sum())
-    low = settings["budget"] * (1 - settings["tolerance"])
+    low, high = band(settings["budget"], settings["tolerance"])
     facts = pd.DataFrame(
         [
             ("budget", f"{settings['budget']:.4g} FLOPs ({settings['budget_text']})"),
-            ("band", f"[{low:.4g}, {settings['budget']:.4g}] FLOPs"),
+            ("band", f"[{low:.4g}, {high:.4g}] FLOPs"),
             ("space", settings["space"]),
             ("trials", settings["trials"]),
             ("sampler", settings["sampler"]),

@@ -1,7 +1,7 @@
-"""Successive halving for the search's candidates, the baseline exempt: every candidate trains
-to the rung (one epoch), waits there until all have, and then the best ``1 / reduction_factor``
-of them (rounded up: 3 of 8) go on to the full recipe, the rest stop. The reference model the
-candidates are compared with trains every epoch and stays out of the rung.
+"""Successive halving for the search's candidates as a Ray Tune scheduler, the baseline exempt:
+the decision is :func:`runners.halving.promoted`; this module pauses the candidates at the rung
+until it can be made, then stops the losers. The reference model the candidates are compared
+with trains every epoch and stays out of the rung.
 
 The halving is synchronous, not Ray's ASHA: ASHA promotes a trial that is in the best third of
 those that reached the rung *before* it, so the first arrivals go on whatever they score, and a
@@ -11,8 +11,6 @@ kept, its CPU given to the next candidate) until the rung is complete.
 
 The decision is derived from the trials' own states and last results, never from memory of the
 scheduler's: a restored experiment (its scheduler is a fresh one) reaches the same decision.
-A candidate past the rung was promoted; one stopped at the rung lost; one that failed before the
-rung is out of the pool.
 
 Imported only once Ray is (it reads the loopback recipe from the environment when imported:
 :mod:`runners.ray_local`), by :func:`runners.tune.tune_candidates`; a module of its own so that
@@ -20,11 +18,11 @@ a restored experiment finds the scheduler's class by name."""
 
 from __future__ import annotations
 
-import math
-
 from ray.tune.experiment import Trial
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+from runners import halving
 
 
 def _exempt(trial) -> bool:
@@ -49,30 +47,21 @@ class PromoteCandidates(FIFOScheduler):
         return int(result.get(TRAINING_ITERATION) or 0)
 
     def decision(self, trials, current=None) -> set | None:
-        """The candidates promoted past the rung, or None while some candidate has not reached
-        it. ``current``: (trial, result) of a result not yet in the trial's ``last_result``."""
+        """The candidates promoted past the rung (:func:`runners.halving.promoted`), or None
+        while some candidate has not reached it. ``current``: (trial, result) of a result not
+        yet in the trial's ``last_result``."""
         results = {t: t.last_result or {} for t in trials if not _exempt(t)}
         if current is not None:
             results[current[0]] = current[1]
-        past, at = [], []
-        for trial, result in results.items():
-            iteration = self._iteration(trial, result)
-            if iteration > self.rung:
-                past.append(trial)  # promoted before (a restored experiment)
-            elif iteration == self.rung:
-                at.append(trial)
-            elif trial.status not in (Trial.ERROR, Trial.TERMINATED):
-                return None  # still on its way to the rung
-        keep = math.ceil((len(past) + len(at)) / self.reduction_factor)
-        at.sort(key=lambda t: self._rank_key(results[t]))
-        return set(past) | set(at[: max(0, keep - len(past))])
-
-    def _rank_key(self, result: dict) -> tuple[int, float]:
-        """Best first, a missing or NaN metric last; ties keep the trials' order (stable sort)."""
-        value = result.get(self._metric)
-        if value is None or not math.isfinite(value):
-            return (1, 0.0)
-        return (0, -self._sign * float(value))
+        standings = {
+            trial: halving.Standing(
+                epochs=self._iteration(trial, result),
+                value=result.get(self._metric),
+                ended=trial.status in (Trial.ERROR, Trial.TERMINATED),
+            )
+            for trial, result in results.items()
+        }
+        return halving.promoted(standings, self.rung, self.reduction_factor, self._sign > 0)
 
     def _stop_losers(self, tune_controller, promoted: set, but=None) -> None:
         for trial in tune_controller.get_trials():
