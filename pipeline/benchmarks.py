@@ -31,8 +31,8 @@ keeps the ratio of the time per block at 100k to that at 1k near 1. ``--sizes`` 
 
 ``python -m nas.benchmarks ray``: Ray's overhead: the start of a local Ray (loopback, dashboard
 on) and the wall time per trial of a Tuner running trials that do no work (each reports three
-epochs and a checkpoint), with ``reuse_actors`` as the product runs them; what every trained
-candidate pays on top of its training.
+epochs and a checkpoint), with an actor per trial as the product runs them (and, beside it,
+with reused actors); what every trained candidate pays on top of its training.
 
 ``python -m nas.benchmarks search``: the search's wall time for 1k, 10k and 100k candidates
 (``--sizes``), run as users run it, and ``python -m nas.benchmarks samplers``: the samplers at
@@ -63,13 +63,13 @@ from pathlib import Path
 
 import optuna
 
-from nas import _cli, paths, profile
-from nas.blocks import chain_block, fractal_convs, shortcuts
-from nas.graph import lower, spec_graph
-from nas.metrics import PathGraph, path_report
-from nas.registry import model_spec
-from nas.scorers import get_scorer, measure
-from nas.spec import MAX_BLOCKS, ArchSpec, Block, Stage, Stem, Transition
+from nas import cli, paths, profile
+from nas.core.blocks import chain_block, fractal_convs, shortcuts
+from nas.core.graph import lower, spec_graph
+from nas.core.metrics import PathGraph, path_report
+from nas.core.registry import model_spec
+from nas.core.scorers import get_scorer, measure
+from nas.core.spec import MAX_BLOCKS, ArchSpec, Block, Stage, Stem, Transition
 from pipeline.evaluate import EvaluatorPool
 from pipeline.settings import Settings
 from runners.options import TrainingOptions
@@ -137,7 +137,7 @@ def training(steps: int = 8, repeats: int = 3, batch: int = 64, device: str = "c
     classes (ImageNet's shapes, random data)."""
     import torch  # noqa: PLC0415 - torch: after _pin()
 
-    from nas.model import build_model  # noqa: PLC0415 - torch: after _pin()
+    from nas.nn.model import build_model  # noqa: PLC0415 - torch: after _pin()
     from runners.datasets import Splits  # noqa: PLC0415 - torch: after _pin()
     from runners.train import proxy_spec  # noqa: PLC0415 - torch: after _pin()
 
@@ -439,31 +439,35 @@ def ray_overhead(trials: int = 16, repeats: int = 3) -> list[dict]:
             started = time.perf_counter() - start
             from ray import tune  # noqa: PLC0415 - Ray: seconds to load, the ray mode alone
 
-            per_trial = []
+            per_trial: dict[bool, list[float]] = {False: [], True: []}
             for r in range(repeats):
-                tuner = tune.Tuner(
-                    tune.with_resources(_idle_trial, {"cpu": 1}),
-                    param_space={"i": tune.grid_search(list(range(trials)))},
-                    tune_config=tune.TuneConfig(reuse_actors=True),
-                    run_config=tune.RunConfig(
-                        name=f"idle{r}", storage_path=str(Path(work) / "tune"), verbose=0
-                    ),
-                )
-                t = time.perf_counter()
-                grid = tuner.fit()
-                assert not grid.errors
-                per_trial.append((time.perf_counter() - t) / trials)
+                for reuse in (False, True):  # interleaved: the product's way, then reused actors
+                    tuner = tune.Tuner(
+                        tune.with_resources(_idle_trial, {"cpu": 1}),
+                        param_space={"i": tune.grid_search(list(range(trials)))},
+                        tune_config=tune.TuneConfig(reuse_actors=reuse),
+                        run_config=tune.RunConfig(
+                            name=f"idle{r}-{reuse}", storage_path=str(Path(work) / "tune"),
+                            verbose=0,
+                        ),
+                    )  # fmt: skip
+                    t = time.perf_counter()
+                    grid = tuner.fit()
+                    assert not grid.errors
+                    per_trial[reuse].append((time.perf_counter() - t) / trials)
         rows.append(
             {"what": "local Ray start (ray.init, dashboard on)", "seconds": round(started, 2)}
         )
-        rows.append(
-            {
-                "what": f"per trial, {trials} idle trials of 3 reports, reuse_actors, "
-                f"median of {repeats}",
-                "seconds": round(statistics.median(per_trial), 3),
-                "cpus": os.cpu_count(),
-            }
-        )
+        for reuse, how in ((False, "an actor per trial (as the search runs them)"),
+                           (True, "reused actors")):  # fmt: skip
+            rows.append(
+                {
+                    "what": f"per trial, {trials} idle trials of 3 reports, {how}, "
+                    f"median of {repeats}",
+                    "seconds": round(statistics.median(per_trial[reuse]), 3),
+                    "cpus": os.cpu_count(),
+                }
+            )
     return rows
 
 
@@ -501,7 +505,7 @@ def evaluator_start(repeats: int = 5) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _cli.Parser(
+    parser = cli.Parser(
         prog="python -m nas.benchmarks",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -521,17 +525,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--seconds",
-        type=_cli.seconds,
+        type=cli.seconds,
         help="length of one timed run (default 1; samplers: each sampler's time, default 60)",
     )
     parser.add_argument(
         "--repeats",
-        type=_cli.int_range(1, 1000, "number of runs"),
+        type=cli.int_range(1, 1000, "number of runs"),
         help="timed runs; the median is kept (spec-size: the best; default 5, spec-size 1)",
     )
     parser.add_argument(
         "--sizes",
-        type=_cli.int_range(1, MAX_BLOCKS, "number of blocks"),
+        type=cli.int_range(1, MAX_BLOCKS, "number of blocks"),
         nargs="+",
         default=SPEC_SIZES,
         help="spec-size: the numbers of blocks; search: the numbers of candidates (default "
@@ -551,7 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--images",
-        type=_cli.int_range(128, 60000, "number of images"),
+        type=cli.int_range(128, 60000, "number of images"),
         help="training: images per path and round (default 1280: 10 batches); "
         "reproducibility: images of the epoch (default 2000)",
     )
@@ -619,7 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch  # noqa: PLC0415 - torch: after _pin()
 
         if args.device == "cuda" and not torch.cuda.is_available():
-            raise _cli.UsageError(
+            raise cli.UsageError(
                 "--device cuda needs a CUDA GPU (torch.cuda.is_available() is False)"
             )
         rows = training(repeats=args.repeats, device=args.device)
