@@ -16,8 +16,8 @@ apt_install() {
     apt-get install -y -qq "$1" >/dev/null 2>&1 \
         || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "$1" >/dev/null; }
 }
-# A C compiler (gcc; cc will do) for the bit-packed binary conv kernels (nas.kernels) and the
-# fused binary conv's loops (nas.binary). Without one both warn and run PyTorch instead (slower),
+# A C compiler (gcc; cc will do) for the bit-packed binary conv kernels (nas.nn.kernels) and the
+# fused binary conv's loops (nas.nn.binary). Without one both warn and run PyTorch instead (slower),
 # and the tests of the compiled code skip (under CI, CI=1, they fail).
 if ! command -v gcc >/dev/null 2>&1 && ! command -v cc >/dev/null 2>&1; then
     if can_apt; then
@@ -29,7 +29,7 @@ if ! command -v gcc >/dev/null 2>&1 && ! command -v cc >/dev/null 2>&1; then
 fi
 # The bit-packed binary conv kernels (C, OpenMP; gcc). Without a compiler: a warning, and the
 # PyTorch reference path is used.
-"$PY" -m nas.kernels.build
+"$PY" -m nas.nn.kernels.build
 # The default dataset, Fashion-MNIST, from Debian's package (IDX files, MIT licence).
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
     if can_apt; then

@@ -10,10 +10,12 @@ Public API (the rest is private to its module):
 * :func:`analyze`, :func:`analyze_spec`, :func:`trace_graph` -- gradient-path metrics of any
   module or spec; :func:`register_scorer`, :func:`get_scorer` -- ranking keys.
 
-The names are imported on first use (PEP 562), so that ``import nas.spec`` or ``from nas import
-ArchSpec`` does not import torch: the spec side (spec, graph, cost, metrics, scorers, zoo,
-registry) is torch-free; the torch side is :mod:`nas.binary`, :mod:`nas.model`,
-:mod:`nas.module_cost`, :mod:`nas.trace` and :mod:`nas.proxies`.
+The names are imported on first use (PEP 562), so that ``from nas import ArchSpec`` does not
+import torch. The library is two packages: :mod:`nas.core`, the spec side (spec, graph, cost,
+metrics, scorers, zoo, registry, budget), torch-free; and :mod:`nas.nn`, the torch side (binary
+layers, model, trace, module cost, proxies, kernels, packed inference). Beside them sit the
+command lines: ``python -m nas.search``, ``nas.final``, ``nas.benchmarks``, ``nas.profile``,
+``nas.paths`` (and their shared helpers, :mod:`nas.cli`).
 """
 
 from __future__ import annotations
@@ -23,39 +25,39 @@ from typing import Any
 
 # Each public name -> the module that defines it.
 _EXPORTS: dict[str, str] = {
-    "ArchSpec": "nas.spec",
-    "Block": "nas.spec",
-    "Head": "nas.spec",
-    "SpecError": "nas.spec",
-    "Stage": "nas.spec",
-    "Stem": "nas.spec",
-    "Transition": "nas.spec",
-    "arch_id": "nas.graph",
-    "depth": "nas.graph",
-    "same_network": "nas.graph",
-    "spec_graph": "nas.graph",
-    "Cost": "nas.cost",
-    "CostReport": "nas.cost",
-    "LayerCost": "nas.cost",
-    "spec_cost": "nas.cost",
-    "PathReport": "nas.metrics",
-    "PathStats": "nas.metrics",
-    "analyze_spec": "nas.analysis",
-    "get_scorer": "nas.scorers",
-    "list_scorers": "nas.scorers",
-    "register_scorer": "nas.scorers",
-    "UnknownModelError": "nas.registry",
-    "list_models": "nas.registry",
-    "model_spec": "nas.registry",
-    "register_model": "nas.registry",
+    "ArchSpec": "nas.core.spec",
+    "Block": "nas.core.spec",
+    "Head": "nas.core.spec",
+    "SpecError": "nas.core.spec",
+    "Stage": "nas.core.spec",
+    "Stem": "nas.core.spec",
+    "Transition": "nas.core.spec",
+    "arch_id": "nas.core.graph",
+    "depth": "nas.core.graph",
+    "same_network": "nas.core.graph",
+    "spec_graph": "nas.core.graph",
+    "Cost": "nas.core.cost",
+    "CostReport": "nas.core.cost",
+    "LayerCost": "nas.core.cost",
+    "spec_cost": "nas.core.cost",
+    "PathReport": "nas.core.metrics",
+    "PathStats": "nas.core.metrics",
+    "analyze_spec": "nas.core.analysis",
+    "get_scorer": "nas.core.scorers",
+    "list_scorers": "nas.core.scorers",
+    "register_scorer": "nas.core.scorers",
+    "UnknownModelError": "nas.core.registry",
+    "list_models": "nas.core.registry",
+    "model_spec": "nas.core.registry",
+    "register_model": "nas.core.registry",
     # the torch side
-    "BinaryActivation": "nas.binary",
-    "BinaryConv2d": "nas.binary",
-    "build_model": "nas.model",
-    "create_model": "nas.model",
-    "module_cost": "nas.module_cost",
-    "analyze": "nas.trace",
-    "trace_graph": "nas.trace",
+    "BinaryActivation": "nas.nn.binary",
+    "BinaryConv2d": "nas.nn.binary",
+    "build_model": "nas.nn.model",
+    "create_model": "nas.nn.model",
+    "module_cost": "nas.nn.module_cost",
+    "analyze": "nas.nn.trace",
+    "trace_graph": "nas.nn.trace",
 }
 
 __all__ = [

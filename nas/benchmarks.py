@@ -7,7 +7,7 @@ import-linter contracts), under ``__main__`` as :mod:`nas.search` does."""
 import sys
 
 if __name__ == "__main__":
-    from nas import _cli
+    from nas import cli
     from pipeline.benchmarks import main
 
-    sys.exit(_cli.run("nas.benchmarks", main))
+    sys.exit(cli.run("nas.benchmarks", main))

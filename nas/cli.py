@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from nas._names import printable
-from nas.registry import UnknownModelError, model_spec
-from nas.spec import MAX_CLASSES, MAX_INPUT_SIZE, ArchSpec, SpecError
+from nas.core.names import printable
+from nas.core.registry import UnknownModelError, model_spec
+from nas.core.spec import MAX_CLASSES, MAX_INPUT_SIZE, ArchSpec, SpecError
 
 USAGE_ERROR = 2
 FAILED = 1

@@ -5,7 +5,7 @@ only starts it, as :mod:`nas.search` does)."""
 import sys
 
 if __name__ == "__main__":
-    from nas import _cli
+    from nas import cli
     from pipeline.final import main
 
-    sys.exit(_cli.run("nas.final", main))
+    sys.exit(cli.run("nas.final", main))

@@ -1,6 +1,6 @@
 """``python -m nas.paths MODEL|SPEC.json``: the gradient-path metrics of a network, as a table,
-as JSON (``--json``, the shape of :meth:`nas.metrics.PathReport.to_dict` plus the ranking key) or
-as a drawing of one stage or block with its cheapest paths (``--plot``)."""
+as JSON (``--json``, the shape of :meth:`nas.core.metrics.PathReport.to_dict` plus the ranking key)
+or as a drawing of one stage or block with its cheapest paths (``--plot``)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nas import _cli
-from nas import scopes as names
-from nas._names import printable
-from nas.graph import lower, ops_arch_id, scopes
-from nas.metrics import PathGraph, PathReport, PathStats, path_report
-from nas.pathplot import plot_scope
+from nas import cli
+from nas.core import scopes as names
+from nas.core.graph import lower, ops_arch_id, scopes
+from nas.core.metrics import PathGraph, PathReport, PathStats, path_report
+from nas.core.names import printable
+from nas.core.pathplot import plot_scope
+from nas.core.scorers import DEFAULT_SCORER, Scorer, get_scorer, list_scorers, measure
+from nas.core.spec import ArchSpec
 from nas.profile import json_text, text_table
-from nas.scorers import DEFAULT_SCORER, Scorer, get_scorer, list_scorers, measure
-from nas.spec import ArchSpec
 
 PLOT_FORMATS = (".png", ".svg", ".pdf")
 
@@ -87,7 +87,7 @@ def _output(spec, ops, report: PathReport, key: tuple, scorer: str, as_json: boo
         "model": spec.name,
         "arch_id": ops_arch_id(ops),
         "scorer": scorer,
-        "key": list(key),  # finite for every network (nas.scorers: a missing value's ceiling)
+        "key": list(key),  # finite for every network (nas.core.scorers: a missing value's ceiling)
         **report.to_dict(),
     }
     return json_text(out)
@@ -98,7 +98,7 @@ def _check_plot_file(path: str) -> None:
     format (a usage error) or a folder that is missing or no folder (an OSError naming it)."""
     suffix = Path(path).suffix.lower()
     if suffix not in PLOT_FORMATS:
-        raise _cli.UsageError(
+        raise cli.UsageError(
             f"--plot {printable(path)}: give a file name ending in {', '.join(PLOT_FORMATS)}"
         )
     folder = Path(path).parent
@@ -112,12 +112,12 @@ def _under_a_file(folder: Path) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _cli.Parser(
+    parser = cli.Parser(
         prog="python -m nas.paths",
         description="Gradient-path metrics N_1st/N_2nd/N_3rd and L_1st/L_2nd/L_3rd of a network.",
     )
     parser.add_argument("model", help="a zoo model name, or a path to an ArchSpec .json")
-    _cli.add_spec_options(parser)
+    cli.add_spec_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--plot",
@@ -137,22 +137,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         scorer = get_scorer(args.scorer)
     except KeyError as e:
-        raise _cli.UsageError(e.args[0]) from None
+        raise cli.UsageError(e.args[0]) from None
     if args.plot:
         _check_plot_file(args.plot)
-    spec = _cli.load_model_arg(args.model, args.input_size, args.classes)
+    spec = cli.load_model_arg(args.model, args.input_size, args.classes)
     ops, graph, report, key = analyse(spec, scorer)
     if args.plot:
         known = [n for n, _, _ in graph.scopes["stages"] + graph.scopes["blocks"]]
         if args.scope not in known:
-            raise _cli.UsageError(
+            raise cli.UsageError(
                 f"unknown scope {printable(repr(args.scope))}; choose one of "
                 f"{', '.join(known[:6])}, ..."
             )
         try:
             plot_scope(spec, graph, args.scope, args.plot)
         except ValueError as e:  # a scope too large to draw
-            raise _cli.UsageError(str(e)) from None
+            raise cli.UsageError(str(e)) from None
     print(_output(spec, ops, report, key, args.scorer, args.json))
     if args.plot and not args.json:
         print(f"\nplot of {args.scope} written to {printable(args.plot)}")
@@ -160,4 +160,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_cli.run("nas.paths", main))
+    sys.exit(cli.run("nas.paths", main))

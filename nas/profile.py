@@ -13,13 +13,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nas import _cli
-from nas._names import printable
-from nas.cost import CostReport, ops_cost
-from nas.graph import Op, lower, ops_arch_id, ops_depth
-from nas.registry import list_models, model_doc, model_spec
-from nas.spec import ArchSpec
-from nas.zoo import TABLE1
+from nas import cli
+from nas.core.cost import CostReport, ops_cost
+from nas.core.graph import Op, lower, ops_arch_id, ops_depth
+from nas.core.names import printable
+from nas.core.registry import list_models, model_doc, model_spec
+from nas.core.spec import ArchSpec
+from nas.core.zoo import TABLE1
 
 
 def text_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -195,12 +195,12 @@ def render(spec: ArchSpec, count_bn: bool = False, as_json: bool = False) -> str
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _cli.Parser(
+    parser = cli.Parser(
         prog="python -m nas.profile",
         description="Cost of a binary CNN as the paper counts it (FLOPs = FP MACs + BOPs/64).",
     )
     parser.add_argument("model", nargs="?", help="a zoo model name, or a path to an ArchSpec .json")
-    _cli.add_spec_options(parser)
+    cli.add_spec_options(parser)
     parser.add_argument(
         "--count-bn", action="store_true", help="count BN's gamma and beta as 32-bit weights"
     )
@@ -212,10 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.model is None:
         parser.error("give a MODEL (a zoo name or a spec .json), or --list")
-    spec = _cli.load_model_arg(args.model, args.input_size, args.classes)
+    spec = cli.load_model_arg(args.model, args.input_size, args.classes)
     print(render(spec, args.count_bn, args.json))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(_cli.run("nas.profile", main))
+    sys.exit(cli.run("nas.profile", main))

@@ -9,7 +9,7 @@ the application (with it pandas, matplotlib and the training code) again."""
 import sys
 
 if __name__ == "__main__":
-    from nas import _cli
+    from nas import cli
     from pipeline.cli import main
 
-    sys.exit(_cli.run("nas.search", main))
+    sys.exit(cli.run("nas.search", main))

@@ -36,7 +36,7 @@ def probe(precision: str, images: int) -> dict[str, Any]:
     """Train one epoch in this process (its oneDNN as the environment caps it)."""
     import torch  # noqa: PLC0415 - in the probe's own process
 
-    from nas.zoo import bireal_resnet18  # noqa: PLC0415
+    from nas.core.zoo import bireal_resnet18  # noqa: PLC0415
     from runners.datasets import load_dataset  # noqa: PLC0415
     from runners.train import TrainConfig, proxy_spec, train  # noqa: PLC0415
 

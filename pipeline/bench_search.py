@@ -23,8 +23,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from nas import _cli
-from nas.scorers import DEFAULT_SCORER
+from nas import cli
+from nas.core.scorers import DEFAULT_SCORER
 from pipeline.loop import Search
 from pipeline.ranking import sort_key
 from pipeline.settings import SAMPLERS, Settings
@@ -62,7 +62,7 @@ def scaling(sizes: Sequence[int]) -> list[dict]:
                     "drawn": counts["drawn"],
                     "ms_per_candidate": round(1e3 * wall / counts["candidates"], 3),
                     "study_mib": round((out / "study.db").stat().st_size / 2**20, 1),
-                    "workers": _cli.usable_cores(),
+                    "workers": cli.usable_cores(),
                 }
             )
     first = rows[0]["ms_per_candidate"]
@@ -105,7 +105,7 @@ def samplers(seconds: float) -> list[dict]:
                 study_name=sampler, input_size=224, classes=1000, scorer=DEFAULT_SCORER,
             )  # fmt: skip
             open_study(settings.study_url(run_dir), sampler, settings.directions)
-            search = Search(settings, run_dir, workers=_cli.usable_cores())
+            search = Search(settings, run_dir, workers=cli.usable_cores())
             search.run(progress=False, seconds=seconds)
             found[sampler] = {r["arch_id"]: r for r in search.candidates}
             best = min(search.candidates, key=sort_key)
@@ -132,7 +132,7 @@ def samplers_text(rows: list[dict]) -> str:
     sizes = ", ".join(f"{n} {get_space(n).size():,}" for n in list_spaces())
     lines = [
         f"samplers at equal wall time, budget {BUDGET}, key {DEFAULT_SCORER}, seed {SEED}, "
-        f"{_cli.usable_cores()} workers (structures: {sizes})",
+        f"{cli.usable_cores()} workers (structures: {sizes})",
         f"{'sampler':>11} {'s':>6} {'candidates':>11} {'drawn':>9} {'in top 100':>11}  best key",
     ]
     for r in rows:

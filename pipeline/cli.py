@@ -26,10 +26,16 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from nas import _cli
-from nas._names import printable
-from nas.budget import format_flops, parse_budget
-from nas.scorers import DEFAULT_SCORER, PAPER_SCORER, fitted_model, list_scorers, ranking_choice
+from nas import cli
+from nas.core.budget import format_flops, parse_budget
+from nas.core.names import printable
+from nas.core.scorers import (
+    DEFAULT_SCORER,
+    PAPER_SCORER,
+    fitted_model,
+    list_scorers,
+    ranking_choice,
+)
 from pipeline.loop import Search
 from pipeline.run_dir import new_run, resume_hint, resume_run
 from pipeline.settings import DEFAULT_SAMPLER, SAMPLERS, Settings, SettingsError
@@ -47,7 +53,7 @@ _RANGES = (
     *(
         ("--" + name.replace("_", "-"), *bounds)
         for name, bounds in SETTINGS_BOUNDS.items()
-        if name != "budget"  # a budget string, parsed by nas.budget
+        if name != "budget"  # a budget string, parsed by nas.core.budget
     ),
     *(
         ("--" + name.replace("_", "-"), *TRAINING_BOUNDS[name])
@@ -65,7 +71,7 @@ def check_numbers(args) -> None:
         if value is None:  # an optional flag not given
             continue
         if why := out_of_bounds((low, high), value):
-            raise _cli.UsageError(f"{flag} {why}")
+            raise cli.UsageError(f"{flag} {why}")
 
 
 def _given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
@@ -82,13 +88,13 @@ def _new_settings(args: argparse.Namespace) -> Settings:
     """The settings of a new run from its flags: the budget read, the space and the width floor
     checked (the run directory, the study's name and the training come later)."""
     if args.budget is None:
-        raise _cli.UsageError("give a compute budget, e.g. --budget 0.16GFLOPs")
+        raise cli.UsageError("give a compute budget, e.g. --budget 0.16GFLOPs")
     try:
         budget = parse_budget(args.budget)
     except ValueError as e:
-        raise _cli.UsageError(str(e)) from None
+        raise cli.UsageError(str(e)) from None
     if args.space != "all" and args.space not in list_spaces():
-        raise _cli.UsageError(
+        raise cli.UsageError(
             f"unknown search space {args.space!r}; choose {', '.join(list_spaces())} or all"
         )
     settings = Settings(
@@ -114,7 +120,7 @@ def _new_settings(args: argparse.Namespace) -> Settings:
     for name in settings.spaces:
         space = get_space(name)
         if args.min_width is not None and args.min_width > space.width_bounds[1]:
-            raise _cli.UsageError(
+            raise cli.UsageError(
                 f"--min-width {args.min_width} is above the widest {space.width_label} of space "
                 f"{name!r} ({space.width_bounds[1]}); give at most that"
             )
@@ -201,7 +207,7 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         help="retries of a crashed trial, from its last checkpoint",
     )
     parser.add_argument("--ray-address", help="join this Ray cluster instead of a local one")
-    parser.add_argument("--dashboard-port", type=_cli.port, default=d.dashboard_port)
+    parser.add_argument("--dashboard-port", type=cli.port, default=d.dashboard_port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -215,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # inherit that one core: give this process its cores back.
         os.sched_setaffinity(0, cores)
 
-    parser = _cli.Parser(
+    parser = cli.Parser(
         prog="python -m nas.search",
         description="Search binary CNNs with the best gradient paths under a FLOPs budget.",
     )
@@ -269,9 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--workers",
         type=int,
-        default=_cli.usable_cores(),
+        default=cli.usable_cores(),
         help="processes that solve and score structures (default: the usable cores, "
-        f"{_cli.usable_cores()} here); the results do not depend on it",
+        f"{cli.usable_cores()} here); the results do not depend on it",
     )
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--classes", type=int, default=1000)
@@ -285,10 +291,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             print(get_space(args.describe_space).describe())
         except KeyError as e:
-            raise _cli.UsageError(e.args[0]) from None
+            raise cli.UsageError(e.args[0]) from None
         return 0
     if args.study_name is not None and not args.storage and not args.resume:
-        raise _cli.UsageError(
+        raise cli.UsageError(
             "--study-name joins a study shared by several searches: give --storage URL too "
             "(a PostgreSQL or MySQL database they all reach)"
         )
@@ -302,10 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 options = training_options(_training_flags(args), settings.spaces)
                 settings = dataclasses.replace(settings, training=options)
             settings, run_dir, _lock = new_run(settings, args.out)
-        _cli.set_resume_hint(resume_hint(run_dir))  # from here on the run can be resumed
+        cli.set_resume_hint(resume_hint(run_dir))  # from here on the run can be resumed
         search = Search(settings, run_dir, workers=args.workers)
     except (SettingsError, StudyError) as e:
-        raise _cli.UsageError(str(e)) from None
+        raise cli.UsageError(str(e)) from None
     print(f"run directory: {printable(str(run_dir))}", file=sys.stderr)
     started = time.perf_counter()
     search.run(progress=not args.no_progress)

@@ -13,8 +13,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from nas.candidates import score
-from nas.graph import lower, ops_arch_id
+from nas.core.candidates import score
+from nas.core.graph import lower, ops_arch_id
 from pipeline.settings import Settings
 from pipeline.storage import ctrl_c_held, die_with_parent
 from search_spaces import get_space

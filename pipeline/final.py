@@ -11,8 +11,8 @@ gives the time left. A killed run, started again with the same command, continue
 finished epoch of each model (Tune's experiment and its checkpoints in ``RUN_DIR/final/tune``);
 the run directory's lock keeps the search, its report and this command apart.
 
-Each model ends in ``RUN_DIR/final/<name>/`` (:mod:`nas.model_dir`): ``spec.json``, ``model.pt``,
-``model.packed.pt`` (the packed inference model, checked against the float model) and
+Each model ends in ``RUN_DIR/final/<name>/`` (:mod:`nas.core.model_dir`): ``spec.json``,
+``model.pt``, ``model.packed.pt`` (the packed inference model, checked against the float model) and
 ``metrics.json`` (top-1 and top-5, the learning curve, training images per second, the packed
 model's latency per image at batch 1 and 16 against PyTorch fp32, bf16 and int8 on this CPU,
 measured in the same run, and the file sizes against the spec's storage figure).
@@ -30,10 +30,10 @@ from typing import Any
 
 import pandas as pd
 
-from nas import _cli
-from nas._names import printable
-from nas.atomic import atomic_write_json, atomic_write_text
-from nas.model_dir import METRICS, PACKED, SPEC, WEIGHTS
+from nas import cli
+from nas.core.atomic import atomic_write_json, atomic_write_text
+from nas.core.model_dir import METRICS, PACKED, SPEC, WEIGHTS
+from nas.core.names import printable
 from results.report import build_report
 from results.run import (
     CANDIDATES,
@@ -76,7 +76,7 @@ def chosen_models(run_dir: Path, options: TrainingOptions) -> list[tuple[str, Pa
     best top-1, then the baseline."""
     trained_path = run_dir / "trained.csv"
     if not trained_path.is_file():
-        raise _cli.UsageError(
+        raise cli.UsageError(
             f"{run_dir} has trained no candidate yet (no trained.csv): run the search with "
             "--train-top K first"
         )
@@ -85,14 +85,14 @@ def chosen_models(run_dir: Path, options: TrainingOptions) -> list[tuple[str, Pa
         table = pd.read_csv(run_dir / CANDIDATES, dtype={"arch_id": str}, keep_default_na=False)
         trained["top1"] = pd.to_numeric(trained["top1"], errors="coerce")
     except (OSError, ValueError, KeyError) as e:
-        raise _cli.UsageError(f"{run_dir}: its tables cannot be read ({e})") from None
+        raise cli.UsageError(f"{run_dir}: its tables cannot be read ({e})") from None
     specs = {p.stem.rsplit("-", 1)[-1]: p for p in (run_dir / "specs").glob("*.json")}
     references = table.loc[table["reference"] != "", ["arch_id", "reference"]]
     baseline_ids = set(references.loc[references["reference"] == options.baseline, "arch_id"])
     done = trained[(trained["status"] == "trained") & ~trained["arch_id"].isin(baseline_ids)]
     best = done.sort_values("top1", ascending=False, kind="stable").head(options.top)
     if best.empty:
-        raise _cli.UsageError(
+        raise cli.UsageError(
             f"{run_dir} has no fully trained candidate (trained.csv): nothing to train again"
         )
     chosen = [(aid, specs[aid], False) for aid in best["arch_id"] if aid in specs]
@@ -105,7 +105,7 @@ def probe_throughput(spec_files: Sequence[Path], options: TrainingOptions) -> li
     threads a trial gets: an epoch of a few batches, timed the second time (the first warms up)."""
     import torch  # noqa: PLC0415 - torch: the probe's own
 
-    from nas.spec import ArchSpec  # noqa: PLC0415
+    from nas.core.spec import ArchSpec  # noqa: PLC0415
     from runners.datasets import load_dataset  # noqa: PLC0415
     from runners.train import TrainConfig, proxy_spec, train  # noqa: PLC0415
 
@@ -149,11 +149,11 @@ def estimate(
 
 def latency(spec, model, packed, seconds: float = 2.0) -> list[dict[str, Any]]:
     """Milliseconds per image of the packed model and of the PyTorch module in fp32, bf16
-    autocast and int8, at batch 1 and 16, in the same interleaved rounds (nas.packed.bench), one
+    autocast and int8, at batch 1 and 16, in the same interleaved rounds (nas.nn.packed.bench), one
     thread."""
     import torch  # noqa: PLC0415
 
-    from nas.packed.bench import network_ms_per_image  # noqa: PLC0415
+    from nas.nn.packed.bench import network_ms_per_image  # noqa: PLC0415
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -176,8 +176,8 @@ def pack_and_measure(folder: Path, curves: pd.DataFrame, images_per_s: float | N
     import torch  # noqa: PLC0415
 
     from nas import build_model, spec_cost  # noqa: PLC0415
-    from nas.packed.network import pack_model, save_packed  # noqa: PLC0415
-    from nas.spec import ArchSpec  # noqa: PLC0415
+    from nas.core.spec import ArchSpec  # noqa: PLC0415
+    from nas.nn.packed.network import pack_model, save_packed  # noqa: PLC0415
     from runners.train import cpu_info  # noqa: PLC0415
 
     spec = ArchSpec.load(folder / SPEC)
@@ -205,19 +205,19 @@ def pack_and_measure(folder: Path, curves: pd.DataFrame, images_per_s: float | N
 
 def main(argv: Sequence[str] | None = None) -> int:
     d = TrainingOptions()
-    parser = _cli.Parser(
+    parser = cli.Parser(
         prog="python -m nas.final",
         description="Train a search run's best candidate and its baseline again with the final "
         "recipe, then export and pack them (RUN_DIR/final/<name>/).",
     )
     parser.add_argument("run_dir", help="a search run directory that trained candidates")
     parser.add_argument(
-        "--top", type=_cli.int_range(1, 100, "number of models"), default=1,
+        "--top", type=cli.int_range(1, 100, "number of models"), default=1,
         help="the best K fully trained candidates (default 1)",
     )  # fmt: skip
     parser.add_argument(
         "--epochs",
-        type=_cli.int_range(1, 10_000, "number of epochs"),
+        type=cli.int_range(1, 10_000, "number of epochs"),
         default=FINAL_RECIPE["epochs"],
         help=f"epochs of the cosine schedule (default {FINAL_RECIPE['epochs']})",
     )
@@ -231,31 +231,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--stem-stride", type=int, choices=(1, 2), default=FINAL_RECIPE["stem_stride"]
     )
     parser.add_argument(
-        "--train-subset", type=_cli.int_range(0, 10**9, "number of images"), default=0,
+        "--train-subset", type=cli.int_range(0, 10**9, "number of images"), default=0,
         help="training images per epoch (default 0: every one)",
     )  # fmt: skip
     parser.add_argument("--cpus-per-trial", type=float, help="(default: the run's)")
     parser.add_argument("--gpus-per-trial", type=float, default=d.gpus_per_trial)
     parser.add_argument("--ray-address", help="join this Ray cluster instead of a local one")
-    parser.add_argument("--dashboard-port", type=_cli.port, default=d.dashboard_port)
+    parser.add_argument("--dashboard-port", type=cli.port, default=d.dashboard_port)
     args = parser.parse_args(argv)
     for flag in ("width_mult", "cpus_per_trial", "gpus_per_trial"):  # the search's bounds
         value = getattr(args, flag)
         if value is not None and (why := out_of_bounds(TRAINING_BOUNDS[flag], value)):
-            raise _cli.UsageError(f"--{flag.replace('_', '-')} {why}")
+            raise cli.UsageError(f"--{flag.replace('_', '-')} {why}")
     run_dir = Path(args.run_dir)
     if not is_run_dir(run_dir):
-        raise _cli.UsageError(f"{run_dir} is not a search run directory (no settings.json)")
+        raise cli.UsageError(f"{run_dir} is not a search run directory (no settings.json)")
     try:
         _lock = lock_run_dir(run_dir)
         stored = read_settings(run_dir)
         if not stored.get("training"):
-            raise _cli.UsageError(f"{run_dir} trained nothing: run the search with --train-top K")
+            raise cli.UsageError(f"{run_dir} trained nothing: run the search with --train-top K")
         run_options = TrainingOptions(**{"padding": "zero", **stored["training"]})
     except (RunRefused, RunFileError) as e:
-        raise _cli.UsageError(str(e)) from None
+        raise cli.UsageError(str(e)) from None
     except (TypeError, ValueError) as e:
-        raise _cli.UsageError(f"{run_dir / 'settings.json'}: training {e}") from None
+        raise cli.UsageError(f"{run_dir / 'settings.json'}: training {e}") from None
     if run_options.padding != "one":
         print(
             "note: the search trained with zero padding; the final models pad with +1 "
@@ -264,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     options = dataclasses.replace(final_options(run_options, args), padding="one")
     chosen = chosen_models(run_dir, options)
-    _cli.set_resume_hint(f"continue with python -m nas.final {run_dir} and the same flags")
+    cli.set_resume_hint(f"continue with python -m nas.final {run_dir} and the same flags")
     return train_final(run_dir, chosen, options)
 
 

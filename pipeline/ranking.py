@@ -1,6 +1,6 @@
 """Ranking: the distinct candidates of a search and the spaces' reference models, ordered by the
 scorer's key (smaller first; docs/design.md section 5), in the schema of
-:data:`nas.candidates.COLUMNS`."""
+:data:`nas.core.candidates.COLUMNS`."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import pandas as pd
 
-from nas.candidates import COLUMNS, score
-from nas.graph import lower
-from nas.spec import ArchSpec
+from nas.core.candidates import COLUMNS, score
+from nas.core.graph import lower
+from nas.core.spec import ArchSpec
 from pipeline.settings import Settings
 from search_spaces import SearchSpace
 

@@ -21,10 +21,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from nas._names import printable
-from nas.atomic import atomic_write_json
-from nas.budget import format_flops, parse_budget
-from nas.scorers import fitted_model
+from nas.core.atomic import atomic_write_json
+from nas.core.budget import format_flops, parse_budget
+from nas.core.names import printable
+from nas.core.scorers import fitted_model
 from pipeline.settings import Settings, SettingsError
 from pipeline.storage import StudyError, open_study, tagged
 from results.run import (
@@ -156,7 +156,7 @@ def resume_run(run_dir: Path, given: Mapping[str, Any]) -> tuple[Settings, Path,
     if settings.scorer_model is not None and settings.scorer_model != fitted_model(settings.scorer):
         raise SettingsError(
             f"the run ranks by {settings.scorer} with the weights of its start, and "
-            "nas/ranking_choice.json holds other weights now (refitted since): resume it from "
+            "nas/core/ranking_choice.json holds other weights now (refitted since): resume it from "
             "the commit it started at, or start a new run"
         )
     stored = {**asdict(settings), "_url": settings.study_url(run_dir)}

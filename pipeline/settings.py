@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from nas.budget import band as budget_band
+from nas.core.budget import band as budget_band
 from results.run import STUDY_DB, study_url
 from search_spaces import list_spaces
 
@@ -40,12 +40,12 @@ class Settings:
     input_size: int
     classes: int
     scorer: str = "stage_mean_n"
-    # Equal keys are ordered by this column of the candidates table (nas/ranking_choice.json at
+    # Equal keys are ordered by this column of the candidates table (nas/core/ranking_choice.json at
     # the run's start; a run written before it existed ordered them by storage, smaller first).
     tie_break: str = "storage_mbit"
     tie_break_larger_first: bool = False
-    # The fitted scorer's weights at the run's start (nas.scorers.fitted_model); None for a scorer
-    # without weights, or a run written before they were recorded.
+    # The fitted scorer's weights at the run's start (nas.core.scorers.fitted_model); None for a
+    # scorer without weights, or a run written before they were recorded.
     scorer_model: dict[str, Any] | None = None
     min_width: int | None = None  # the smallest base width or growth rate (None: the space's)
     # A run that joined a shared study (--study-name with --storage) tags its trials with this

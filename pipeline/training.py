@@ -16,8 +16,8 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from nas._names import printable
-from nas.atomic import atomic_write_text
+from nas.core.atomic import atomic_write_text
+from nas.core.names import printable
 from pipeline.ranking import training_pool
 from pipeline.settings import Settings, SettingsError
 from pipeline.storage import open_storage

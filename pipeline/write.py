@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nas.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from nas.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from pipeline.loop import Search
 from pipeline.ranking import rank_candidates, spec_of, training_pool
 from results.report import build_report

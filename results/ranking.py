@@ -6,7 +6,7 @@ The sampled architectures of the benchmark study (``results/study``; short recip
 seeds) are split in two halves by a hash of their arch id. Every candidate ranking is scored on
 the *fit* half by Kendall tau between its order and accuracy:
 
-* the registered scorers (:mod:`nas.scorers`): a fixed key as it is; a fitted one (ridge
+* the registered scorers (:mod:`nas.core.scorers`): a fixed key as it is; a fitted one (ridge
   regression of the accuracy rank on its standardised features: ``capacity``, ``paths_only``,
   ``paths_capacity``) by 4-fold cross-validation repeated :data:`REPEATS` times, so that it does
   not win by fitting the architectures it is scored on;
@@ -28,7 +28,7 @@ The *prospective* test reads ``results/study/prospective.json`` (the frozen mode
 ``prospective``: every ranking's tau there, the fitted ones with their frozen weights. Nothing is
 fitted on them.
 
-Writes ``nas/ranking_choice.json`` (read by :mod:`nas.scorers`) and ``docs/ranking.md``.
+Writes ``nas/core/ranking_choice.json`` (read by :mod:`nas.core.scorers`) and ``docs/ranking.md``.
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from nas import _cli
-from nas.atomic import atomic_write_text
-from nas.graph import lower
-from nas.scorers import (
+from nas import cli
+from nas.core.atomic import atomic_write_text
+from nas.core.graph import lower
+from nas.core.scorers import (
     BASELINE_SCORERS,
     CAPACITY_SCORER,
     CHOICE_FILE,
@@ -59,7 +59,7 @@ from nas.scorers import (
     list_scorers,
     measure,
 )
-from nas.spec import ArchSpec
+from nas.core.spec import ArchSpec
 from results.benchmark import STUDY_DIR, load_benchmark, load_frozen
 from results.stats import BOOTSTRAP, seed_table
 
@@ -358,8 +358,8 @@ def evaluate(
 
 
 def choose(folder: Path = STUDY_DIR, seed: int = SPLIT_SEED) -> tuple[dict, pd.DataFrame]:
-    """The choice (the contents of ``nas/ranking_choice.json``) and the table of every ranking's
-    fit-half, held-out and random-split figures."""
+    """The choice (the contents of ``nas/core/ranking_choice.json``) and the table of every
+    ranking's fit-half, held-out and random-split figures."""
     archs, seeds, noise = architectures(folder)
     fit_ids, held_ids = split(list(archs.index), seed)
     fit, held = archs.loc[fit_ids], archs.loc[held_ids]
@@ -488,7 +488,7 @@ def write_document(
         "",
         "Written by `python -m results.ranking` from the benchmark study (`results/study`, short "
         "recipe, sampled architectures, mean top-1 over seeds). Do not edit by hand: rerun the "
-        "command, which also writes `nas/ranking_choice.json` (what the search reads).",
+        "command, which also writes `nas/core/ranking_choice.json` (what the search reads).",
         "",
         f"{b['architectures']} architectures, split by a hash of arch id and seed "
         f"{b['split_seed']}: {len(b['fit'])} to choose on (the *fit* half), "
@@ -592,7 +592,7 @@ def _prospective_lines(frozen: dict | None, table: pd.DataFrame | None, trained:
         "## The prospective test",
         "",
         f"The rankings were frozen first: commit `{frozen['commit']}` holds "
-        f"`nas/ranking_choice.json` and `results/study/prospective.json` with every fitted "
+        f"the ranking choice (`ranking_choice.json`) and `results/study/prospective.json` with every fitted "
         f"model, the proxies' directions and their content hash `{frozen['hash'][:16]}` "
         f"(sha256 of the canonical JSON). The default then was `{frozen['default']}`. Then "
         f"{d['sample']} new architectures were drawn from the {d['pool']} in-band candidates of a "
@@ -653,7 +653,7 @@ def _raise_it(table: pd.DataFrame, default: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _cli.Parser(prog="python -m results.ranking", description=__doc__.splitlines()[0])
+    parser = cli.Parser(prog="python -m results.ranking", description=__doc__.splitlines()[0])
     parser.add_argument("--study", default=str(STUDY_DIR), help="the study's folder")
     parser.add_argument("--doc", default=str(DOC), help="where the document goes")
     parser.add_argument(
@@ -665,11 +665,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         choice, table = choose(folder)
         frozen, ahead, trained = prospective(folder)
     except FileNotFoundError as e:
-        raise _cli.UsageError(
+        raise cli.UsageError(
             f"no benchmark in {args.study} ({e.strerror}); run python -m runners.study first"
         ) from None
     except ValueError as e:
-        raise _cli.UsageError(str(e)) from None
+        raise cli.UsageError(str(e)) from None
     atomic_write_text(Path(args.choice), json.dumps(choice, indent=1) + "\n")
     write_document(choice, table, Path(args.doc), frozen, ahead, trained)
     print(
@@ -680,4 +680,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_cli.run("results.ranking", main))
+    sys.exit(cli.run("results.ranking", main))

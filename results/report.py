@@ -22,18 +22,18 @@ from markdown_it import MarkdownIt
 from matplotlib.ticker import MaxNLocator
 from sqlalchemy.engine import make_url
 
-from nas import _cli
-from nas._names import printable
-from nas.atomic import atomic_savefig, atomic_write_text
-from nas.budget import band
-from nas.candidates import PATH_COLUMNS
-from nas.graph import lower, scopes
-from nas.metrics import PathGraph
-from nas.model_dir import best_model_dir, is_model_dir, read_metrics
-from nas.pathplot import plot_scope
-from nas.scopes import block_path, stage_label
-from nas.scorers import CAPACITY_SCORER, PAPER_SCORER, get_scorer, ranking_choice
-from nas.spec import ArchSpec
+from nas import cli
+from nas.core.atomic import atomic_savefig, atomic_write_text
+from nas.core.budget import band
+from nas.core.candidates import PATH_COLUMNS
+from nas.core.graph import lower, scopes
+from nas.core.metrics import PathGraph
+from nas.core.model_dir import best_model_dir, is_model_dir, read_metrics
+from nas.core.names import printable
+from nas.core.pathplot import plot_scope
+from nas.core.scopes import block_path, stage_label
+from nas.core.scorers import CAPACITY_SCORER, PAPER_SCORER, get_scorer, ranking_choice
+from nas.core.spec import ArchSpec
 from results.run import (
     CANDIDATES,
     DRAWS,
@@ -138,7 +138,7 @@ def _label_points(ax, xs, ys, labels, **style) -> None:
 def verdict(settings: dict, trained: pd.DataFrame) -> tuple[str, str]:
     """The report's first paragraph once training ran, as its headline (the best fully trained
     candidate against the baseline of the same run, with the benchmark's seed noise) and the
-    rest (how many were trained, the ranking's held-out Kendall tau: nas/ranking_choice.json,
+    rest (how many were trained, the ranking's held-out Kendall tau: nas/core/ranking_choice.json,
     docs/ranking.md)."""
     training = settings.get("training") or {}
     epochs = training.get("epochs")
@@ -758,37 +758,37 @@ def closing_lines(run_dir: Path) -> list[str]:
     best = best_model_dir(run_dir)
     if best is not None:
         lines.append(
-            f"best trained model: {best}; pack it: python -m nas.packed.pack {run_dir}; "
+            f"best trained model: {best}; pack it: python -m nas.nn.packed.pack {run_dir}; "
             f"train it fully: python -m nas.final {run_dir}"
         )
     return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _cli.Parser(
+    parser = cli.Parser(
         prog="python -m results.report", description="Rebuild a search run's report from its files."
     )
     parser.add_argument("run_dir")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
     if not is_run_dir(run_dir):
-        raise _cli.UsageError(f"{run_dir} is not a search run (no settings.json of nas.search)")
+        raise cli.UsageError(f"{run_dir} is not a search run (no settings.json of nas.search)")
     try:
         lock = lock_run_dir(run_dir)  # the run's writers take turns: a live search keeps its files
     except RunRefused as e:
-        raise _cli.UsageError(str(e)) from None
+        raise cli.UsageError(str(e)) from None
     try:
         if not (run_dir / CANDIDATES).is_file():
-            raise _cli.UsageError(f"{run_dir} is not a finished search run (no {CANDIDATES})")
+            raise cli.UsageError(f"{run_dir} is not a finished search run (no {CANDIDATES})")
         print(build_report(run_dir))
     except (TableError, RunFileError) as e:
-        raise _cli.UsageError(str(e)) from None
+        raise cli.UsageError(str(e)) from None
     finally:
         os.close(lock)
     return 0
 
 
 if __name__ == "__main__":
-    from nas import _cli
+    from nas import cli
 
-    sys.exit(_cli.run("results.report", main))
+    sys.exit(cli.run("results.report", main))

@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nas.model_dir import MODELS
-from nas.spec import DuplicateKey, unique_keys
+from nas.core.model_dir import MODELS
+from nas.core.spec import DuplicateKey, unique_keys
 
 SETTINGS = "settings.json"
 CANDIDATES = "candidates.csv"

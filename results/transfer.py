@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from nas.atomic import atomic_savefig
+from nas.core.atomic import atomic_savefig
 from results.stats import correlate, welch
 
 PART = "transfer"

@@ -36,9 +36,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from nas import _cli
-from nas.atomic import atomic_savefig, atomic_write_text
-from nas.scorers import FITTED_SCORERS
+from nas import cli
+from nas.core.atomic import atomic_savefig, atomic_write_text
+from nas.core.scorers import FITTED_SCORERS
 from results import transfer
 from results.benchmark import STUDY_DIR, load_archs, load_benchmark
 from results.stats import correlate, format_ci, seed_table, welch
@@ -712,14 +712,14 @@ def _transfer_section(runs: pd.DataFrame, noise: float, figures: Path) -> list[s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _cli.Parser(prog="python -m results.validation", description=__doc__)
+    parser = cli.Parser(prog="python -m results.validation", description=__doc__)
     parser.add_argument("--study", default=str(STUDY_DIR), help="the study directory")
     parser.add_argument("--doc", default=str(DOC), help="the document to write")
     args = parser.parse_args(argv)
     folder = Path(args.study)
     for name in ("study.json", "archs.csv", "runs.csv"):
         if not (folder / name).is_file():
-            raise _cli.UsageError(
+            raise cli.UsageError(
                 f"{folder} has no {name}: run python -m runners.study --out {folder} first"
             )
     write_document(folder, Path(args.doc))
@@ -728,6 +728,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from nas import _cli
+    from nas import cli
 
-    sys.exit(_cli.run("results.validation", main))
+    sys.exit(cli.run("results.validation", main))

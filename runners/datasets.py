@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from nas.spec import MAX_CLASSES
+from nas.core.spec import MAX_CLASSES
 
 FASHION_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
 DATASETS = ("fashion_mnist", "mnist", "digits", "cifar10", "cifar100", "imagefolder")

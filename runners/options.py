@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nas.spec import PADDINGS
+from nas.core.spec import PADDINGS
 
 # bf16 autocast (binary layers' sums are exact in it; the FP layers' bits depend on the CPU's
 # instruction set), fp32 throughout, or auto: bf16 where the device computes it natively (a GPU,
@@ -44,7 +44,7 @@ class TrainingOptions:
     augment: bool = False  # a few proxy epochs learn more without it (83.9% against 78.2%)
     precision: str = "auto"  # one of PRECISIONS
     # what binary convs pad with: +1 makes the trained network exact in packed inference
-    # (nas.packed); zero is what the benchmark's study trained with
+    # (nas.nn.packed); zero is what the benchmark's study trained with
     padding: str = "one"
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0

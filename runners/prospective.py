@@ -1,7 +1,8 @@
 """The prospective test of the search's ranking: freeze it, then draw architectures nobody has seen.
 
 ``python -m runners.prospective freeze`` writes ``results/study/prospective.json``: every fitted
-ranking of ``nas/ranking_choice.json`` (models, the proxies' directions), their content hash and
+ranking of ``nas/core/ranking_choice.json`` (models, the proxies' directions), their content hash
+and
 the rule of the draw (a search seed, the sample sizes). Commit it. ``python -m runners.prospective
 draw`` then checks that the frozen file and the choice are committed and unchanged, runs a default
 search (``python -m nas.search --budget 0.16GFLOPs --train-top 0 --trials N --seed S``: the
@@ -29,10 +30,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nas import _cli
-from nas.atomic import atomic_write_json, atomic_write_text
-from nas.graph import lower, ops_arch_id
-from nas.scorers import (
+from nas import cli
+from nas.core.atomic import atomic_write_json, atomic_write_text
+from nas.core.graph import lower, ops_arch_id
+from nas.core.scorers import (
     CHOICE_FILE,
     DEFAULT_SCORER,
     features,
@@ -40,7 +41,7 @@ from nas.scorers import (
     predicted_score,
     ranking_choice,
 )
-from nas.spec import ArchSpec
+from nas.core.spec import ArchSpec
 from results.benchmark import FROZEN, STUDY_DIR
 from results.ranking import model_hash
 from results.run import CANDIDATES, RunRefused, lock_run_dir
@@ -83,7 +84,7 @@ def _committed(paths: Sequence[Path]) -> str:
     for p in paths:
         rel = str(p.resolve().relative_to(ROOT))
         if _git("status", "--porcelain", "--", rel) or not _git("ls-files", "--", rel):
-            raise _cli.UsageError(f"{rel} is not committed as it is: commit the freeze first")
+            raise cli.UsageError(f"{rel} is not committed as it is: commit the freeze first")
     return _git("log", "-1", "--format=%h", "--", *(str(p.resolve()) for p in paths))
 
 
@@ -95,7 +96,7 @@ def draw(folder: Path, frozen: dict[str, Any]) -> dict[str, Any]:
         or model_hash({**ranking_choice()["models"], **ranking_choice()["proxy_signs"]})
         != frozen["hash"]
     ):
-        raise _cli.UsageError("nas/ranking_choice.json is not the frozen choice: freeze again")
+        raise cli.UsageError("nas/core/ranking_choice.json is not the frozen choice: freeze again")
     out = folder / WORK / f"prospective-search-{rule['seed']}"
     command = (
         f"python -m nas.search --budget {rule['budget']} --train-top 0 "
@@ -183,30 +184,30 @@ def draw(folder: Path, frozen: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _cli.Parser(prog="python -m runners.prospective", description=__doc__.splitlines()[0])
+    parser = cli.Parser(prog="python -m runners.prospective", description=__doc__.splitlines()[0])
     parser.add_argument("step", choices=("freeze", "draw"), help="freeze first, commit, then draw")
     parser.add_argument("--study", default=str(STUDY_DIR), help="the study's folder")
     args = parser.parse_args(argv)
     folder = Path(args.study)
     path = folder / FROZEN
     if not (folder / STUDY).is_file():
-        raise _cli.UsageError(f"{folder} holds no study: run python -m runners.study first")
+        raise cli.UsageError(f"{folder} holds no study: run python -m runners.study first")
     try:
         lock = lock_run_dir(folder)
     except RunRefused as e:
-        raise _cli.UsageError(str(e)) from None
+        raise cli.UsageError(str(e)) from None
     try:
         stored = json.loads(path.read_text()) if path.is_file() else None
         if args.step == "freeze":
             if stored is not None:
-                raise _cli.UsageError(f"{path} exists: a freeze is made once, before the draw")
+                raise cli.UsageError(f"{path} exists: a freeze is made once, before the draw")
             atomic_write_json(path, freeze(folder))
             print(f"frozen: {path}; commit it with {CHOICE_FILE.name}, then run the draw")
             return 0
         if stored is None:
-            raise _cli.UsageError(f"{path} does not exist: freeze first")
+            raise cli.UsageError(f"{path} does not exist: freeze first")
         if "draw" in stored:
-            raise _cli.UsageError(f"{path}: the sample is drawn already")
+            raise cli.UsageError(f"{path}: the sample is drawn already")
         commit = _committed([path, CHOICE_FILE])
         result = draw(folder, stored)
         atomic_write_json(path, {**stored, "commit": commit, "draw": result})
@@ -220,4 +221,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_cli.run("runners.prospective", main))
+    sys.exit(cli.run("runners.prospective", main))

@@ -48,17 +48,17 @@ import optuna
 import pandas as pd
 import torch
 
-from nas import _cli
-from nas.analysis import analyze_ops
-from nas.atomic import atomic_write_json, atomic_write_text
-from nas.budget import parse_budget
-from nas.candidates import score
-from nas.graph import lower, ops_arch_id
-from nas.model import build_model
-from nas.proxies import zero_cost_proxies
-from nas.registry import UnknownModelError, list_models, model_spec
-from nas.scorers import PAPER_SCORER, get_scorer, list_scorers, measure
-from nas.spec import ArchSpec
+from nas import cli
+from nas.core.analysis import analyze_ops
+from nas.core.atomic import atomic_write_json, atomic_write_text
+from nas.core.budget import parse_budget
+from nas.core.candidates import score
+from nas.core.graph import lower, ops_arch_id
+from nas.core.registry import UnknownModelError, list_models, model_spec
+from nas.core.scorers import PAPER_SCORER, get_scorer, list_scorers, measure
+from nas.core.spec import ArchSpec
+from nas.nn.model import build_model
+from nas.nn.proxies import zero_cost_proxies
 from results.benchmark import STUDY_DIR
 from results.run import RunRefused, lock_run_dir
 from runners.datasets import DataError, DataNotFound, augment, load_dataset
@@ -250,7 +250,7 @@ def plan(settings: StudySettings) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
         keys = [strata_value(_default_key(c["spec"])) for c in pool]
         finite = [i for i, v in enumerate(keys) if math.isfinite(v)]
         if len(finite) < n:
-            raise _cli.UsageError(
+            raise cli.UsageError(
                 f"the {name} space has {len(finite)} distinct architectures in the band of "
                 f"{s.budget / 1e9:g} GFLOPs from {s.pool} random structures, fewer than the "
                 f"{n} the sample needs; raise --pool or choose another --budget"
@@ -464,16 +464,16 @@ def _settings(args) -> StudySettings:
     try:
         budget = parse_budget(args.budget)
     except ValueError as e:
-        raise _cli.UsageError(f"--budget: {e}") from None
+        raise cli.UsageError(f"--budget: {e}") from None
     spaces = tuple(dict.fromkeys(x.strip() for x in args.spaces.split(",") if x.strip()))
 
     for name in spaces:
         try:
             get_space(name)
         except KeyError as e:
-            raise _cli.UsageError(f"--spaces: {e.args[0]}") from None
+            raise cli.UsageError(f"--spaces: {e.args[0]}") from None
     if not spaces:
-        raise _cli.UsageError("--spaces: give at least one search space, e.g. resnet,densenet")
+        raise cli.UsageError("--spaces: give at least one search space, e.g. resnet,densenet")
     references = None
     if args.references is not None:
         references = tuple(x.strip() for x in args.references.split(",") if x.strip())
@@ -481,15 +481,15 @@ def _settings(args) -> StudySettings:
             try:
                 model_spec(name)
             except UnknownModelError as e:
-                raise _cli.UsageError(f"--references: {e}") from None
+                raise cli.UsageError(f"--references: {e}") from None
     recipes = RECIPES
     if args.recipes:
         try:
             recipes = json.loads(Path(args.recipes).read_text())
         except json.JSONDecodeError as e:
-            raise _cli.UsageError(f"--recipes {args.recipes}: not valid JSON ({e.msg})") from None
+            raise cli.UsageError(f"--recipes {args.recipes}: not valid JSON ({e.msg})") from None
         if not isinstance(recipes, dict) or set(recipes) != set(RECIPES):
-            raise _cli.UsageError(
+            raise cli.UsageError(
                 f"--recipes {args.recipes}: give a JSON object with the recipes "
                 f"{', '.join(RECIPES)}, each an object of TrainingOptions fields"
             )
@@ -498,7 +498,7 @@ def _settings(args) -> StudySettings:
         for name, recipe in recipes.items():
             unknown = set(recipe) - known if isinstance(recipe, dict) else {"(not an object)"}
             if unknown:
-                raise _cli.UsageError(
+                raise cli.UsageError(
                     f"--recipes {args.recipes}: recipe {name!r} has unknown fields "
                     f"{', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
                 )
@@ -520,7 +520,7 @@ def _load_data(settings: StudySettings, data_dir: str | None):
     try:
         return load_dataset(settings.dataset, data_dir)
     except (DataNotFound, DataError) as e:
-        raise _cli.UsageError(str(e)) from None
+        raise cli.UsageError(str(e)) from None
 
 
 def _open_study(folder: Path, settings: StudySettings):
@@ -532,21 +532,21 @@ def _open_study(folder: Path, settings: StudySettings):
             old = StudySettings.from_dict(stored["settings"])
             jobs = stored["jobs"]
         except (ValueError, KeyError, TypeError) as e:
-            raise _cli.UsageError(f"{path} is not a study file ({e}); use another --out") from None
+            raise cli.UsageError(f"{path} is not a study file ({e}); use another --out") from None
         if old.to_dict() != settings.to_dict():
             diff = [
                 f"{k} {v!r} (asked {settings.to_dict()[k]!r})"
                 for k, v in old.to_dict().items()
                 if settings.to_dict()[k] != v
             ]
-            raise _cli.UsageError(
+            raise cli.UsageError(
                 f"{folder} holds another study: its {'; '.join(diff)}; give its settings to "
                 "go on with it, or another --out"
             )
         archs = pd.read_csv(folder / ARCHS, dtype={"arch_id": str})
         return archs, jobs
     if any(p.name not in (WORK, ".lock") for p in folder.iterdir()):
-        raise _cli.UsageError(
+        raise cli.UsageError(
             f"{folder} is not empty and holds no {STUDY}: give an empty or new --out"
         )
     print(f"planning the study in {folder} (a few minutes) ...", flush=True)
@@ -557,7 +557,7 @@ def _open_study(folder: Path, settings: StudySettings):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _cli.Parser(
+    parser = cli.Parser(
         prog="python -m runners.study",
         description="Train a sample of binary CNNs to measure whether gradient-path metrics "
         "predict their accuracy (the benchmark behind docs/validation.md).",
@@ -567,10 +567,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--spaces", default="resnet,densenet", help="search spaces, comma-separated"
     )
-    count = _cli.int_range(1, 100_000, "number")
+    count = cli.int_range(1, 100_000, "number")
     parser.add_argument("--sample", type=count, default=64, help="architectures (default 64)")
     parser.add_argument("--pool", type=count, default=600, help="random structures per space")
-    parser.add_argument("--seed", type=_cli.int_range(0, 2**31, "seed"), default=0)
+    parser.add_argument("--seed", type=cli.int_range(0, 2**31, "seed"), default=0)
     parser.add_argument("--seeded", type=count, default=8, help="architectures with 3 seeds")
     parser.add_argument("--long", type=count, default=12, help="architectures, long recipe")
     parser.add_argument(
@@ -585,16 +585,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=count, default=4, help="jobs per Tune experiment")
     parser.add_argument("--plan-only", action="store_true", help="plan the study, train nothing")
     parser.add_argument("--data-dir", help="where the dataset's files are")
-    parser.add_argument("--cpus-per-trial", type=_cli.finite_positive, default=1.0)
+    parser.add_argument("--cpus-per-trial", type=cli.finite_positive, default=1.0)
     parser.add_argument("--gpus-per-trial", type=float, default=0.0)
     parser.add_argument("--ray-address", help="a running Ray cluster (default: a local one)")
-    parser.add_argument("--dashboard-port", type=_cli.port, default=8265)
+    parser.add_argument("--dashboard-port", type=cli.port, default=8265)
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     if not parts or set(parts) - set(PARTS):
-        raise _cli.UsageError(f"--parts {args.parts}: choose from {', '.join(PARTS)}")
+        raise cli.UsageError(f"--parts {args.parts}: choose from {', '.join(PARTS)}")
     if not (math.isfinite(args.gpus_per_trial) and args.gpus_per_trial >= 0):
-        raise _cli.UsageError("--gpus-per-trial must be a number >= 0")
+        raise cli.UsageError("--gpus-per-trial must be a number >= 0")
     settings = _settings(args)
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
@@ -602,7 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         lock = lock_run_dir(folder)
     except RunRefused as e:
-        raise _cli.UsageError(str(e)) from None
+        raise cli.UsageError(str(e)) from None
     try:
         _load_data(settings, args.data_dir)  # missing or damaged data: one line, before any work
         archs, jobs = _open_study(folder, settings)
@@ -650,4 +650,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_cli.run("runners.study", main))
+    sys.exit(cli.run("runners.study", main))

@@ -35,7 +35,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from nas.spec import ArchSpec
+from nas.core.spec import ArchSpec
 from runners.datasets import load_dataset
 from runners.options import FINAL_RECIPE
 from runners.train import TrainConfig, proxy_spec, train

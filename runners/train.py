@@ -12,7 +12,7 @@ resolution, a quarter of the MACs), a width multiplier, a train subset and few e
 
 Speed (issue 18; ``python -m nas.benchmarks training``, docs/training_speed.md): batches are cut
 from the dataset's tensors in memory (the order a shuffling ``DataLoader`` with the same generator
-gives, its draws replayed), and binary convs run fused (:class:`nas.binary.BinaryConv2d`). Both
+gives, its draws replayed), and binary convs run fused (:class:`nas.nn.binary.BinaryConv2d`). Both
 give the same bits as the ``reference=True`` path (a ``DataLoader`` and the reference modules),
 which the benchmark and the tests run beside them.
 """
@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nas.atomic import atomic_write_bytes
-from nas.model import build_model
-from nas.spec import ArchSpec, Stage
+from nas.core.atomic import atomic_write_bytes
+from nas.core.spec import ArchSpec, Stage
+from nas.nn.model import build_model
 from runners.datasets import Splits, augment
 from runners.options import PRECISIONS
 

@@ -29,11 +29,11 @@ from typing import Any
 
 import pandas as pd
 
-from nas import _cli
-from nas.atomic import atomic_write_json, atomic_write_text
-from nas.graph import lower, ops_arch_id
-from nas.model_dir import best_model_dir
-from nas.spec import ArchSpec
+from nas import cli
+from nas.core.atomic import atomic_write_json, atomic_write_text
+from nas.core.graph import lower, ops_arch_id
+from nas.core.model_dir import best_model_dir
+from nas.core.spec import ArchSpec
 from results.benchmark import STUDY_DIR
 from results.run import CANDIDATES, SETTINGS, RunRefused, lock_run_dir
 from results.transfer import LONG, PART, PROXY, WINNER, ZOO_MODELS
@@ -63,10 +63,10 @@ def winner_row(run_dir: Path) -> dict[str, Any]:
         settings = json.loads((run_dir / SETTINGS).read_text())
         seed = int(settings["seed"])
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise _cli.UsageError(f"{run_dir} is not a search run ({SETTINGS}: {e})") from None
+        raise cli.UsageError(f"{run_dir} is not a search run ({SETTINGS}: {e})") from None
     best = best_model_dir(run_dir)
     if best is None:
-        raise _cli.UsageError(f"{run_dir} holds no fully trained candidate: let its run finish")
+        raise cli.UsageError(f"{run_dir} holds no fully trained candidate: let its run finish")
     spec = ArchSpec.load(run_dir / "specs" / f"{best.name}.json")
     arch_id = ops_arch_id(lower(spec))
     found = pd.read_csv(run_dir / CANDIDATES, dtype={"arch_id": str})
@@ -107,12 +107,12 @@ def add_winners(folder: Path, run_dirs: Sequence[Path]) -> list[str]:
         row = winner_row(run_dir)
         same = archs[archs["name"] == row["name"]]
         if len(same) and same["arch_id"].iloc[0] != row["arch_id"]:
-            raise _cli.UsageError(
+            raise cli.UsageError(
                 f"the study's {row['name']} is another network ({same['arch_id'].iloc[0]}) than "
                 f"{run_dir}'s winner ({row['arch_id']}): a winner is added once"
             )
         if not len(same) and row["arch_id"] in set(archs["arch_id"]):
-            raise _cli.UsageError(
+            raise cli.UsageError(
                 f"{run_dir}'s winner {row['arch_id']} is already in the study under another name"
             )
         if not len(same):
@@ -125,17 +125,17 @@ def add_winners(folder: Path, run_dirs: Sequence[Path]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _cli.Parser(prog="python -m runners.transfer", description=__doc__.splitlines()[0])
+    parser = cli.Parser(prog="python -m runners.transfer", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path, help="main-job run directories")
     parser.add_argument("--study", default=str(STUDY_DIR), help="the study's folder")
     args = parser.parse_args(argv)
     folder = Path(args.study)
     if not (folder / STUDY).is_file():
-        raise _cli.UsageError(f"{folder} holds no study: run python -m runners.study first")
+        raise cli.UsageError(f"{folder} holds no study: run python -m runners.study first")
     try:
         lock = lock_run_dir(folder)
     except RunRefused as e:
-        raise _cli.UsageError(str(e)) from None
+        raise cli.UsageError(str(e)) from None
     try:
         added = add_winners(folder, args.runs)
         jobs = json.loads((folder / STUDY).read_text())["jobs"]
@@ -151,4 +151,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_cli.run("runners.transfer", main))
+    sys.exit(cli.run("runners.transfer", main))

@@ -35,10 +35,10 @@ from typing import Any
 
 import pandas as pd
 
-from nas import _cli
-from nas.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from nas.model_dir import METRICS, MODELS, SPEC, WEIGHTS
-from nas.spec import ArchSpec
+from nas import cli
+from nas.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from nas.core.model_dir import METRICS, MODELS, SPEC, WEIGHTS
+from nas.core.spec import ArchSpec
 from runners.datasets import load_dataset
 from runners.options import TrainingOptions
 from runners.ray_local import ray_session, token_file
@@ -297,8 +297,8 @@ def tune_candidates(
 
 
 def export_model(checkpoint: Path, folder: Path, row: dict[str, Any]) -> None:
-    """A trial's last checkpoint as a network a user takes away (:mod:`nas.model_dir`): the spec
-    as trained, its weights alone, and ``row``'s figures."""
+    """A trial's last checkpoint as a network a user takes away (:mod:`nas.core.model_dir`): the
+    spec as trained, its weights alone, and ``row``'s figures."""
     import torch  # noqa: PLC0415 - loaded by the training code already
 
     if not ((checkpoint / "state.pt").is_file() and (checkpoint / SPEC).is_file()):
@@ -344,8 +344,8 @@ def _stop_on_signal() -> Iterator[None]:
 
     def stop(signum: int, frame) -> None:
         if _gcs_ended():  # the signal went to the whole process group: Tune's clean-up would
-            _cli.end_now(signum)  # wait a minute on the GCS; the session's watchdog ends Ray
-        raise _cli.interrupted(signum)
+            cli.end_now(signum)  # wait a minute on the GCS; the session's watchdog ends Ray
+        raise cli.interrupted(signum)
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     for s in previous:
@@ -355,7 +355,7 @@ def _stop_on_signal() -> Iterator[None]:
             yield
     except SystemError as e:  # raised inside Ray's Cython code, which wraps it as a SystemError
         cause = e.__cause__ or e.__context__
-        if isinstance(cause, (KeyboardInterrupt, _cli.Interrupted)):
+        if isinstance(cause, (KeyboardInterrupt, cli.Interrupted)):
             raise cause from None
         raise
     finally:

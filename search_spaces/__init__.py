@@ -7,7 +7,7 @@ has (nearly) the budget's FLOPs; the paper's zoo models are points of these spac
 
 from __future__ import annotations
 
-from nas._names import Registry
+from nas.core.names import Registry
 from search_spaces._base import Param, SearchSpace, Solved, Structure
 from search_spaces.densenet import DenseNetSpace
 from search_spaces.resnet import ResNetSpace

@@ -15,8 +15,8 @@ from typing import Any
 
 import optuna
 
-from nas.cost import spec_flops
-from nas.spec import ArchSpec, SpecError
+from nas.core.cost import spec_flops
+from nas.core.spec import ArchSpec, SpecError
 
 Structure = dict[str, Any]
 

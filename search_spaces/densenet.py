@@ -1,12 +1,12 @@
 """The DenseNet family: dense units of searched depth, units per stage and transition reductions,
-laid out by :func:`nas.families.densenet_layout` (as the zoo's DenseNets)."""
+laid out by :func:`nas.core.families.densenet_layout` (as the zoo's DenseNets)."""
 
 from __future__ import annotations
 
 import optuna
 
-from nas.families import densenet_layout
-from nas.spec import ArchSpec
+from nas.core.families import densenet_layout
+from nas.core.spec import ArchSpec
 from search_spaces._base import Param, SearchSpace, Structure
 
 STAGES = 4

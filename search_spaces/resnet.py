@@ -1,13 +1,13 @@
 """The ResNet family: per stage, blocks of binary 3x3 convs whose shortcut placement is searched,
-laid out by :func:`nas.families.resnet_layout` (as the zoo's ResNets)."""
+laid out by :func:`nas.core.families.resnet_layout` (as the zoo's ResNets)."""
 
 from __future__ import annotations
 
 import optuna
 
-from nas.blocks import chain_convs, fractal_convs, shortcuts
-from nas.families import DOWNSAMPLES, resnet_layout
-from nas.spec import ArchSpec, Block
+from nas.core.blocks import chain_convs, fractal_convs, shortcuts
+from nas.core.families import DOWNSAMPLES, resnet_layout
+from nas.core.spec import ArchSpec, Block
 from search_spaces._base import Param, SearchSpace, Structure
 
 STAGES = 4

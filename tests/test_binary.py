@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-import nas.binary as nb
-from nas.binary import ApproxSign, BinaryConv2d, SignSTE, binarize_weight
+import nas.nn.binary as nb
+from nas.nn.binary import ApproxSign, BinaryConv2d, SignSTE, binarize_weight
 
 
 def test_sign_forward_is_plus_minus_one_with_sign_of_zero_positive():
@@ -88,8 +88,8 @@ def _threads(n: int):
 
 
 NO_LOOPS = (
-    "nas.binary's C loops did not build (no C compiler? ./setup.sh installs gcc; or NAS_BINARY_C=0)"
-    ": the eager path is tested alone"
+    "nas.nn.binary's C loops did not build (no C compiler? ./setup.sh installs gcc; or "
+    "NAS_BINARY_C=0): the eager path is tested alone"
 )
 
 
@@ -207,10 +207,12 @@ def test_fused_binary_conv_without_the_c_loops_gives_the_reference_bits(
 def test_the_xnor_forward_runs_and_steps_aside(monkeypatch, require):
     """On one thread in bf16 the forward conv is the XNOR kernel; a channel of zero weights (no
     one nonzero magnitude) goes back to oneDNN, with the same bits."""
-    from nas.kernels import available_paths
+    from nas.nn.kernels import available_paths
 
     require(nb.kernels() is not None, NO_LOOPS)
-    require(available_paths(), "nas.kernels' compiled kernels could not be built (no C compiler?)")
+    require(
+        available_paths(), "nas.nn.kernels' compiled kernels could not be built (no C compiler?)"
+    )
     calls = []
     real = nb.xnor_conv
     monkeypatch.setattr(nb, "xnor_conv", lambda *a: calls.append(real(*a)) or calls[-1])

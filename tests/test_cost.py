@@ -9,10 +9,10 @@ import torch
 from conftest import zoo_params
 
 from nas import build_model, list_models, model_spec, module_cost, spec_cost
-from nas.cost import ops_flops, ops_total, spec_flops
-from nas.graph import depth, lower
-from nas.registry import model_doc
-from nas.spec import SpecError
+from nas.core.cost import ops_flops, ops_total, spec_flops
+from nas.core.graph import depth, lower
+from nas.core.registry import model_doc
+from nas.core.spec import SpecError
 from pipeline.draws import random_draws
 from search_spaces import get_space
 

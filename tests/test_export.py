@@ -12,8 +12,8 @@ import torch
 from conftest import ROOT
 
 from nas import ArchSpec, build_model
-from nas.model_dir import METRICS, MODELS, PACKED, SPEC, WEIGHTS, best_model_dir
-from nas.packed import load_packed
+from nas.core.model_dir import METRICS, MODELS, PACKED, SPEC, WEIGHTS, best_model_dir
+from nas.nn.packed import load_packed
 from runners.datasets import augment, load_dataset
 
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ def test_the_run_directory_packs_its_best_candidate_whose_classes_are_the_float_
     trained_run, tmp_path
 ):
     out = subprocess.run(
-        [sys.executable, "-m", "nas.packed.pack", str(trained_run)],
+        [sys.executable, "-m", "nas.nn.packed.pack", str(trained_run)],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nas import arch_id, build_model, model_spec
-from nas.kernels import (
+from nas.nn.kernels import (
     available_paths,
     binary_conv2d,
     fp_stem,
@@ -21,7 +21,7 @@ from nas.kernels import (
     pack_weights,
     unpack,
 )
-from nas.packed.network import FORMAT, load_packed, pack_model, save_packed
+from nas.nn.packed.network import FORMAT, load_packed, pack_model, save_packed
 
 PATHS = [*available_paths(), "reference"]
 NOT_BUILT = (
@@ -182,7 +182,7 @@ def test_two_threads_split_few_rows_by_channels(compiled_kernels):
 
     script = """
 import torch, torch.nn.functional as F
-from nas.kernels import available_paths, binary_conv2d, pack_activations, pack_weights, unpack
+from nas.nn.kernels import available_paths, binary_conv2d, pack_activations, pack_weights, unpack
 g = torch.Generator().manual_seed(0)
 for n, h, cin, cout, stride in [(1, 3, 70, 200, 1), (1, 7, 512, 512, 1), (2, 4, 64, 130, 2)]:
     x, w = torch.randn(n, cin, h, h, generator=g), torch.randn(cout, cin, 3, 3, generator=g)
@@ -204,7 +204,7 @@ for n, h, cin, cout, stride in [(1, 3, 70, 200, 1), (1, 7, 512, 512, 1), (2, 4, 
         bits = binary_conv2d(*args, output="packed", path=path)
         assert torch.equal(unpack(bits), signs((dot * scale + shift).permute(0, 3, 1, 2)).float())
 if "avx512" in available_paths():  # the compiled stem: each thread's rows, ring and packed bits
-    from nas.kernels import fp_stem
+    from nas.nn.kernels import fp_stem
     x, w, b = torch.randn(3, 3, 21, 19, generator=g), torch.randn(64, 3, 7, 7), torch.randn(64)
     one = fp_stem(x, w, b, 2, True, True, 1)
     expected = F.max_pool2d(F.relu(F.conv2d(x, w, b, 2, 3)), 3, 2, 1)
@@ -293,7 +293,7 @@ def test_max_pool_equals_pytorch(
     """``max_pool2d`` equals PyTorch's pool, alone and after a BatchNorm (negative scales
     included) with a ReLU after it (a BinaryDenseNet transition), bit for bit: the BN is one
     multiply and one add, as in PyTorch."""
-    from nas.kernels import _dispatch
+    from nas.nn.kernels import _dispatch
 
     if compiled:
         require(available_paths(), NOT_BUILT)
@@ -346,7 +346,7 @@ def test_pack_folds_a_batchnorm_and_reads_channels_in_place(channels, path, monk
     for data in (x, x.contiguous(), x.contiguous(memory_format=torch.channels_last)):
         _assert_packed(pack_activations(data, 1, scale, shift, path), expected)
     _assert_packed(pack_activations(x, 1, path=path), F.pad(_signs(x), (1,) * 4, value=1.0))
-    from nas.kernels import _dispatch
+    from nas.nn.kernels import _dispatch
 
     monkeypatch.setattr(_dispatch, "library", lambda: None)  # the PyTorch fallback
     _assert_packed(pack_activations(x, 1, scale, shift), expected)
@@ -398,7 +398,7 @@ def test_packed_bireal18_packs_activations_once(monkeypatch):
     """Each conv of a Bi-Real block packs the signs of the node it computes for the next conv,
     so only the stem's output is packed on its own: by the compiled stem itself where it runs
     (AVX-512), else once by pack_activations."""
-    import nas.packed.network as packed_module
+    import nas.nn.packed.network as packed_module
 
     calls = []
     pack = packed_module.pack_activations
@@ -422,7 +422,7 @@ def test_in_place_shortcut_adds_change_nothing():
     in-place adds, bit for bit, and match the training module."""
     from dataclasses import replace
 
-    import nas.packed.network as packed_module
+    import nas.nn.packed.network as packed_module
 
     spec = model_spec("bireal_resnet18", input_size=64).replace(padding="one")
     tricky = replace(
@@ -474,7 +474,7 @@ libc = ctypes.CDLL(None)
 libc.mallinfo2.restype = Info
 if sys.argv[1] == "packed":
     from nas import build_model, model_spec
-    from nas.packed.network import pack_model
+    from nas.nn.packed.network import pack_model
     pack_model(build_model(model_spec("bireal_resnet18", input_size=32, classes=10)).eval())
 before = libc.mallinfo2()
 block = torch.empty(6 << 20)  # 24 MB: more than building the model frees at once
@@ -521,13 +521,13 @@ def test_packed_bireal18_file_is_its_storage():
 @pytest.mark.slow  # a whole network, seconds
 @pytest.mark.parametrize(("channels", "size"), [(3, 32), (1, 28)])  # CIFAR-like, Fashion-MNIST
 def test_pack_command_packs_a_training_checkpoint(tmp_path, capsys, channels, size):
-    """``python -m nas.packed.pack SPEC --checkpoint STATE``: the file it writes loads into a
+    """``python -m nas.nn.packed.pack SPEC --checkpoint STATE``: the file it writes loads into a
     module that predicts what the trained float module predicts; its check images have the
     spec's channels and size."""
     import json
 
-    from nas import _cli
-    from nas.packed.pack import main
+    from nas import cli
+    from nas.nn.packed.pack import main
     from runners.train import save_checkpoint
 
     spec = model_spec("bireal_resnet18", input_size=size, classes=10)
@@ -538,7 +538,7 @@ def test_pack_command_packs_a_training_checkpoint(tmp_path, capsys, channels, si
     save_checkpoint(tmp_path / "state.pt", model, optimizer, [])
     argv = [str(tmp_path / "spec.json"), "--checkpoint", str(tmp_path / "state.pt")]
     out = tmp_path / "m.packed.pt"
-    assert _cli.run("pack", main, [*argv, "-o", str(out), "--json"]) == 0
+    assert cli.run("pack", main, [*argv, "-o", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["file"] == str(out) and result["same_class"] == result["check_images"]
     assert result["file_mbit"] == pytest.approx(out.stat().st_size * 8 / 1e6)
@@ -552,8 +552,8 @@ def test_pack_command_packs_a_training_checkpoint(tmp_path, capsys, channels, si
 def test_pack_command_refuses_what_it_cannot_pack_exactly(tmp_path, capsys):
     """Zero padding, a checkpoint of another network, a file that is no checkpoint: one line,
     exit code 2, nothing written."""
-    from nas import _cli
-    from nas.packed.pack import main
+    from nas import cli
+    from nas.nn.packed.pack import main
 
     spec = model_spec("bireal_resnet18", input_size=32, classes=10)
     other = build_model(model_spec("bireal_resnet34", input_size=32, classes=10))
@@ -569,7 +569,7 @@ def test_pack_command_refuses_what_it_cannot_pack_exactly(tmp_path, capsys):
         ("one.json", "absent.pt", "no checkpoint at"),
     ]:
         argv = [str(tmp_path / model), "--checkpoint", str(tmp_path / checkpoint), "-o", str(out)]
-        assert _cli.run("pack", main, argv) == 2
+        assert cli.run("pack", main, argv) == 2
         err = capsys.readouterr().err
         assert says in err and err.count("\n") == 1, err
     assert not out.exists()
@@ -617,8 +617,8 @@ def test_pack_model_wants_eval_mode():
 
 
 def test_fallback_without_the_library_warns_once_and_stays_exact(monkeypatch):
-    import nas.kernels as kernels
-    from nas.kernels import _dispatch, _native
+    import nas.nn.kernels as kernels
+    from nas.nn.kernels import _dispatch, _native
 
     monkeypatch.setattr(_native, "LIBRARY", _native.HERE / "missing.so")
     monkeypatch.setattr(
@@ -646,9 +646,9 @@ def test_fallback_without_the_library_warns_once_and_stays_exact(monkeypatch):
 _FALLBACK_CASES = """
 from dataclasses import replace
 import torch
-import nas.kernels as k
+import nas.nn.kernels as k
 from nas import build_model, model_spec
-from nas.packed.network import pack_model
+from nas.nn.packed.network import pack_model
 
 def cases():
     g = torch.Generator().manual_seed(0)
@@ -688,7 +688,7 @@ def cases():
 _WITHOUT_COMPILER = """
 import sys
 from pathlib import Path
-from nas.kernels import _native
+from nas.nn.kernels import _native
 _native.LIBRARY = Path(sys.argv[1]) / "_bconv.so"  # not built, and no gcc or cc on PATH
 namespace = {}
 exec(sys.argv[2], namespace)
@@ -699,23 +699,23 @@ torch.save(namespace["cases"](), Path(sys.argv[1]) / "cases.pt")
 
 def test_without_a_compiler_it_warns_and_gives_the_compiled_results(tmp_path, monkeypatch):
     """A machine without gcc: in a fresh process whose PATH has no compiler and whose library is
-    not built yet, ``nas.kernels`` warns once and runs the PyTorch reference path; packing, the
+    not built yet, ``nas.nn.kernels`` warns once and runs the PyTorch reference path; packing, the
     conv with its epilogue and packed output, the pool and a packed network (shortcuts added in
     place, a mean join) give the results of this process, the compiled kernels
     where they are built, bit for bit; ``fp_stem`` steps aside (None) for the caller's PyTorch
-    stem. ``nas.binary``'s C loops, not built either, warn and leave the float modules' logits
+    stem. ``nas.nn.binary``'s C loops, not built either, warn and leave the float modules' logits
     as they are."""
     import subprocess
     import sys
 
-    import nas.packed.network as packed_module
+    import nas.nn.packed.network as packed_module
 
     no_compiler = tmp_path / "bin"
     no_compiler.mkdir()
     env = {
         **os.environ,
         "PATH": str(no_compiler),
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),  # nas.binary's loops: not built either
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),  # nas.nn.binary's loops: not built either
         "TMPDIR": str(tmp_path),
     }
     done = subprocess.run(
@@ -728,7 +728,7 @@ def test_without_a_compiler_it_warns_and_gives_the_compiled_results(tmp_path, mo
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("binary conv kernels unavailable (no C compiler") == 1, done.stderr
     assert "using the PyTorch reference path" in done.stderr
-    assert "nas.binary: the fused binary conv's C loops are unavailable" in done.stderr
+    assert "nas.nn.binary: the fused binary conv's C loops are unavailable" in done.stderr
     assert not (tmp_path / "_bconv.so").exists()
     fallback = torch.load(tmp_path / "cases.pt", weights_only=True)
     # here the packed networks' stems run as there (PyTorch's conv): the compiled stem sums in
@@ -746,14 +746,14 @@ def test_without_a_compiler_it_warns_and_gives_the_compiled_results(tmp_path, mo
 
 @pytest.mark.slow
 def test_bench_json_has_the_fields_the_issue_names(compiled_kernels):
-    """``python -m nas.packed.bench --json``: layers and models with their timings (the figures
+    """``python -m nas.nn.packed.bench --json``: layers and models with their timings (the figures
     themselves belong to the README, not to a test)."""
     import json
     import subprocess
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "nas.packed.bench", "--json", "--seconds", "0.01"],
+        [sys.executable, "-m", "nas.nn.packed.bench", "--json", "--seconds", "0.01"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -785,7 +785,7 @@ def test_bench_text_gives_each_layer_and_its_share_of_the_ceiling(compiled_kerne
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "nas.packed.bench", "--seconds", "0.01"],
+        [sys.executable, "-m", "nas.nn.packed.bench", "--seconds", "0.01"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -805,8 +805,8 @@ def test_pack_writes_where_o_says_or_a_plain_file_name_here(tmp_path, monkeypatc
     a plain file name: a name with ``../`` or an absolute path writes nowhere else."""
     from pathlib import Path
 
-    from nas import _cli
-    from nas.packed.pack import default_output, main
+    from nas import cli
+    from nas.nn.packed.pack import default_output, main
 
     spec = model_spec("bireal_resnet18", input_size=8, classes=3)
     for name, expected in [
@@ -824,22 +824,20 @@ def test_pack_writes_where_o_says_or_a_plain_file_name_here(tmp_path, monkeypatc
     work.mkdir()
     (tmp_path / "spec.json").write_text(spec.replace(name="../escaped").to_json())
     monkeypatch.chdir(work)
-    assert _cli.run("pack", main, [str(tmp_path / "spec.json"), "--check", "1"]) == 0
+    assert cli.run("pack", main, [str(tmp_path / "spec.json"), "--check", "1"]) == 0
     assert "wrote _escaped.packed.pt" in capsys.readouterr().out
     assert [p.name for p in tmp_path.rglob("*.pt")] == ["_escaped.packed.pt"]
     assert (work / "_escaped.packed.pt").is_file()
     out = tmp_path / "elsewhere.pt"
-    assert (
-        _cli.run("pack", main, [str(tmp_path / "spec.json"), "--check", "1", "-o", str(out)]) == 0
-    )
+    assert cli.run("pack", main, [str(tmp_path / "spec.json"), "--check", "1", "-o", str(out)]) == 0
     assert out.is_file()
 
 
 def test_pack_says_in_one_whole_line_why_a_checkpoint_was_refused(tmp_path, capsys):
     """A whole pickled module (torch.load(weights_only=True) refuses it), an empty file: the line
     says what was refused and what to save instead, not torch's first 90 characters."""
-    from nas import _cli
-    from nas.packed.pack import main
+    from nas import cli
+    from nas.nn.packed.pack import main
 
     spec = model_spec("bireal_resnet18", input_size=8, classes=3).replace(padding="one")
     (tmp_path / "spec.json").write_text(spec.to_json())
@@ -849,14 +847,14 @@ def test_pack_says_in_one_whole_line_why_a_checkpoint_was_refused(tmp_path, caps
         (
             "module.pt",
             "torch.load(weights_only=True) refused it (Unsupported global: GLOBAL "
-            "nas.model.Network was not an allowed global by default); a checkpoint is a state "
+            "nas.nn.model.Network was not an allowed global by default); a checkpoint is a state "
             "dict saved with torch.save(model.state_dict(), path)",
         ),
         ("empty.pt", "not a file of torch.save (EOFError: the file ends early)"),
     ]:
         path = tmp_path / checkpoint
         argv = [str(tmp_path / "spec.json"), "--checkpoint", str(path), "-o", str(tmp_path / "x")]
-        assert _cli.run("pack", main, argv) == 2
+        assert cli.run("pack", main, argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"cannot read the checkpoint {path}: {says}" in err, err
         assert "\x1b" not in err and "PyTorch 2.6" not in err
@@ -867,8 +865,8 @@ def test_pack_says_in_one_whole_line_why_a_checkpoint_was_refused(tmp_path, caps
 def test_the_int8_anchor_computes_a_binary_conv_within_its_requantization_step(padding_value):
     """PyTorch's int8 conv on +-1 values gives each integer sum to within half its output step
     (the largest sum / 127), against the float binary conv."""
-    from nas.binary import BinaryConv2d
-    from nas.packed.int8 import Int8BinaryConv, int8_model
+    from nas.nn.binary import BinaryConv2d
+    from nas.nn.packed.int8 import Int8BinaryConv, int8_model
 
     torch.manual_seed(0)
     conv = BinaryConv2d(16, 32, 3, stride=2, padding_value=padding_value).eval()

@@ -6,7 +6,7 @@ import networkx as nx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nas.metrics import K, PathGraph, backward_tables, forward_tables, scope_stats
+from nas.core.metrics import K, PathGraph, backward_tables, forward_tables, scope_stats
 
 
 @st.composite

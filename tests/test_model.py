@@ -6,8 +6,8 @@ import torch
 from conftest import zoo_params
 
 from nas import BinaryConv2d, build_model, list_models, model_spec
-from nas.blocks import dense_unit, fractal_convs, shortcuts
-from nas.spec import ArchSpec, Block, Stage, Stem
+from nas.core.blocks import dense_unit, fractal_convs, shortcuts
+from nas.core.spec import ArchSpec, Block, Stage, Stem
 
 ZOO = list_models()
 

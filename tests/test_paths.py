@@ -30,10 +30,10 @@ from nas import (
     spec_graph,
     trace_graph,
 )
-from nas.blocks import chain_block, dense_unit, fractal_block
-from nas.graph import _labels, lower
-from nas.scorers import SCORERS, list_scorers, measure
-from nas.trace import autograd_reached
+from nas.core.blocks import chain_block, dense_unit, fractal_block
+from nas.core.graph import _labels, lower
+from nas.core.scorers import SCORERS, list_scorers, measure
+from nas.nn.trace import autograd_reached
 from pipeline.benchmarks import chain_spec
 from results.benchmark import load_archs
 

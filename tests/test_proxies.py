@@ -1,4 +1,4 @@
-"""nas.proxies against hand-derived or brute-force values on tiny networks, and on a real one."""
+"""nas.nn.proxies against hand-derived or brute-force values on tiny networks, and on a real one."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from nas import proxies
-from nas.binary import BinaryActivation, BinaryConv2d
-from nas.model import build_model
-from nas.registry import model_spec
+from nas.core.registry import model_spec
+from nas.nn import proxies
+from nas.nn.binary import BinaryActivation, BinaryConv2d
+from nas.nn.model import build_model
 
 # --- hand-derived cross-entropy gradients: grad_norm and snip ------------------------------------
 

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from nas import model_spec, spec_cost
-from nas.blocks import chain_block
-from nas.graph import lower
-from nas.scorers import (
+from nas.core.blocks import chain_block
+from nas.core.graph import lower
+from nas.core.scorers import (
     BASELINE_SCORERS,
     CHOICE_FILE,
     DEFAULT_SCORER,
@@ -30,7 +30,7 @@ from nas.scorers import (
     measure,
     ranking_choice,
 )
-from nas.spec import Stage
+from nas.core.spec import Stage
 from pipeline.benchmarks import chain_spec
 from pipeline.ranking import training_pool
 from results.ranking import agreement, choose, fit_model, key_ranks, predict, split
@@ -184,7 +184,7 @@ def test_training_pool_takes_each_space_in_turn_one_per_key():
 
 @pytest.mark.slow
 def test_the_committed_choice_is_what_the_committed_benchmark_gives(tmp_path):
-    """nas/ranking_choice.json and docs/ranking.md are the command's output on the committed
+    """nas/core/ranking_choice.json and docs/ranking.md are the command's output on the committed
     study: rerun `python -m results.ranking` after adding study results."""
     choice, _ = choose()
     committed = json.loads(CHOICE_FILE.read_text())

@@ -10,25 +10,25 @@ import pytest
 
 import nas
 from nas import UnknownModelError, get_scorer, list_models, model_spec, same_network, spec_cost
-from nas import scopes as names
-from nas._names import Registry, UnknownNameError
-from nas.graph import lower
-from nas.scorers import SCORERS
+from nas.core import scopes as names
+from nas.core.graph import lower
+from nas.core.names import Registry, UnknownNameError
+from nas.core.scorers import SCORERS
 from search_spaces import get_space, list_spaces
 
 ROOT = Path(__file__).parent.parent
 SPEC_SIDE = (
-    "nas.spec",
-    "nas.graph",
-    "nas.cost",
-    "nas.metrics",
-    "nas.scorers",
-    "nas.analysis",
-    "nas.registry",
-    "nas.zoo",
-    "nas.families",
-    "nas.scopes",
-    "nas.blocks",
+    "nas.core.spec",
+    "nas.core.graph",
+    "nas.core.cost",
+    "nas.core.metrics",
+    "nas.core.scorers",
+    "nas.core.analysis",
+    "nas.core.registry",
+    "nas.core.zoo",
+    "nas.core.families",
+    "nas.core.scopes",
+    "nas.core.blocks",
     "nas.profile",
     "nas.paths",
     "search_spaces",
@@ -75,7 +75,7 @@ def test_models_scorers_and_spaces_share_the_registry():
 
 @pytest.mark.parametrize("space", list_spaces())
 def test_zoo_models_are_points_of_the_spaces(space):
-    """Both are laid out by nas.families: the same network (isomorphic labelled graphs, so the
+    """Both are laid out by nas.core.families: the same network (isomorphic labelled graphs, so the
     same arch id) and the same cost, at ImageNet and small-image sizes."""
     sp = get_space(space)
     for name, (structure, width) in sp.references().items():

@@ -190,7 +190,7 @@ def test_resume_accepts_flags_given_as_they_were(done, tmp_path):
 
 def test_a_run_keeps_the_weights_it_ranked_with(done, tmp_path):
     """A run records the fitted scorer's weights at its start; resumed after a refit (here: the
-    run's record differs from nas/ranking_choice.json), it refuses rather than rank half of its
+    run's record differs from nas/core/ranking_choice.json), it refuses rather than rank half of its
     candidates with other weights."""
     settings = json.loads((done / "settings.json").read_text())
     committed = json.loads((ROOT / "nas" / "ranking_choice.json").read_text())

@@ -15,9 +15,9 @@ import pytest
 from conftest import TIMING
 
 from nas import arch_id, model_spec, spec_cost
-from nas.budget import format_flops, parse_budget
-from nas.candidates import COLUMNS
-from nas.scorers import DEFAULT_SCORER
+from nas.core.budget import format_flops, parse_budget
+from nas.core.candidates import COLUMNS
+from nas.core.scorers import DEFAULT_SCORER
 from search_spaces import get_space, list_spaces
 
 ROOT = Path(__file__).parent.parent

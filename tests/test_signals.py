@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import TIMING, TRAIN, session_processes
 
-from nas import _cli
+from nas import cli
 
 ROOT = Path(__file__).parent.parent
 SEARCH = [sys.executable, "-m", "nas.search", "--no-progress", "--train-top", "0"]
@@ -110,13 +110,13 @@ def test_a_full_disk_is_one_line_and_exit_1(capsys):
     the command with one line that says nothing was lost and how to go on."""
 
     def main(argv):
-        _cli.set_resume_hint("resume with python -m nas.search --resume RUN")
+        cli.set_resume_hint("resume with python -m nas.search --resume RUN")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     try:
-        assert _cli.run("nas.search", main, []) == 1
+        assert cli.run("nas.search", main, []) == 1
     finally:
-        _cli.set_resume_hint("")
+        cli.set_resume_hint("")
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no space left" in err and "nothing earlier was lost" in err
     assert err.rstrip().endswith("resume with python -m nas.search --resume RUN")
@@ -128,7 +128,7 @@ def test_a_keyboard_interrupt_is_one_line_and_exit_130(capsys):
 
     previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
-        assert _cli.run("results.report", main, []) == 130
+        assert cli.run("results.report", main, []) == 130
     finally:
         signal.signal(signal.SIGINT, previous[0])
         signal.signal(signal.SIGTERM, previous[1])

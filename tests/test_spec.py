@@ -6,8 +6,8 @@ import random
 import pytest
 
 from nas import ArchSpec, SpecError, arch_id, list_models, model_spec, same_network
-from nas.blocks import chain_block, fractal_convs
-from nas.spec import Block, Stage
+from nas.core.blocks import chain_block, fractal_convs
+from nas.core.spec import Block, Stage
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from nas.graph import lower, ops_arch_id
-from nas.spec import ArchSpec
+from nas.core.graph import lower, ops_arch_id
+from nas.core.spec import ArchSpec
 from results.benchmark import STUDY_DIR, load_benchmark
 from runners.study import proxy_metrics, spanning, strata_value, stratified_pick
 
@@ -111,7 +111,7 @@ def test_a_study_row_is_reproduced_from_scratch_and_a_kill_loses_nothing(tmp_pat
     from the solver without the floor; killed after its first finished batch and run again, it
     trains nothing twice and ends with every job; one row's metrics and accuracy equal what the
     project's own functions compute from its spec and recipe."""
-    from nas.candidates import score
+    from nas.core.candidates import score
     from runners.datasets import load_dataset
     from runners.train import TrainConfig, proxy_spec, train
     from search_spaces import get_space

@@ -15,7 +15,7 @@ from conftest import ROOT
 from scipy import stats
 
 from nas import ArchSpec
-from nas.model_dir import best_model_dir
+from nas.core.model_dir import best_model_dir
 from results import transfer
 from results.benchmark import STUDY_DIR
 

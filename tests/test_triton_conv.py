@@ -1,4 +1,4 @@
-"""The Triton binary conv (``nas.kernels.triton_conv``) is exact against ``reference_conv2d``.
+"""The Triton binary conv (``nas.nn.kernels.triton_conv``) is exact against ``reference_conv2d``.
 
 No GPU here: the kernel runs in Triton's CPU interpreter. ``TRITON_INTERPRET=1`` must be set
 before the kernel is decorated (``triton.jit`` reads it then), and it would leak into every
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.kernels.triton_conv import EXACTNESS_CASES
+from nas.nn.kernels.triton_conv import EXACTNESS_CASES
 
 
 def _random_cases(count: int, seed: int = 1) -> list[tuple]:
@@ -42,7 +42,7 @@ CASES = EXACTNESS_CASES + _random_cases(8)
 SCRIPT = """
 import json, sys
 import torch
-import nas.kernels.triton_conv as tc
+import nas.nn.kernels.triton_conv as tc
 
 report = {"triton_imported_by_import": "triton" in sys.modules}
 sys.modules["triton"] = None  # as if Triton were not installed
@@ -64,7 +64,7 @@ for seed, case in enumerate(json.loads(sys.argv[1])):
 # 70 channels: 4 words a tap, 130: 6, which a step of 4 words leaves partly filled; a 1x1 conv
 # of 3 channels: one step, fewer than a split launch's programs), both inputs; the split
 # launches share one workspace, which each must leave zero for the next
-from nas.kernels._triton_kernel import CONFIGS
+from nas.nn.kernels._triton_kernel import CONFIGS
 report["configs_bad"] = []
 for case in [(2, 70, 6, 7, 50, 3, 1), (1, 130, 5, 4, 20, 3, 2), (1, 3, 3, 3, 5, 1, 1)]:
     args = tc.random_case(*case, seed=0)
@@ -74,7 +74,7 @@ report["workspace_nonzero"] = [int(w.count_nonzero()) for w in tc._WORKSPACES.va
 
 # signs_of against the floats packed: their signs (sign(0) = +1), +1 padding, int8 NHWC
 import torch.nn.functional as F
-from nas.kernels import pack_activations
+from nas.nn.kernels import pack_activations
 v = torch.randn(2, 70, 3, 4)
 v[0, 0, 0, 0] = 0.0
 signs = tc.signs_of(pack_activations(v, pad=1))
@@ -139,9 +139,9 @@ def test_bench_gpu_without_cuda_says_so_in_one_line():
     import torch
 
     if torch.cuda.is_available():
-        pytest.skip("this machine has a CUDA GPU: python -m nas.kernels.bench_gpu runs there")
+        pytest.skip("this machine has a CUDA GPU: python -m nas.nn.kernels.bench_gpu runs there")
     done = subprocess.run(
-        [sys.executable, "-m", "nas.kernels.bench_gpu", "--json"],
+        [sys.executable, "-m", "nas.nn.kernels.bench_gpu", "--json"],
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parents[1],
@@ -153,7 +153,7 @@ def test_bench_gpu_without_cuda_says_so_in_one_line():
 
 @pytest.mark.slow
 def test_every_gpu_launch_config_is_exact(report):
-    from nas.kernels._triton_kernel import CONFIGS as configs
+    from nas.nn.kernels._triton_kernel import CONFIGS as configs
 
     assert len(report["configs_bad"]) == 6 * len(configs)
     assert not any(report["configs_bad"])
@@ -168,7 +168,7 @@ def test_signs_of_gives_the_signs_as_int8_nhwc(report):
 
 
 def test_signs_input_must_be_int8_nhwc():
-    from nas.kernels.triton_conv import random_case, triton_binary_conv2d
+    from nas.nn.kernels.triton_conv import random_case, triton_binary_conv2d
 
     pytest.importorskip("triton", reason="pip install -e .[dev] installs it")
     x, w, *_ = random_case(1, 8, 3, 3, 4)

@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from nas.scorers import ranking_choice
+from nas.core.scorers import ranking_choice
 from results.report import _label_points, model_name, verdict
 
 SETTINGS = {

@@ -1,17 +1,17 @@
 """Gradient-path analysis of a spec, from its own layer graph (no module is built, no torch).
 
 ``analyze_spec`` reads a spec's layer graph, the fast path of the search; the analysis of any
-``nn.Module``, traced with torch.fx, is :func:`nas.trace.analyze`. Both return a
-:class:`nas.metrics.PathReport`: N_1st < N_2nd < N_3rd and L_1st < L_2nd < L_3rd with their path
-counts at the network, stage, block and per-binary-conv scopes (definitions in
-:mod:`nas.metrics`). The command line is ``python -m nas.paths``.
+``nn.Module``, traced with torch.fx, is :func:`nas.nn.trace.analyze`. Both return a
+:class:`nas.core.metrics.PathReport`: N_1st < N_2nd < N_3rd and L_1st < L_2nd < L_3rd with their
+path counts at the network, stage, block and per-binary-conv scopes (definitions in
+:mod:`nas.core.metrics`). The command line is ``python -m nas.paths``.
 """
 
 from __future__ import annotations
 
-from nas.graph import Op, lower, scopes
-from nas.metrics import PathGraph, PathReport, path_report
-from nas.spec import ArchSpec
+from nas.core.graph import Op, lower, scopes
+from nas.core.metrics import PathGraph, PathReport, path_report
+from nas.core.spec import ArchSpec
 
 
 def analyze_spec(spec: ArchSpec) -> PathReport:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from nas.spec import Block, Edge
+from nas.core.spec import Block, Edge
 
 
 def chain_convs(depth: int) -> tuple[Edge, ...]:

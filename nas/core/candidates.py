@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from nas.graph import Op, ops_arch_id
-from nas.scorers import DEFAULT_SCORER, get_scorer, measure
+from nas.core.graph import Op, ops_arch_id
+from nas.core.scorers import DEFAULT_SCORER, get_scorer, measure
 
 # The gradient-path columns: means over stages (docs/design.md section 5).
 PATH_COLUMNS = ("N_1st", "N_2nd", "N_3rd", "L_1st", "L_2nd", "L_3rd")

@@ -10,8 +10,8 @@
   factors and biases are not counted unless ``count_bn`` (BN's gamma and beta as FP weights).
 
 The cost is computed from the spec (:func:`spec_cost`; this module imports no torch) and,
-independently, counted on a built module with forward hooks (:func:`nas.module_cost.module_cost`);
-the two must agree.
+independently, counted on a built module with forward hooks
+(:func:`nas.nn.module_cost.module_cost`); the two must agree.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from nas.graph import Op, lower, spec_macs
-from nas.spec import ArchSpec
+from nas.core.graph import Op, lower, spec_macs
+from nas.core.spec import ArchSpec
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def spec_cost(spec: ArchSpec, count_bn: bool = False) -> CostReport:
 
 def spec_flops(spec: ArchSpec) -> float:
     """:func:`ops_flops` of ``spec``'s ops, the same number, from per-block MACs cached across
-    specs (:func:`nas.graph.spec_macs`): the width solver's inner loop."""
+    specs (:func:`nas.core.graph.spec_macs`): the width solver's inner loop."""
     fp, binary = spec_macs(spec)
     return fp + binary / 64
 

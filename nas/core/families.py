@@ -1,7 +1,7 @@
 """Network families: the ResNet and DenseNet layouts.
 
-The zoo's models (:mod:`nas.zoo`) and the search spaces (:mod:`search_spaces`) are both built by
-these functions, so a zoo model is a point of its space by construction: the space's parameters
+The zoo's models (:mod:`nas.core.zoo`) and the search spaces (:mod:`search_spaces`) are both built
+by these functions, so a zoo model is a point of its space by construction: the space's parameters
 are arguments of the layout, a zoo builder fixes them.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from nas.blocks import dense_unit
-from nas.spec import ArchSpec, Block, Head, Stage, Stem, Transition
+from nas.core.blocks import dense_unit
+from nas.core.spec import ArchSpec, Block, Head, Stage, Stem, Transition
 
 ResNetBlock = Callable[[int, int], Block]
 """A ResNet family's block at a width and a stride (1, or 2 for a stage's first block when the
@@ -84,8 +84,8 @@ def densenet_layout(
     stem: str | None = None,
 ) -> ArchSpec:
     """BinaryDenseNet layout (Bethge et al. 2019; larq-zoo): FP 7x7/2 stem of 64 channels with
-    ReLU, ``units[s]`` dense units (:func:`nas.blocks.dense_unit` of ``growth``, ``columns`` and
-    ``join``) in stage s, transitions BN -> MaxPool 2x2/2 -> ReLU -> FP 1x1 conv whose width is
+    ReLU, ``units[s]`` dense units (:func:`nas.core.blocks.dense_unit` of ``growth``, ``columns``
+    and ``join``) in stage s, transitions BN -> MaxPool 2x2/2 -> ReLU -> FP 1x1 conv whose width is
     floor(C / r) (rounded to a multiple of 32 when ``round_to_32``), BN -> ReLU before the head."""
     ch = 64
     stages = []

@@ -5,8 +5,8 @@ The graph is the view the scorer reads (docs/design.md section 5). Nodes are lay
 ``mean`` / ``concat``, and ``input`` / ``output``. Element-wise ops (BN, sign, ReLU) are folded into
 the layer they belong to: a ``binconv`` node stands for Sign -> BinConv (and its BN). Node names
 are the qualified names of the matching ``nn.Module`` in :func:`nas.build_model`'s network (the
-scheme of :mod:`nas.scopes`), so a layer of the graph and a layer of the module can be paired by
-name.
+scheme of :mod:`nas.core.scopes`), so a layer of the graph and a layer of the module can be paired
+by name.
 
 Each node carries ``kind``, ``cin``, ``cout``, ``kernel``, ``stride``, ``size`` (output side in
 pixels), ``stage`` ("stem", "stage1", ..., "head"), ``macs``, ``params`` and ``bn`` (channels of
@@ -23,8 +23,8 @@ from typing import NamedTuple
 
 import networkx as nx
 
-from nas import scopes as names
-from nas.spec import ArchSpec, Block
+from nas.core import scopes as names
+from nas.core.spec import ArchSpec, Block
 
 WEIGHTED_KINDS = ("conv", "binconv", "fc")
 
@@ -336,7 +336,7 @@ def scopes(ops: list[Op]) -> dict[str, list[tuple[str, str, str]]]:
     """The stage and block scopes of lowered ops, as ``(name, source, sink)``: the source is the
     op that feeds the scope (its input), the sink the op that gives its output. A stage starts with
     its downsampling transition (docs/design.md section 5); blocks are named by their module path
-    (:func:`nas.scopes.block_of`)."""
+    (:func:`nas.core.scopes.block_of`)."""
     found: dict[str, dict[str, list[Op]]] = {"stages": {}, "blocks": {}}
     stages, blocks = found["stages"], found["blocks"]
     for op in ops:  # each scope keeps [first op, last op]

@@ -29,7 +29,7 @@ from typing import Any
 
 import networkx as nx
 
-from nas.graph import Op
+from nas.core.graph import Op
 
 K = 3
 

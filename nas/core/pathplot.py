@@ -2,8 +2,8 @@
 
 An edge is coloured by the cheapest of the scope's three smallest distinct path costs
 (N_1st, N_2nd, N_3rd) that some path through it has: the forward table from the scope's input and
-the backward table to its output (:mod:`nas.metrics`) give, exactly, the costs of the best paths
-through every edge.
+the backward table to its output (:mod:`nas.core.metrics`) give, exactly, the costs of the best
+paths through every edge.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import networkx as nx
 
-from nas import scopes as names
-from nas._names import printable
-from nas.atomic import atomic_write_bytes
-from nas.graph import lower
-from nas.metrics import PathGraph, backward_tables, forward_tables, scope_stats
-from nas.spec import ArchSpec
+from nas.core import scopes as names
+from nas.core.atomic import atomic_write_bytes
+from nas.core.graph import lower
+from nas.core.metrics import PathGraph, backward_tables, forward_tables, scope_stats
+from nas.core.names import printable
+from nas.core.spec import ArchSpec
 
 COLOURS = ("#1a9850", "#fc8d59", "#d73027")  # N_1st, N_2nd, N_3rd
 MAX_DRAWN_OPS = 1000

@@ -1,13 +1,13 @@
 """The model registry, in the style of timm: ``@register_model`` builders that return an ArchSpec,
-``list_models("bireal*")``, ``model_spec(name)``; the zoo (:mod:`nas.zoo`) is registered on import.
-Building the module of a registered model is :func:`nas.model.create_model` (torch)."""
+``list_models("bireal*")``, ``model_spec(name)``; the zoo (:mod:`nas.core.zoo`) is registered on
+import. Building the module of a registered model is :func:`nas.nn.model.create_model` (torch)."""
 
 from __future__ import annotations
 
-from nas import zoo
-from nas._names import Registry, UnknownNameError
-from nas.spec import ArchSpec
-from nas.zoo import ModelBuilder
+from nas.core import zoo
+from nas.core.names import Registry, UnknownNameError
+from nas.core.spec import ArchSpec
+from nas.core.zoo import ModelBuilder
 
 
 class UnknownModelError(UnknownNameError):

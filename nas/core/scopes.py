@@ -1,7 +1,8 @@
 """Scope names: the one scheme that names a network's layers and the scopes that group them.
 
-A layer of the layer graph (:func:`nas.graph.lower`) is named by the qualified name of its module
-in :func:`nas.build_model`'s network (:mod:`nas.model`'s attribute names), so a spec's graph, a
+A layer of the layer graph (:func:`nas.core.graph.lower`) is named by the qualified name of its
+module
+in :func:`nas.build_model`'s network (:mod:`nas.nn.model`'s attribute names), so a spec's graph, a
 traced module's graph, a cost counted with hooks and a drawing pair their layers by name::
 
     stem.conv, stem.pool                         the stem
@@ -12,10 +13,10 @@ traced module's graph, a cost counted with hooks and a drawing pair their layers
         .readI, .nodeJ, .out                     concatenations and joins (graph ops, no module)
     head.pool, head.fc                           the head
 
-Each layer also has a stage label (:attr:`nas.graph.Op.stage`): ``stem``, ``stage1`` ... (the
+Each layer also has a stage label (:attr:`nas.core.graph.Op.stage`): ``stem``, ``stage1`` ... (the
 label of ``stages.S`` is ``stage{S+1}``), ``head``. Stage and block scopes are named by the label
 and by the block's path; a model without these names gets blocks ``block1``... and stages by
-resolution (:func:`nas.trace.auto_scopes`).
+resolution (:func:`nas.nn.trace.auto_scopes`).
 
 Nothing else builds or takes apart these names: the builders and parsers are below.
 """

@@ -22,11 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nas._names import Registry
-from nas.analysis import analyze_ops
-from nas.cost import Cost, ops_total
-from nas.graph import Op, ops_depth
-from nas.metrics import PathReport, PathStats
+from nas.core.analysis import analyze_ops
+from nas.core.cost import Cost, ops_total
+from nas.core.graph import Op, ops_depth
+from nas.core.metrics import PathReport, PathStats
+from nas.core.names import Registry
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,8 @@ CHOICE_FILE = Path(__file__).with_name("ranking_choice.json")
 
 @functools.cache
 def ranking_choice() -> dict:
-    """What ``python -m results.ranking`` chose from the benchmark (``nas/ranking_choice.json``):
+    """What ``python -m results.ranking`` chose from the benchmark
+    (``nas/core/ranking_choice.json``):
     the default scorer, the tie-break column, and the weights of :func:`paths_capacity`."""
     return json.loads(CHOICE_FILE.read_text())
 
@@ -234,6 +235,6 @@ def paths_capacity(m: Measures) -> Key:
     """A linear model of the accuracy rank over the gradient-path terms of :func:`paths_only` and
     the capacity terms of :func:`capacity`, fitted on half of the benchmark (docs/ranking.md).
 
-    Features: :func:`features`; weights: ``nas/ranking_choice.json``, written by ``python -m
+    Features: :func:`features`; weights: ``nas/core/ranking_choice.json``, written by ``python -m
     results.ranking``."""
     return _fitted("paths_capacity", m)

@@ -19,7 +19,7 @@ Layout of a network::
   or an identity **shortcut**; every node but 0 has at least one conv input. A node with several
   incoming edges joins them (``add`` or ``mean``). The named patterns of the paper are points of
   this space: Bi-Real (a shortcut beside every conv), binary ResNet (one shortcut around a pair),
-  EBi-Real, FractalNet expansions (see :mod:`nas.blocks`).
+  EBi-Real, FractalNet expansions (see :mod:`nas.core.blocks`).
 
   - ``residual`` blocks: every node 1..M has ``width`` channels. Conv edges leaving node 0 have
     the block's ``stride`` and read the block input; a shortcut leaving node 0 whose shape does not

@@ -6,8 +6,8 @@ Every builder takes ``input_size`` (default 224), ``classes`` (default 1000) and
 and returns an :class:`nas.ArchSpec`. Figures quoted below are for 224 px and 1000 classes under the
 counting of docs/design.md section 3 (FLOPs = FP MACs + BOPs / 64, storage without BN).
 
-The builders lay their networks out with :mod:`nas.families`, as the search spaces do (so each
-model is a point of its space), and are listed in :data:`MODELS`, which :mod:`nas.registry`
+The builders lay their networks out with :mod:`nas.core.families`, as the search spaces do (so each
+model is a point of its space), and are listed in :data:`MODELS`, which :mod:`nas.core.registry`
 registers: look models up there (``list_models``, ``model_spec``), not here.
 """
 
@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from nas.blocks import chain_block, fractal_block
-from nas.families import densenet_layout, resnet_layout
-from nas.spec import ArchSpec
+from nas.core.blocks import chain_block, fractal_block
+from nas.core.families import densenet_layout, resnet_layout
+from nas.core.spec import ArchSpec
 
 ModelBuilder = Callable[..., ArchSpec]
 MODELS: list[ModelBuilder] = []
-"""The zoo's builders, in order; :mod:`nas.registry` registers them under their names."""
+"""The zoo's builders, in order; :mod:`nas.core.registry` registers them under their names."""
 
 
 def zoo_model(fn: ModelBuilder) -> ModelBuilder:
@@ -112,7 +112,8 @@ def ebireal_resnet18(**options) -> ArchSpec:
 
 @zoo_model
 def resnet18_fp(**options) -> ArchSpec:
-    """Full-precision ResNet18 (He et al., CVPR 2016) in the block form of :mod:`nas.spec` (ReLU on
+    """Full-precision ResNet18 (He et al., CVPR 2016) in the block form of :mod:`nas.core.spec`
+    (ReLU on
     each conv's input, so ReLU sits before rather than after the shortcut add; the cost is that of
     torchvision's resnet18).
 

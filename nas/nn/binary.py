@@ -20,7 +20,7 @@
   system's C compiler and cached), each one pass where PyTorch's eager ops take three to five,
   and each rounding as those ops round (bf16 after every op, as eager bf16 does). In bf16 on one
   CPU thread (a trial on one core) the forward conv itself runs as XNOR-popcount on bit-packed
-  signs (:func:`xnor_conv`, :mod:`nas.kernels`' kernel), exact, so the same bits four times
+  signs (:func:`xnor_conv`, :mod:`nas.nn.kernels`' kernel), exact, so the same bits four times
   faster. Without a compiler, or on another device, the same eager ops as the reference run
   inside the one node, and the forward conv is oneDNN's (or cuDNN's).
   The module falls back to the reference path wherever another reading of the module is in play:
@@ -107,7 +107,7 @@ def binarize_weight(w: torch.Tensor) -> torch.Tensor:
 # --- the fused path: C loops ---------------------------------------------------------------------
 
 _C_SOURCE = r"""
-/* Element-wise passes of nas.binary's fused binary conv. Each rounds as PyTorch's eager ops do:
+/* Element-wise passes of nas.nn.binary's fused binary conv. Each rounds as PyTorch's eager ops do:
    float32 math, and for bfloat16 results a round to nearest even after every op (c10::BFloat16),
    NaN as 0x7FC0. Built with -ffp-contract=off: no fused multiply-add. */
 #include <stdint.h>
@@ -174,7 +174,8 @@ GRAD(ste_bb, bf16, ld, bf16, ld, dste, id, st)
 WBIN(wbin_f, float, id)
 WBIN(wbin_b, bf16, st)
 
-/* For the XNOR forward (nas.kernels' layouts: bit c % 64 of word c / 64 set for -1, sign(0) = +1).
+/* For the XNOR forward (nas.nn.kernels' layouts: bit c % 64 of word c / 64 set for -1,
+   sign(0) = +1).
    pack_*: the signs of NHWC x (n, h, w, c) into bits (n, h + 2 pad, w + 2 pad, cw), whose padding
    the caller zeroed (zero bits: +1). */
 #define PACK(name, TX, LX) CLONES void name(const TX *restrict x, int64_t n, int64_t h, \
@@ -318,7 +319,7 @@ def kernels() -> ctypes.CDLL | None:
             error = e
     else:
         warnings.warn(
-            f"nas.binary: the fused binary conv's C loops are unavailable ({error}); it runs "
+            f"nas.nn.binary: the fused binary conv's C loops are unavailable ({error}); it runs "
             "PyTorch's eager ops instead (same results, slower)",
             RuntimeWarning,
             stacklevel=2,
@@ -450,10 +451,10 @@ def binarized_weight(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 @cache
 def _xnor_kernels():
-    """:mod:`nas.kernels` where its compiled XNOR-popcount kernels run on this CPU, else None."""
+    """:mod:`nas.nn.kernels` where its compiled XNOR-popcount kernels run on this CPU, else None."""
     try:
         # the kernels load (and may build) their C library: the XNOR forward alone
-        import nas.kernels as xnor  # noqa: PLC0415
+        import nas.nn.kernels as xnor  # noqa: PLC0415
     except ImportError:
         return None
     return xnor if xnor.available_paths() else None
@@ -472,7 +473,7 @@ def xnor_conv(
     x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, pad_value: float
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(y, wb): ``F.conv2d(pad(sign(x), pad_value), wb, stride)`` in bf16, bit for bit, through
-    :mod:`nas.kernels`' XNOR-popcount kernel, and ``wb`` the bf16 binarised weights
+    :mod:`nas.nn.kernels`' XNOR-popcount kernel, and ``wb`` the bf16 binarised weights
     (:func:`binarize_weight` cast to bf16). y is None where the equality cannot be shown (wb then
     still given), both None where the kernels cannot run (no library, a layout or shape they do
     not take).

@@ -1,7 +1,8 @@
-"""ArchSpec -> ``nn.Module``. The layout and semantics are those of :mod:`nas.spec`; the qualified
+"""ArchSpec -> ``nn.Module``. The layout and semantics are those of :mod:`nas.core.spec`; the
+qualified
 names of the conv and fc modules are the node names of :func:`nas.spec_graph` (the attribute names
-below are the scheme of :mod:`nas.scopes`). ``fused`` picks how the binary convs run
-(:class:`nas.binary.BinaryConv2d`: fused, the default, or the reference modules; the same bits
+below are the scheme of :mod:`nas.core.scopes`). ``fused`` picks how the binary convs run
+(:class:`nas.nn.binary.BinaryConv2d`: fused, the default, or the reference modules; the same bits
 either way). :func:`create_model` builds a registered model."""
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas import scopes as names
-from nas.binary import BinaryConv2d
-from nas.registry import model_spec
-from nas.spec import ArchSpec, Block, Stem, Transition
+from nas.core import scopes as names
+from nas.core.registry import model_spec
+from nas.core.spec import ArchSpec, Block, Stem, Transition
+from nas.nn.binary import BinaryConv2d
 
 
 class StemLayer(nn.Module):
@@ -191,11 +192,11 @@ class Network(nn.Module):
 
 def build_model(spec: ArchSpec, fused: bool = True) -> Network:
     """The trainable PyTorch network of ``spec``; ``fused=False``: its binary convs as the
-    reference modules (same results, slower; :mod:`nas.binary`)."""
+    reference modules (same results, slower; :mod:`nas.nn.binary`)."""
     return Network(spec, fused)
 
 
 def create_model(name: str, **options) -> Network:
-    """Build a registered model (:mod:`nas.registry`) as an ``nn.Module``; ``options`` go to its
-    builder."""
+    """Build a registered model (:mod:`nas.core.registry`) as an ``nn.Module``; ``options`` go to
+    its builder."""
     return build_model(model_spec(name, **options))

@@ -1,21 +1,22 @@
-"""The cost of a built module, counted with forward hooks: the check of :func:`nas.cost.spec_cost`
-that sees only modules and tensor shapes (the counting rules are :mod:`nas.cost`'s)."""
+"""The cost of a built module, counted with forward hooks: the check of
+:func:`nas.core.cost.spec_cost`
+that sees only modules and tensor shapes (the counting rules are :mod:`nas.core.cost`'s)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from nas import scopes as names
-from nas.binary import BinaryConv2d
-from nas.cost import CostReport, LayerCost, cost_report
+from nas.core import scopes as names
+from nas.core.cost import CostReport, LayerCost, cost_report
+from nas.nn.binary import BinaryConv2d
 
 
 def module_cost(model: nn.Module, example: torch.Tensor, count_bn: bool = False) -> CostReport:
     """Count the cost of a built module by running ``example`` through it with forward hooks on
     every ``nn.Conv2d`` (binary when it is a :class:`BinaryConv2d`) and ``nn.Linear``. Counted per
     image. Independent of the spec: it sees only modules and tensor shapes. Stages are read from
-    the module names (:func:`nas.scopes.stage_of`; another model's stages are its top-level
+    the module names (:func:`nas.core.scopes.stage_of`; another model's stages are its top-level
     modules)."""
     layers: list[LayerCost] = []
     bn: dict[str, int] = {}

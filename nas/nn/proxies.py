@@ -1,7 +1,7 @@
 """Zero-cost proxies of a binary network at initialisation, on one mini-batch.
 
 Each proxy scores an untrained network (a ``torch.nn.Module``, typically
-``nas.model.build_model(spec)``) from one mini-batch, without training. All of them work on a
+``nas.nn.model.build_model(spec)``) from one mini-batch, without training. All of them work on a
 fresh deep copy of the model: the model's parameters, buffers, gradients, training flag and the
 global random state are left as they were. Logarithms are natural logarithms (ln) throughout.
 
@@ -29,7 +29,7 @@ Treatment of the binary parts (details in each function's docstring):
 * ``grad_norm``, ``snip``, ``naswot`` and ``zen_score`` run the network as it is, in training
   mode (BN on batch statistics, as a freshly built network and the reference implementations
   run); gradients through the sign activations and the binarised weights are the network's own
-  straight-through ones (:mod:`nas.binary`), so W is a binary conv's latent real weight.
+  straight-through ones (:mod:`nas.nn.binary`), so W is a binary conv's latent real weight.
 * ``synflow`` linearises: BN layers are the identity and sign activations the identity (see
   :func:`synflow` for why); a binary conv keeps its weight binarisation, whose absolute values are
   its per-output-channel scales alpha, and those effective weights are the W of its term.
@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from nas.binary import BinaryActivation, BinaryConv2d
+from nas.nn.binary import BinaryActivation, BinaryConv2d
 
 PROXIES: tuple[str, ...] = ("grad_norm", "snip", "synflow", "naswot", "zen_score")
 """The proxies :func:`zero_cost_proxies` computes, in this order."""
@@ -141,7 +141,7 @@ def grad_norm(
     copy (BN on batch statistics). Biases and BN parameters are not counted. A binary conv's W
     is its latent real weight, and dL/dW the network's straight-through gradient (the sign
     activations' clipped-identity or ApproxSign backward, identity through the weight
-    binarisation, :mod:`nas.binary`). ``seed`` seeds any randomness of the forward."""
+    binarisation, :mod:`nas.nn.binary`). ``seed`` seeds any randomness of the forward."""
     return _grad_norm_of(_loss_gradients(model, images, labels, seed)[1])
 
 
@@ -255,7 +255,7 @@ def naswot(model: nn.Module, images: torch.Tensor, *, seed: int = 0) -> float:
     is active; K_H[i, j] = N_A - Hamming(c_i, c_j) (N_A the code length) and the score is
     ln|det K_H| (``slogdet``; K_H is a sum of Gram matrices, so det >= 0). The paper's units are
     ReLUs (bit = x > 0); here they are the sign activations of the binary network (every
-    :class:`nas.binary.BinaryActivation`, the input binarisation of each binary conv), and the
+    :class:`nas.nn.binary.BinaryActivation`, the input binarisation of each binary conv), and the
     bit is x >= 0, the project's sign mapping 0 to +1: the code is exactly the +/-1 tensor the
     binary convs read. The full-precision ReLUs of a binary network are not counted; a network
     without sign activations (a full-precision baseline) is scored at its ``nn.ReLU`` inputs
@@ -272,7 +272,9 @@ def naswot(model: nn.Module, images: torch.Tensor, *, seed: int = 0) -> float:
     if relu:
         units = [m for m in net.modules() if isinstance(m, nn.ReLU)]
     if not units:
-        raise ValueError("the model has no sign activation (nas.binary.BinaryActivation) or ReLU")
+        raise ValueError(
+            "the model has no sign activation (nas.nn.binary.BinaryActivation) or ReLU"
+        )
     seen = 0
 
     def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:

@@ -15,18 +15,18 @@ How ops are read:
   every binary network trains with such an estimator.
 * A convolution is **binary** when its input comes from a sign-like op and its weight is binarised
   (the weight is computed from its parameter through a sign-like op), or when it is the project's
-  :class:`~nas.binary.BinaryConv2d`. The caller can decide instead with ``binary``: a list of conv
-  names or a predicate on the name.
+  :class:`~nas.nn.binary.BinaryConv2d`. The caller can decide instead with ``binary``: a list of
+  conv names or a predicate on the name.
 * Element-wise ops, BN, activations, reshapes and scaling fold into their neighbours; chains of
   additions become one ``add`` node, divided by their count a ``mean`` node; ``torch.cat`` is
   ``concat``; a global average pool (module, function or ``mean`` over H, W) is ``gap``.
 * Scopes: for the project's networks, stages and blocks are read from module names
-  (``stages.i`` / ``stages.i.blocks.j``, :mod:`nas.scopes`). For any other model, blocks are the
-  segments between consecutive cut ops (ops that every input-output path passes) that hold a
+  (``stages.i`` / ``stages.i.blocks.j``, :mod:`nas.core.scopes`). For any other model, blocks are
+  the segments between consecutive cut ops (ops that every input-output path passes) that hold a
   binary conv, and stages group consecutive blocks of one output resolution.
 
-:func:`analyze` gives the gradient-path metrics of a traced module (:mod:`nas.metrics`), as
-:func:`nas.analysis.analyze_spec` does for a spec.
+:func:`analyze` gives the gradient-path metrics of a traced module (:mod:`nas.core.metrics`), as
+:func:`nas.core.analysis.analyze_spec` does for a spec.
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from nas import scopes as names
-from nas.binary import BinaryActivation, BinaryConv2d
-from nas.graph import Op, ops_graph, scopes
-from nas.metrics import PathGraph, PathReport, path_report
+from nas.core import scopes as names
+from nas.core.graph import Op, ops_graph, scopes
+from nas.core.metrics import PathGraph, PathReport, path_report
+from nas.nn.binary import BinaryActivation, BinaryConv2d
 
 BinarySelector = Iterable[str] | Callable[[str], bool] | None
 
@@ -384,7 +384,7 @@ def autograd_reached(
 ) -> tuple[set[str], set[str]]:
     """The binary convs that get a non-zero gradient at their output in one real backward pass of
     a random loss, and all binary convs, by their graph names. The graph must say the same:
-    :meth:`nas.metrics.PathReport.unreached` lists the convs it says no gradient reaches."""
+    :meth:`nas.core.metrics.PathReport.unreached` lists the convs it says no gradient reaches."""
     reader = _read(module, example, binary)
     convs = {
         name: node

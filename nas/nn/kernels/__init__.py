@@ -12,8 +12,8 @@ the exact +/-1 convolution of the signs (sign(0) = +1), and returns floats (NHWC
 conv. It runs the compiled kernel (AVX-512 VPOPCNTDQ, AVX2 or portable C, chosen at run time;
 :func:`available_paths`) and falls back to :func:`reference_conv2d`, plain PyTorch, which is also
 the oracle of the tests. docs/design.md section 8. The packed inference model, with its ``pack``
-and ``bench`` commands, is the package :mod:`nas.packed` (above the model builder, which uses
-these kernels); the GPU path (Triton, int8 tensor cores) is :mod:`nas.kernels.triton_conv`.
+and ``bench`` commands, is the package :mod:`nas.nn.packed` (above the model builder, which uses
+these kernels); the GPU path (Triton, int8 tensor cores) is :mod:`nas.nn.kernels.triton_conv`.
 
 This file only re-exports. The modules:
 
@@ -28,7 +28,7 @@ This file only re-exports. The modules:
 ``triton_conv``     the GPU path (Triton); its kernel in ``_triton_kernel`` (needs ``triton``)
 ==================  ==============================================================================
 
-The commands (``python3 -m nas.kernels.NAME``):
+The commands (``python3 -m nas.nn.kernels.NAME``):
 
 ==============  ==================================================================================
 ``build``       compile the C kernels into ``_bconv.so`` (``./setup.sh`` runs it; without a
@@ -37,15 +37,15 @@ The commands (``python3 -m nas.kernels.NAME``):
 ==============  ==================================================================================
 """
 
-from nas.kernels._dispatch import (
+from nas.nn.kernels._dispatch import (
     binary_conv2d,
     fp_stem,
     max_pool2d,
     pack_activations,
     set_threads,
 )
-from nas.kernels._layout import Packed, PackedWeights, pack_weights, reference_conv2d, unpack
-from nas.kernels._native import available_paths, keep_freed_memory
+from nas.nn.kernels._layout import Packed, PackedWeights, pack_weights, reference_conv2d, unpack
+from nas.nn.kernels._native import available_paths, keep_freed_memory
 
 __all__ = [
     "Packed",

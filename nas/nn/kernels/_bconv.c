@@ -17,7 +17,7 @@
  * Three paths, chosen at run time: AVX-512 with VPOPCNTDQ (8 channels per instruction), AVX2
  * (4 channels, popcount by nibble lookup) and portable C. OpenMP over output rows (and channel
  * groups where rows are few). The file also holds the stem's NHWC max-pool of a packed network and
- * the probes nas.kernels.bench times.
+ * the probes nas.nn.kernels.bench times.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -566,7 +566,7 @@ void bconv_set_threads(int threads) {
 #endif
 }
 
-/* The arguments of one binary convolution, as nas/kernels/_dispatch.py packs them (struct "18q"):
+/* The arguments of one binary convolution, as nas/nn/kernels/_dispatch.py packs them (struct "18q"):
  * 64-bit integers, addresses among them (0 for NULL). One pointer crosses ctypes instead of 18
  * arguments it converts one by one: 0.4 us a call instead of 1.65 here. out_stride: floats from
  * one pixel of out_f (and of residual) to the next, cout where they are contiguous, more where
@@ -922,7 +922,7 @@ void nhwc_maxpool(const float *v, int n, int h, int w, int c, int k, int stride,
             }
 }
 
-/* Benchmark probes (nas.kernels.bench times them): `iters` rounds of 4 dependent scalar adds,
+/* Benchmark probes (nas.nn.kernels.bench times them): `iters` rounds of 4 dependent scalar adds,
  * one per cycle, so 4 * iters / seconds is the clock; and `iters` rounds of 8 independent
  * 512-bit XOR + POPCNT + ADD (4096 binary MACs), the ceiling of any XNOR-popcount kernel on this
  * core. The second returns -1 where the CPU has no AVX-512 VPOPCNTDQ. */

@@ -1,6 +1,7 @@
 """The compiled kernels' API and its dispatch: each function runs the compiled kernel
-(``_bconv.c`` through :mod:`nas.kernels._native`) on the fastest path this CPU can run, or the one
-asked for, and falls back to PyTorch (:mod:`nas.kernels._layout`'s reference) where the library
+(``_bconv.c`` through :mod:`nas.nn.kernels._native`) on the fastest path this CPU can run, or the
+one
+asked for, and falls back to PyTorch (:mod:`nas.nn.kernels._layout`'s reference) where the library
 cannot be built or loaded.
 """
 
@@ -12,8 +13,8 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 
-from nas.kernels._layout import Packed, PackedWeights, pack_last, reference_conv2d
-from nas.kernels._native import PATHS, available_paths, compiled_paths, library
+from nas.nn.kernels._layout import Packed, PackedWeights, pack_last, reference_conv2d
+from nas.nn.kernels._native import PATHS, available_paths, compiled_paths, library
 
 
 def pack_activations(

@@ -1,6 +1,6 @@
 """Building and loading the compiled kernels (``_bconv.c``) through ctypes.
 
-``./setup.sh`` builds ``_bconv.so`` beside this file (``python -m nas.kernels.build``): plain C
+``./setup.sh`` builds ``_bconv.so`` beside this file (``python -m nas.nn.kernels.build``): plain C
 with OpenMP, one translation unit, its AVX-512 and AVX2 functions compiled for those targets by
 function attributes and chosen at run time, so one build runs on any x86-64 CPU (and on other
 CPUs the portable path). Where no compiler is found the package falls back to the PyTorch
@@ -90,7 +90,7 @@ def keep_freed_memory() -> bool:
     features are 5.6 MB at 224 px), and memory that comes back from the kernel is zeroed page by
     page on first touch. Some processes fell into that pattern and others not: a packed
     binary_densenet28 ran at 17-17.7 ms against 12.2-12.9 with this set. Process-wide, set once
-    (by :class:`nas.packed.network.PackedNetwork`); False where the C library has no mallopt."""
+    (by :class:`nas.nn.packed.network.PackedNetwork`); False where the C library has no mallopt."""
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
     except (OSError, AttributeError):

@@ -1,4 +1,4 @@
-"""The Triton kernel behind :func:`nas.kernels.triton_conv.triton_binary_conv2d`.
+"""The Triton kernel behind :func:`nas.nn.kernels.triton_conv.triton_binary_conv2d`.
 
 Imported only when that function runs (this module needs ``triton``). The weights come in as
 int32 views of the packed int64 words (little-endian: int32 word ``j`` of a tap holds channels

@@ -1,15 +1,15 @@
-"""Check and time the Triton binary conv (:mod:`nas.kernels.triton_conv`) against cuDNN bf16.
+"""Check and time the Triton binary conv (:mod:`nas.nn.kernels.triton_conv`) against cuDNN bf16.
 
 A GPU session runs this one command from the repository root (nothing to install: the package is
 imported from the tree, and the machine's python3 has torch and triton)::
 
-    PYTHONUNBUFFERED=1 python3 -m nas.kernels.bench_gpu --json > $OUT/bench_gpu.json
+    PYTHONUNBUFFERED=1 python3 -m nas.nn.kernels.bench_gpu --json > $OUT/bench_gpu.json
 
 The JSON goes to stdout, the table and a line per layer to stderr (without ``--json`` the table
 goes to stdout).
 
 First the kernel's output is checked, bit for bit with the float epilogue (scale, shift,
-residual), against :func:`nas.kernels.reference_conv2d` on CPU copies (float64 ``F.conv2d``, no
+residual), against :func:`nas.nn.kernels.reference_conv2d` on CPU copies (float64 ``F.conv2d``, no
 cuDNN), with every launch config the autotuner tries and both forms of input (packed bits and
 int8 signs), on the tests' ``EXACTNESS_CASES`` (channel counts that are not multiples of 64,
 stride 2, 1x1, partial tiles). Then Bi-Real18's four 3x3 convs (56x56x64, 28x28x128, 14x14x256,
@@ -43,9 +43,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from nas.kernels import Packed, PackedWeights, reference_conv2d, unpack
-from nas.kernels._layout import unpack_weights
-from nas.kernels.triton_conv import (
+from nas.nn.kernels import Packed, PackedWeights, reference_conv2d, unpack
+from nas.nn.kernels._layout import unpack_weights
+from nas.nn.kernels.triton_conv import (
     EXACTNESS_CASES,
     NEEDS_TRITON,
     mismatches,
@@ -80,7 +80,7 @@ def _in_workers(fn, tasks: list, workers: int) -> list:
 def check_case(task: tuple[int, tuple, str]) -> dict:
     """One of the tests' exactness cases on the GPU, with one form of input and each launch
     config (a worker's task: ``(seed, case, input)``)."""
-    from nas.kernels._triton_kernel import CONFIGS  # noqa: PLC0415 - optional: triton
+    from nas.nn.kernels._triton_kernel import CONFIGS  # noqa: PLC0415 - optional: triton
 
     seed, case, name = task
     args = random_case(*case, seed=seed, device="cuda")
@@ -92,7 +92,7 @@ def compile_layer(task: tuple[int, int, int, int, str]) -> None:
     """Run every launch config once on one layer, with and without the epilogue, so that Triton
     compiles them into its disk cache (a worker's task: ``(batch, size, channels, seed, input)``,
     the arguments :func:`bench_layer` uses)."""
-    from nas.kernels._triton_kernel import CONFIGS  # noqa: PLC0415 - optional: triton
+    from nas.nn.kernels._triton_kernel import CONFIGS  # noqa: PLC0415 - optional: triton
 
     batch, size, channels, seed, name = task
     x, w, stride, scale, shift, residual = random_case(
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import triton  # noqa: PLC0415 - optional: triton
 
-        from nas.kernels import _triton_kernel as kernels  # noqa: PLC0415 - optional: triton
+        from nas.nn.kernels import _triton_kernel as kernels  # noqa: PLC0415 - optional: triton
     except ImportError:
         print(NEEDS_TRITON, file=sys.stderr)
         return 2

@@ -1,8 +1,8 @@
-"""``python -m nas.kernels.build``: compile the binary conv kernels (run by ./setup.sh)."""
+"""``python -m nas.nn.kernels.build``: compile the binary conv kernels (run by ./setup.sh)."""
 
 import sys
 
-from nas.kernels._native import available_paths, build
+from nas.nn.kernels._native import available_paths, build
 
 if __name__ == "__main__":
     try:

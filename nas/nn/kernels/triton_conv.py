@@ -1,8 +1,8 @@
 """The GPU path of the binary convolution (docs/design.md section 8): a Triton kernel that
 computes the +/-1 conv from packed weights on int8 tensor cores, exact against
-:func:`nas.kernels.reference_conv2d`.
+:func:`nas.nn.kernels.reference_conv2d`.
 
-Layout, as the CPU kernels take it (:mod:`nas.kernels`): activations ``Packed.bits`` int64
+Layout, as the CPU kernels take it (:mod:`nas.nn.kernels`): activations ``Packed.bits`` int64
 (N, H, W, CW) NHWC with the spatial padding included (+1, zero bits), weights
 ``PackedWeights.bits`` int64 (K, K, CW, COUT); bit ``i`` of word ``j`` is channel ``64 j + i``,
 bit 1 for -1, and the lanes past ``channels`` in the last word are zero bits in both operands.
@@ -19,7 +19,7 @@ per output channel, compiled without FMA contraction so that it rounds as the re
 
 Importing this module needs no Triton (the CPU build and tests never need it); running the
 kernel needs ``pip install triton`` and a CUDA GPU, or ``TRITON_INTERPRET=1``, which runs it on
-CPU tensors through numpy (the tests do). ``python -m nas.kernels.bench_gpu`` checks and times it
+CPU tensors through numpy (the tests do). ``python -m nas.nn.kernels.bench_gpu`` checks and times it
 against cuDNN.
 """
 
@@ -28,8 +28,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nas.kernels import Packed, PackedWeights, pack_weights, reference_conv2d, unpack
-from nas.kernels._layout import pack_last
+from nas.nn.kernels import Packed, PackedWeights, pack_weights, reference_conv2d, unpack
+from nas.nn.kernels._layout import pack_last
 
 __all__ = ["EXACTNESS_CASES", "mismatches", "random_case", "signs_of", "triton_binary_conv2d"]
 
@@ -41,7 +41,7 @@ NEEDS_TRITON = (
 
 def _kernels():
     try:
-        from nas.kernels import _triton_kernel  # noqa: PLC0415 - optional: triton
+        from nas.nn.kernels import _triton_kernel  # noqa: PLC0415 - optional: triton
     except ImportError as e:
         raise ImportError(f"{NEEDS_TRITON}: {e}") from e
     return _triton_kernel

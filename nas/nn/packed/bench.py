@@ -1,4 +1,4 @@
-"""``python -m nas.packed.bench [--json] [--threads 1|2] [--batch 1|16]``: the packed binary conv
+"""``python -m nas.nn.packed.bench [--json] [--threads 1|2] [--batch 1|16]``: the packed binary conv
 against PyTorch on the Bi-Real18 3x3 layers, then whole networks.
 
 Per layer (56x56x64, 28x28x128, 14x14x256, 7x7x512; 3x3, stride 1, +1 padding): milliseconds of the
@@ -11,7 +11,7 @@ OpenVINO's BinaryConvolution when ``openvino`` is installed. The core's clock an
 ADD ceiling are probed before and after (they drift with the host's boost). Then whole networks at
 224 px per image, ``bireal_resnet18``, ``igp_resnet37`` (the paper's, its widths no multiples of 32)
 and ``binary_densenet28``: the packed model against the PyTorch module in fp32, in bf16 autocast
-and with its binary convs in int8 (:mod:`nas.packed.int8`; eval mode). Medians over interleaved
+and with its binary convs in int8 (:mod:`nas.nn.packed.int8`; eval mode). Medians over interleaved
 rounds, threads pinned (``OMP_PROC_BIND=close OMP_PLACES=cores``; the command restarts itself
 with them). docs/design.md section 8 has the anchors
 measured on another machine.
@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from nas import _cli
+from nas import cli
 
 LAYERS = ((56, 64), (28, 128), (14, 256), (7, 512))
 MODELS = ("bireal_resnet18", "igp_resnet37", "binary_densenet28")
@@ -127,7 +127,7 @@ def _layer(batch: int, size: int, channels: int, threads: int) -> tuple[dict, di
     import torch.nn.functional as F  # noqa: PLC0415 - torch: after the threads are pinned
 
     # torch: after the threads are pinned
-    from nas.kernels import binary_conv2d, pack_activations, pack_weights  # noqa: PLC0415
+    from nas.nn.kernels import binary_conv2d, pack_activations, pack_weights  # noqa: PLC0415
 
     x = torch.randn(batch, channels, size, size)
     w = torch.randn(channels, channels, 3, 3)
@@ -164,7 +164,7 @@ def machine() -> dict:
     """The core's clock and XNOR-popcount ceiling now (both drift with the host's boost): GHz from
     a chain of dependent adds, the ceiling from independent 512-bit XOR + POPCNT + ADD (null
     without AVX-512 VPOPCNTDQ or the compiled kernels)."""
-    from nas.kernels._native import library  # noqa: PLC0415 - torch: after the threads are pinned
+    from nas.nn.kernels._native import library  # noqa: PLC0415 - torch: after the threads are pinned
 
     lib = library()
     if lib is None:
@@ -202,7 +202,7 @@ def models(batch: int, threads: int, seconds: float) -> list[dict]:
     import torch  # noqa: PLC0415 - torch: after the threads are pinned
 
     from nas import build_model, model_spec  # noqa: PLC0415 - torch: after the threads are pinned
-    from nas.packed.network import pack_model  # noqa: PLC0415 - torch: after the threads are pinned
+    from nas.nn.packed.network import pack_model  # noqa: PLC0415 - torch: after the threads are pinned
 
     rows = []
     x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
@@ -217,13 +217,13 @@ def models(batch: int, threads: int, seconds: float) -> list[dict]:
 
 def network_ms_per_image(model, packed, x, seconds: float) -> dict[str, float | None]:
     """Milliseconds per image of the packed model and of the PyTorch module in fp32, in bf16
-    autocast and with its binary convs in int8 (:mod:`nas.packed.int8`, calibrated on ``x``;
+    autocast and with its binary convs in int8 (:mod:`nas.nn.packed.int8`, calibrated on ``x``;
     None where PyTorch has no int8 engine here) on the batch ``x``, timed in the same
     interleaved rounds."""
     import torch  # noqa: PLC0415 - torch: after the threads are pinned
 
     try:  # torch: after the threads are pinned; a PyTorch without quantized modules: no anchor
-        from nas.packed.int8 import int8_model  # noqa: PLC0415
+        from nas.nn.packed.int8 import int8_model  # noqa: PLC0415
     except ImportError:
         int8_model = lambda model, x: None  # noqa: E731
 
@@ -241,8 +241,8 @@ def network_ms_per_image(model, packed, x, seconds: float) -> dict[str, float | 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _cli.Parser(
-        prog="python -m nas.packed.bench",
+    parser = cli.Parser(
+        prog="python -m nas.nn.packed.bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -250,12 +250,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, choices=(1, 2), default=1)
     parser.add_argument("--batch", type=int, choices=(1, 16), default=1)
     parser.add_argument(
-        "--seconds", type=_cli.seconds, default=1.5, help="time per measurement (0 < s <= 3600)"
+        "--seconds", type=cli.seconds, default=1.5, help="time per measurement (0 < s <= 3600)"
     )
     args = parser.parse_args(argv)
     if any(os.environ.get(k) != v for k, v in PIN.items()):  # pin before OpenMP starts
         env = {**os.environ, **PIN, "OMP_NUM_THREADS": str(args.threads)}
-        command = [sys.executable, "-m", "nas.packed.bench", *(argv or sys.argv[1:])]
+        command = [sys.executable, "-m", "nas.nn.packed.bench", *(argv or sys.argv[1:])]
         os.execve(sys.executable, command, env)
     if hasattr(os, "sched_setaffinity"):
         cores = sorted(os.sched_getaffinity(0))
@@ -263,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch  # noqa: PLC0415 - torch: after the threads are pinned
 
     # torch: after the threads are pinned
-    from nas.kernels import available_paths, set_threads  # noqa: PLC0415
+    from nas.nn.kernels import available_paths, set_threads  # noqa: PLC0415
 
     torch.set_num_threads(args.threads)
     set_threads(args.threads)
@@ -326,4 +326,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_cli.run("nas.packed.bench", main))
+    sys.exit(cli.run("nas.nn.packed.bench", main))

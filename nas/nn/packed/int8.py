@@ -23,15 +23,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.ao.nn import quantized as nnq
 
-from nas.binary import BinaryConv2d, _sign, weight_scale
+from nas.nn.binary import BinaryConv2d, _sign, weight_scale
 
 # the anchor quantizes every conv's input: PyTorch's deprecation notice, once, says nothing more
 warnings.filterwarnings("ignore", r"torch\.quantize_per_tensor.*deprecated", UserWarning)
 
 
 class Int8BinaryConv(nn.Module):
-    """A trained :class:`~nas.binary.BinaryConv2d` as PyTorch's int8 convolution
-    (``torch.ao.nn.quantized.Conv2d``, as ``nas.packed.bench`` times a layer), its output
+    """A trained :class:`~nas.nn.binary.BinaryConv2d` as PyTorch's int8 convolution
+    (``torch.ao.nn.quantized.Conv2d``, as ``nas.nn.packed.bench`` times a layer), its output
     requantized with the scale ``largest_sum`` / 127."""
 
     def __init__(self, conv: BinaryConv2d, largest_sum: float):

@@ -1,4 +1,4 @@
-"""A packed inference model: a trained :class:`nas.model.Network` with every binary conv run by
+"""A packed inference model: a trained :class:`nas.nn.model.Network` with every binary conv run by
 the bit-packed kernel.
 
 ``pack_model(model)`` (the model in eval mode) keeps the full-precision layers (stem,
@@ -28,9 +28,11 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from nas.atomic import atomic_write_bytes
-from nas.binary import weight_scale
-from nas.kernels import (
+from nas.core.atomic import atomic_write_bytes
+from nas.core.scopes import parse_conv_key
+from nas.core.spec import ArchSpec
+from nas.nn.binary import weight_scale
+from nas.nn.kernels import (
     Packed,
     PackedWeights,
     binary_conv2d,
@@ -40,9 +42,7 @@ from nas.kernels import (
     pack_activations,
     pack_weights,
 )
-from nas.model import BlockLayer, ConvEdge, Network, build_model
-from nas.scopes import parse_conv_key
-from nas.spec import ArchSpec
+from nas.nn.model import BlockLayer, ConvEdge, Network, build_model
 
 
 def _nhwc(x: torch.Tensor) -> torch.Tensor:
@@ -91,7 +91,7 @@ def _fused_1x1(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> nn.Module:
 
 class PooledTransition(nn.Module):
     """BinaryDenseNet's transition, BN -> MaxPool 2x2/2 (ceil) -> ReLU -> FP 1x1 conv: the BN,
-    pool and ReLU in one compiled pass (:func:`nas.kernels.max_pool2d`; three passes over the
+    pool and ReLU in one compiled pass (:func:`nas.nn.kernels.max_pool2d`; three passes over the
     stage's features in PyTorch), then the conv as one matrix product."""
 
     def __init__(self, transition: nn.Module):
@@ -161,7 +161,7 @@ class PackedConv(nn.Module):
     ) -> tuple[torch.Tensor, Packed | None]:
         """The float output (NHWC), ``residual`` (NHWC) added in, written into ``out`` if given
         (``residual`` itself where the caller no longer needs it, or the channels of a wider
-        tensor: see :func:`nas.kernels.binary_conv2d`); with ``out_pad`` also the output's signs,
+        tensor: see :func:`nas.nn.kernels.binary_conv2d`); with ``out_pad`` also the output's signs,
         packed with that padding for the next conv, else None."""
         out = binary_conv2d(
             x,
@@ -178,7 +178,7 @@ class PackedConv(nn.Module):
 
 
 class PackedBlock(nn.Module):
-    """A block's DAG (:class:`nas.model.BlockLayer`) with packed convs. A node's convs add its
+    """A block's DAG (:class:`nas.nn.model.BlockLayer`) with packed convs. A node's convs add its
     shortcuts and each other inside the kernels (one conv in the Bi-Real case, several joined by
     their mean in IGP's), the last one packing the node's signs in the same pass where binary
     convs read the node; ``out_pad`` (set by :class:`PackedNetwork`) asks for the block output
@@ -311,7 +311,7 @@ class PackedBlock(nn.Module):
 
 
 class PackedNetwork(nn.Module):
-    """A :class:`nas.model.Network` for inference with packed binary convs (``spec`` kept)."""
+    """A :class:`nas.nn.model.Network` for inference with packed binary convs (``spec`` kept)."""
 
     def __init__(self, model: Network):
         super().__init__()
@@ -350,7 +350,7 @@ class PackedNetwork(nn.Module):
 
     def _stem(self, x: torch.Tensor) -> tuple[torch.Tensor, Packed | None]:
         """The stem's output and, where the compiled stem ran, its signs packed for the first
-        block: conv, ReLU and max-pool in one pass (:func:`nas.kernels.fp_stem`; the stem's
+        block: conv, ReLU and max-pool in one pass (:func:`nas.nn.kernels.fp_stem`; the stem's
         max-pool is always 3x3/2 with padding 1), else PyTorch's conv and the compiled pool."""
         conv, relu = self.stem
         pool = isinstance(self.pool, nn.MaxPool2d)
@@ -419,7 +419,7 @@ def load_packed(path: str | Path) -> PackedNetwork:
     refused with a one-line ValueError that says what to do."""
     saved = torch.load(path, weights_only=True)
     if not isinstance(saved, dict) or not {"spec", "state"} <= saved.keys():
-        raise ValueError(f"{path} is not a packed network: write one with nas.packed.pack")
+        raise ValueError(f"{path} is not a packed network: write one with nas.nn.packed.pack")
     found = saved.get("format", 1)
     if not isinstance(found, int) or found > FORMAT:
         raise ValueError(
@@ -435,6 +435,6 @@ def load_packed(path: str | Path) -> PackedNetwork:
         raise ValueError(
             f"{path} is a packed network of format {found}, with other tensors than this version "
             f"packs ({first}): pack the network again from its checkpoint (python -m "
-            "nas.packed.pack)"
+            "nas.nn.packed.pack)"
         ) from None
     return packed

@@ -1,21 +1,21 @@
-"""``python -m nas.packed.pack MODEL [--checkpoint STATE] [-o FILE]``: a trained network as a
+"""``python -m nas.nn.packed.pack MODEL [--checkpoint STATE] [-o FILE]``: a trained network as a
 packed inference file.
 
-MODEL is a zoo name, an ArchSpec JSON file, a trained network's folder (:mod:`nas.model_dir`:
+MODEL is a zoo name, an ArchSpec JSON file, a trained network's folder (:mod:`nas.core.model_dir`:
 its spec and weights; the packed file goes beside them), or a search run directory (its best
 fully trained candidate's folder); ``--checkpoint`` a state dict of that network, or a training
 checkpoint of :mod:`runners.train` (its ``"model"`` entry). The network is packed in eval
-mode (:func:`nas.packed.network.pack_model`), checked against the float module on random inputs
+mode (:func:`nas.nn.packed.network.pack_model`), checked against the float module on random inputs
 (same predicted classes, logits within float rounding unless a pre-activation within rounding of
 zero takes the other sign; the float module's own float64 run is printed beside it as the measure
 of how far rounding alone moves this network's logits), and written atomically by
-:func:`~nas.packed.network.save_packed`; the file's size is printed beside the storage the paper
+:func:`~nas.nn.packed.network.save_packed`; the file's size is printed beside the storage the paper
 counts for the spec. Packed inference is exact for networks trained with +1 padding
 (``"padding": "one"``): a checkpoint of a network that pads with zeros is refused. Without a
 checkpoint the network is packed as initialised (seeded, with +1 padding), which is enough to see
 its size and speed. The file is ``-o FILE``, or else ``NAME.packed.pt`` in the current folder, NAME
 the spec's name made a plain file name (:func:`default_output`: a spec names a network, never
-where to write). Load the file with :func:`~nas.packed.network.load_packed`.
+where to write). Load the file with :func:`~nas.nn.packed.network.load_packed`.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 
-from nas import _cli, build_model, spec_cost
-from nas._names import printable
-from nas.graph import arch_id
-from nas.model_dir import MODELS, PACKED, SPEC, WEIGHTS, best_model_dir, is_model_dir
-from nas.packed.network import pack_model, save_packed
+from nas import build_model, cli, spec_cost
+from nas.core.graph import arch_id
+from nas.core.model_dir import MODELS, PACKED, SPEC, WEIGHTS, best_model_dir, is_model_dir
+from nas.core.names import printable
+from nas.nn.packed.network import pack_model, save_packed
 
 MAX_FILE_NAME = 100  # characters of the default output's name taken from the spec's name
 
@@ -61,27 +61,27 @@ def _state_dict(path: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise _cli.UsageError(f"no checkpoint at {path}") from None
-    except OSError:  # a folder, no permission: _cli names the file
+        raise cli.UsageError(f"no checkpoint at {path}") from None
+    except OSError:  # a folder, no permission: nas.cli names the file
         raise
     except pickle.UnpicklingError as e:  # torch's message runs over 10 lines: say why, briefly
         message = str(e)
         detail = message.split("WeightsUnpickler error:", 1)[-1]
-        raise _cli.UsageError(
+        raise cli.UsageError(
             f"cannot read the checkpoint {path}: torch.load(weights_only=True) refused it "
             f"({_first_sentence(detail)}); a checkpoint is a state dict saved with "
             "torch.save(model.state_dict(), path) or a runners.train checkpoint"
         ) from None
     except Exception as e:  # not a torch.save file: the reader fails in many ways
         why = _first_sentence(str(e)) or ("the file ends early" if isinstance(e, EOFError) else "")
-        raise _cli.UsageError(
+        raise cli.UsageError(
             f"cannot read the checkpoint {path}: not a file of torch.save "
             f"({type(e).__name__}{': ' if why else ''}{why})"
         ) from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # runners.train's checkpoint
     if not isinstance(state, dict):
-        raise _cli.UsageError(f"{path} holds no state dict (a {type(state).__name__})")
+        raise cli.UsageError(f"{path} holds no state dict (a {type(state).__name__})")
     return state
 
 
@@ -92,17 +92,17 @@ def pack(
     if Path(model_arg).is_dir():  # a trained network's folder, or a run's best
         folder = Path(model_arg)
         if not is_model_dir(folder) and (folder := best_model_dir(folder)) is None:
-            raise _cli.UsageError(
+            raise cli.UsageError(
                 f"{model_arg} is neither a trained network's folder ({SPEC} and {WEIGHTS}) nor "
                 f"a search run with a fully trained candidate in {MODELS}/"
             )
         model_arg, checkpoint = str(folder / SPEC), checkpoint or str(folder / WEIGHTS)
         out = out or str(folder / PACKED)
-    spec = _cli.load_model_arg(model_arg)
+    spec = cli.load_model_arg(model_arg)
     if checkpoint is None:
         spec = spec.replace(padding="one")
     elif spec.padding != "one":
-        raise _cli.UsageError(
+        raise cli.UsageError(
             f"{printable(spec.name)} pads its binary convs with {spec.padding!r}: packed "
             'inference is exact only for networks trained with "padding": "one"'
         )
@@ -115,13 +115,13 @@ def pack(
             result = model.load_state_dict(_state_dict(checkpoint), strict=False)
             missing, unexpected = result.missing_keys, result.unexpected_keys
         except RuntimeError as e:  # a tensor of another shape
-            raise _cli.UsageError(
+            raise cli.UsageError(
                 f"{checkpoint} does not fit {printable(spec.name)}: "
                 f"{str(e).splitlines()[-1].strip()}"
             ) from None
         if missing or unexpected:
             example = (missing or unexpected)[0]
-            raise _cli.UsageError(
+            raise cli.UsageError(
                 f"{checkpoint} does not fit {printable(spec.name)}: {len(missing)} missing and "
                 f"{len(unexpected)} unexpected tensors (e.g. {example!r}); a candidate trained "
                 "as a proxy needs its proxy spec"
@@ -152,8 +152,8 @@ def pack(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _cli.Parser(
-        prog="python -m nas.packed.pack",
+    parser = cli.Parser(
+        prog="python -m nas.nn.packed.pack",
         description="Pack a trained binary CNN for bit-packed inference and save it.",
     )
     parser.add_argument(
@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--check",
-        type=_cli.int_range(1, 4096, "number of images"),
+        type=cli.int_range(1, 4096, "number of images"),
         default=4,
         help="random images to compare on (default: 4)",
     )
@@ -197,4 +197,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_cli.run("nas.packed.pack", main))
+    sys.exit(cli.run("nas.nn.packed.pack", main))
