@@ -4,9 +4,7 @@
 ``search`` runs ``python -m nas.search --budget 0.16GFLOPs --train-top 0 --trials N`` as a user
 does (seed 5, every core), for N = 1k, 10k and 100k by default, and reports the command's wall
 time, the search loop's own time, the distinct candidates, the structures drawn to get them and
-the time per candidate; linear cost keeps the time per candidate at 100k near that at 1k. The
-anchor: the search before it drew its structures directly, 62 s for 1000 trials (201 distinct
-candidates) and 412 s for 3000 (749) on this machine.
+the time per candidate; linear cost keeps the time per candidate at 100k near that at 1k.
 
 ``samplers`` gives each sampler the same wall time (60 s by default) on the same budget and
 key, and reports the candidates it found, the best key it reached and how many of the 100 best
@@ -35,8 +33,6 @@ from search_spaces import get_space, list_spaces
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET = "0.16GFLOPs"
 SEED = 5
-# the search before it drew structures directly (issue 21, this machine): trials, s, candidates
-ANCHOR = ((1000, 62.0, 201), (3000, 412.0, 749))
 
 
 def scaling(sizes: Sequence[int]) -> list[dict]:
@@ -83,11 +79,6 @@ def scaling_text(rows: list[dict]) -> str:
             f"{r['trials']:>8} {r['wall_s']:>8.1f} {r['search_s']:>9.1f} {r['candidates']:>11} "
             f"{r['drawn']:>9} {r['ms_per_candidate']:>8.2f} {r['vs_first']:>8.2f}x "
             f"{r['study_mib']:>10.1f}"
-        )
-    for trials, seconds, found in ANCHOR:
-        lines.append(
-            f"anchor, before: {trials} trials {seconds:.0f} s, {found} candidates, "
-            f"{1e3 * seconds / found:.0f} ms/candidate"
         )
     return "\n".join(lines)
 

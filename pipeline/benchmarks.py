@@ -2,9 +2,9 @@
 
 ``python -m nas.benchmarks scoring``: candidates scored per second, end to end from a spec (layer
 graph + gradient-path metrics at every scope + ranking key), on one core with pinned threads.
-Target (issue 3): 500 or more Bi-Real18-sized candidates per second.
+Target: 500 or more Bi-Real18-sized candidates per second.
 
-``python -m nas.benchmarks training``: the proxy training of the study (issue 18): the recipe of
+``python -m nas.benchmarks training``: the proxy training of the study: the recipe of
 ``runners.options.TrainingOptions`` (Fashion-MNIST at 28 px, width x0.5, stride-2 small stem, batch
 128, Adam, bf16 autocast + channels_last, no augmentation) on one thread pinned to one core, as a
 trial runs, for three networks of different shape (``bireal_resnet18``, ``igp_resnet37`` and
@@ -14,12 +14,12 @@ and the fast one (the default) train the same images in interleaved rounds (each
 of ``--images`` images per round, in alternating order), from the same seed: training images per
 second, wall clock and process CPU time (the CPU figure holds on a loaded machine), medians over
 the rounds, and whether the two paths' losses agree bit for bit; then evaluation images per
-second (the test-split pass after every epoch). Target (issue 18): the fast path 1.5x the
-reference. ``--precision``: the issue-5 figure instead (below).
+second (the test-split pass after every epoch). Target: the fast path 1.5x the
+reference. ``--precision``: bf16 against fp32 instead (below).
 
 ``python -m nas.benchmarks training --precision``: training images per second of a
 Bi-Real18-structured proxy model at 28 px (small-image stem, full width, batch 64, Adam), bf16
-autocast + channels_last against fp32, on all cores with pinned threads. Target (issue 5): bf16
+autocast + channels_last against fp32, on all cores with pinned threads. Target: bf16
 1.7x fp32 or better. ``--device cuda`` times the full ``bireal_resnet18`` at 224 px (1000
 classes) on the GPU instead.
 
@@ -236,8 +236,8 @@ def proxy_training(
     networks: Sequence[str] = PROXY_NETWORKS,
     eval_images: int = 2048,
 ) -> tuple[list[dict], str]:
-    """Rows of the issue-18 benchmark (module docstring) and the data's name. Runs torch on one
-    thread; call in a process pinned to one core (``_pin(one_core=True)``, whose
+    """Rows of the proxy-training benchmark (module docstring) and the data's name. Runs torch
+    on one thread; call in a process pinned to one core (``_pin(one_core=True)``, whose
     OMP_NUM_THREADS comes too late for torch, which ``nas`` imports)."""
     import torch  # noqa: PLC0415 - torch: after _pin()
 
@@ -551,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--precision",
         action="store_true",
-        help="training: bf16 autocast against fp32 on all cores (issue 5) instead of the proxy",
+        help="training: bf16 autocast against fp32 on all cores instead of the proxy",
     )
     parser.add_argument(
         "--images",

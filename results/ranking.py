@@ -592,8 +592,9 @@ def _prospective_lines(frozen: dict | None, table: pd.DataFrame | None, trained:
         "## The prospective test",
         "",
         f"The rankings were frozen first: commit `{frozen['commit']}` holds "
-        f"the ranking choice (`ranking_choice.json`) and `results/study/prospective.json` with every fitted "
-        f"model, the proxies' directions and their content hash `{frozen['hash'][:16]}` "
+        f"the ranking choice (`ranking_choice.json`) and `results/study/prospective.json` "
+        f"with every fitted model, the proxies' directions and their content hash "
+        f"`{frozen['hash'][:16]}` "
         f"(sha256 of the canonical JSON). The default then was `{frozen['default']}`. Then "
         f"{d['sample']} new architectures were drawn from the {d['pool']} in-band candidates of a "
         f"default search (`{d['command']}`: its sampler, spaces and width floor; the "

@@ -10,7 +10,7 @@ natively. Seeded. Reports top-1, top-5, loss and images per second every epoch.
 Proxy settings for small machines (:func:`proxy_spec`): the small-image stem (stride 2 halves the
 resolution, a quarter of the MACs), a width multiplier, a train subset and few epochs.
 
-Speed (issue 18; ``python -m nas.benchmarks training``, docs/training_speed.md): batches are cut
+Speed (``python -m nas.benchmarks training``, docs/training_speed.md): batches are cut
 from the dataset's tensors in memory (the order a shuffling ``DataLoader`` with the same generator
 gives, its draws replayed), and binary convs run fused (:class:`nas.nn.binary.BinaryConv2d`). Both
 give the same bits as the ``reference=True`` path (a ``DataLoader`` and the reference modules),

@@ -88,8 +88,8 @@ def keep_freed_memory() -> bool:
     there (``mallopt``: M_MMAP_THRESHOLD 32 MB, M_TRIM_THRESHOLD 512 MB) rather than hand it back
     to the kernel: a packed model allocates its activations image after image (a DenseNet stage's
     features are 5.6 MB at 224 px), and memory that comes back from the kernel is zeroed page by
-    page on first touch. Some processes fell into that pattern and others not: a packed
-    binary_densenet28 ran at 17-17.7 ms against 12.2-12.9 with this set. Process-wide, set once
+    page on first touch, which made some processes a third slower than others (docs/kernels.md).
+    Process-wide, set once
     (by :class:`nas.nn.packed.network.PackedNetwork`); False where the C library has no mallopt."""
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the process's own C library

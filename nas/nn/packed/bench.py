@@ -34,10 +34,6 @@ from nas import cli
 
 LAYERS = ((56, 64), (28, 128), (14, 256), (7, 512))
 MODELS = ("bireal_resnet18", "igp_resnet37", "binary_densenet28")
-ANCHORS_MS = {  # docs/design.md section 8, one core, batch 1
-    "torch_fp32": (1.17, 1.20, 1.35, 2.00),
-    "openvino": (0.103, 0.105, 0.108, 0.107),
-}
 PIN = {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}
 TIMED = (  # per layer, in JSON order
     "packed_ms",
@@ -61,7 +57,7 @@ def _medians_ms(
     interleaved rounds (seconds / rounds per function per round), so that the host's drift over
     minutes falls on all of them alike rather than on whichever ran during a slow spell. Each
     round starts with one untimed call: the first call after another function's round refills
-    the caches that round emptied (2.8 ms more for the packed model after PyTorch's)."""
+    the caches that round emptied."""
     for fn in fns.values():
         fn()
         fn()
