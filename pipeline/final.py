@@ -149,11 +149,11 @@ def estimate(
 
 def latency(spec, model, packed, seconds: float = 2.0) -> list[dict[str, Any]]:
     """Milliseconds per image of the packed model and of the PyTorch module in fp32, bf16
-    autocast and int8, at batch 1 and 16, in the same interleaved rounds (nas.nn.packed.bench), one
+    autocast and int8, at batch 1 and 16, in the same interleaved rounds (nas.nn.packed.timing), one
     thread."""
     import torch  # noqa: PLC0415
 
-    from nas.nn.packed.bench import network_ms_per_image  # noqa: PLC0415
+    from nas.nn.packed.timing import network_ms_per_image  # noqa: PLC0415
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -758,7 +758,7 @@ def closing_lines(run_dir: Path) -> list[str]:
     best = best_model_dir(run_dir)
     if best is not None:
         lines.append(
-            f"best trained model: {best}; pack it: python -m nas.nn.packed.pack {run_dir}; "
+            f"best trained model: {best}; pack it: python -m nas.pack {run_dir}; "
             f"train it fully: python -m nas.final {run_dir}"
         )
     return lines

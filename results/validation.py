@@ -1,7 +1,7 @@
 """Does the gradient-path key predict what trains best? The benchmark study's analysis.
 
-``python -m results.validation`` reads the study (:func:`results.benchmark.load_benchmark`) and
-writes ``docs/validation.md`` with its figures in ``docs/validation/``:
+``python -m results.validation`` reads the study (:func:`results.trained_benchmark.load_benchmark`)
+and writes ``docs/validation.md`` with its figures in ``docs/validation/``:
 
 * **seed noise**: the standard deviation of final test top-1 over seeds, per architecture trained
   with several seeds, and pooled (root mean of the variances);
@@ -40,8 +40,8 @@ from nas import cli
 from nas.core.atomic import atomic_savefig, atomic_write_text
 from nas.core.scorers import FITTED_SCORERS
 from results import transfer
-from results.benchmark import STUDY_DIR, load_archs, load_benchmark
 from results.stats import correlate, format_ci, seed_table, welch
+from results.trained_benchmark import STUDY_DIR, load_archs, load_benchmark
 
 DOC = Path(__file__).parent.parent / "docs" / "validation.md"
 PROSPECTIVE = "prospective"  # the study part (and role) of the prospective test
@@ -440,8 +440,8 @@ def write_document(folder: Path = STUDY_DIR, doc: Path = DOC) -> str:
         "# Does the gradient-path key predict what trains best?",
         "",
         "Written by `python -m results.validation` from the benchmark study (`python -m "
-        "runners.study`, data in `results/study/`, loaded by `results.benchmark.load_benchmark()`"
-        "). Do not edit by hand: rerun the command.",
+        "runners.study`, data in `results/study/`, loaded by "
+        "`results.trained_benchmark.load_benchmark()`). Do not edit by hand: rerun the command.",
         "",
         "## Status",
         "",

@@ -42,9 +42,9 @@ from nas.core.scorers import (
     ranking_choice,
 )
 from nas.core.spec import ArchSpec
-from results.benchmark import FROZEN, STUDY_DIR
-from results.ranking import model_hash
+from results.ranking_choice import model_hash
 from results.run import CANDIDATES, RunRefused, lock_run_dir
+from results.trained_benchmark import FROZEN, STUDY_DIR
 from runners.study import ARCHS, STUDY, WORK, _job, arch_metrics, spanning, strata_value
 from search_spaces import get_space
 

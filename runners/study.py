@@ -3,7 +3,7 @@
 ``python -m runners.study`` samples architectures of the search spaces in the budget's FLOPs band
 (224 px, 1000 classes, as the search defines them), trains every one through the Ray Tune runner
 (:func:`runners.tune.tune_candidates`) with one fixed recipe, and appends each result atomically
-to a benchmark table that :func:`results.benchmark.load_benchmark` reads; ``python -m
+to a benchmark table that :func:`results.trained_benchmark.load_benchmark` reads; ``python -m
 results.validation`` turns it into docs/validation.md.
 
 **The sample** is drawn at random with a fixed seed, never from the top of a ranking (the ranking
@@ -59,8 +59,8 @@ from nas.core.scorers import PAPER_SCORER, get_scorer, list_scorers, measure
 from nas.core.spec import ArchSpec
 from nas.nn.model import build_model
 from nas.nn.proxies import zero_cost_proxies
-from results.benchmark import STUDY_DIR
 from results.run import RunRefused, lock_run_dir
+from results.trained_benchmark import STUDY_DIR
 from runners.datasets import DataError, DataNotFound, augment, load_dataset
 from runners.options import TrainingOptions
 from runners.ray_local import ray_session, token_file

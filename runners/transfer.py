@@ -34,8 +34,8 @@ from nas.core.atomic import atomic_write_json, atomic_write_text
 from nas.core.graph import lower, ops_arch_id
 from nas.core.model_dir import best_model_dir
 from nas.core.spec import ArchSpec
-from results.benchmark import STUDY_DIR
 from results.run import CANDIDATES, SETTINGS, RunRefused, lock_run_dir
+from results.trained_benchmark import STUDY_DIR
 from results.transfer import LONG, PART, PROXY, WINNER, ZOO_MODELS
 from runners.study import ARCHS, STUDY, _job, arch_metrics, spanning
 

@@ -44,7 +44,7 @@ def test_the_run_directory_packs_its_best_candidate_whose_classes_are_the_float_
     trained_run, tmp_path
 ):
     out = subprocess.run(
-        [sys.executable, "-m", "nas.nn.packed.pack", str(trained_run)],
+        [sys.executable, "-m", "nas.pack", str(trained_run)],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]

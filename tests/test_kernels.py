@@ -521,13 +521,13 @@ def test_packed_bireal18_file_is_its_storage():
 @pytest.mark.slow  # a whole network, seconds
 @pytest.mark.parametrize(("channels", "size"), [(3, 32), (1, 28)])  # CIFAR-like, Fashion-MNIST
 def test_pack_command_packs_a_training_checkpoint(tmp_path, capsys, channels, size):
-    """``python -m nas.nn.packed.pack SPEC --checkpoint STATE``: the file it writes loads into a
+    """``python -m nas.pack SPEC --checkpoint STATE``: the file it writes loads into a
     module that predicts what the trained float module predicts; its check images have the
     spec's channels and size."""
     import json
 
     from nas import cli
-    from nas.nn.packed.pack import main
+    from nas.pack import main
     from runners.train import save_checkpoint
 
     spec = model_spec("bireal_resnet18", input_size=size, classes=10)
@@ -553,7 +553,7 @@ def test_pack_command_refuses_what_it_cannot_pack_exactly(tmp_path, capsys):
     """Zero padding, a checkpoint of another network, a file that is no checkpoint: one line,
     exit code 2, nothing written."""
     from nas import cli
-    from nas.nn.packed.pack import main
+    from nas.pack import main
 
     spec = model_spec("bireal_resnet18", input_size=32, classes=10)
     other = build_model(model_spec("bireal_resnet34", input_size=32, classes=10))
@@ -746,14 +746,14 @@ def test_without_a_compiler_it_warns_and_gives_the_compiled_results(tmp_path, mo
 
 @pytest.mark.slow
 def test_bench_json_has_the_fields_the_issue_names(compiled_kernels):
-    """``python -m nas.nn.packed.bench --json``: layers and models with their timings (the figures
+    """``python -m speed.packed --json``: layers and models with their timings (the figures
     themselves belong to the README, not to a test)."""
     import json
     import subprocess
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "nas.nn.packed.bench", "--json", "--seconds", "0.01"],
+        [sys.executable, "-m", "speed.packed", "--json", "--seconds", "0.01"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -785,7 +785,7 @@ def test_bench_text_gives_each_layer_and_its_share_of_the_ceiling(compiled_kerne
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "nas.nn.packed.bench", "--seconds", "0.01"],
+        [sys.executable, "-m", "speed.packed", "--seconds", "0.01"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -806,7 +806,7 @@ def test_pack_writes_where_o_says_or_a_plain_file_name_here(tmp_path, monkeypatc
     from pathlib import Path
 
     from nas import cli
-    from nas.nn.packed.pack import default_output, main
+    from nas.pack import default_output, main
 
     spec = model_spec("bireal_resnet18", input_size=8, classes=3)
     for name, expected in [
@@ -837,7 +837,7 @@ def test_pack_says_in_one_whole_line_why_a_checkpoint_was_refused(tmp_path, caps
     """A whole pickled module (torch.load(weights_only=True) refuses it), an empty file: the line
     says what was refused and what to save instead, not torch's first 90 characters."""
     from nas import cli
-    from nas.nn.packed.pack import main
+    from nas.pack import main
 
     spec = model_spec("bireal_resnet18", input_size=8, classes=3).replace(padding="one")
     (tmp_path / "spec.json").write_text(spec.to_json())

@@ -34,8 +34,8 @@ from nas.core.blocks import chain_block, dense_unit, fractal_block
 from nas.core.graph import _labels, lower
 from nas.core.scorers import SCORERS, list_scorers, measure
 from nas.nn.trace import autograd_reached
-from pipeline.benchmarks import chain_spec
-from results.benchmark import load_archs
+from results.trained_benchmark import load_archs
+from speed.suite import chain_spec
 
 ROOT = Path(__file__).parent.parent
 SIDE, WIDTH = 8, 16

@@ -1,5 +1,5 @@
 """The scorers that read cost beside the paths, the choice of the default ranking on half of the
-benchmark (``python -m results.ranking``) and the pool that training decides among."""
+benchmark (``python -m results.ranking_choice``) and the pool that training decides among."""
 
 import json
 import math
@@ -31,9 +31,9 @@ from nas.core.scorers import (
     ranking_choice,
 )
 from nas.core.spec import Stage
-from pipeline.benchmarks import chain_spec
 from pipeline.ranking import training_pool
-from results.ranking import agreement, choose, fit_model, key_ranks, predict, split
+from results.ranking_choice import agreement, choose, fit_model, key_ranks, predict, split
+from speed.suite import chain_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,8 +96,8 @@ def test_network_l_counts_binary_convs_on_the_fewest_paths():
 
 @pytest.mark.parametrize("name", sorted(FITTED_SCORERS))
 def test_fitted_scorers_agree_with_the_fitting_code(name):
-    """Each fitted scorer (pure Python, in the search) and results.ranking.predict (numpy, where
-    the weights were fitted) give the same score for the committed weights."""
+    """Each fitted scorer (pure Python, in the search) and results.ranking_choice.predict (numpy,
+    where the weights were fitted) give the same score for the committed weights."""
     model = ranking_choice()["models"][name]
     assert tuple(model["features"]) == FITTED_FEATURES[name]
     names = ["bireal_resnet18", "igp_resnet37", "binary_densenet28", "binary_densenet45"]
@@ -185,7 +185,7 @@ def test_training_pool_takes_each_space_in_turn_one_per_key():
 @pytest.mark.slow
 def test_the_committed_choice_is_what_the_committed_benchmark_gives(tmp_path):
     """nas/core/ranking_choice.json and docs/ranking.md are the command's output on the committed
-    study: rerun `python -m results.ranking` after adding study results."""
+    study: rerun `python -m results.ranking_choice` after adding study results."""
     choice, _ = choose()
     committed = json.loads(CHOICE_FILE.read_text())
     assert committed["default"] == choice["default"]
@@ -198,7 +198,7 @@ def test_the_committed_choice_is_what_the_committed_benchmark_gives(tmp_path):
         [
             sys.executable,
             "-m",
-            "results.ranking",
+            "results.ranking_choice",
             "--doc",
             str(doc),
             "--choice",
@@ -214,7 +214,7 @@ def test_the_committed_choice_is_what_the_committed_benchmark_gives(tmp_path):
 
 def test_the_command_without_a_benchmark_is_a_usage_error(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "results.ranking", "--study", str(tmp_path)],
+        [sys.executable, "-m", "results.ranking_choice", "--study", str(tmp_path)],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -18,8 +18,8 @@ from nas.core.metrics import PathGraph
 from nas.core.spec import Stage, Stem
 from nas.paths import render as paths_render
 from nas.profile import render as profile_render
-from pipeline.benchmarks import chain_spec, spec_size
 from search_spaces import get_space, list_spaces
+from speed.suite import chain_spec, spec_size
 
 ROOT = Path(__file__).parent.parent
 
@@ -142,22 +142,22 @@ BAD_FLAGS = [
     ("nas.paths", ["--classes", "-3"], "argument --classes: invalid number of classes"),
     ("nas.profile", ["--classes", "nan"], "argument --classes: invalid number of classes"),
     ("nas.profile", ["--input-size", "1e9"], "argument --input-size: invalid input size"),
-    ("nas.nn.packed.bench", ["--seconds", "nan"], "argument --seconds: invalid number of seconds"),
-    ("nas.nn.packed.bench", ["--seconds", "-1"], "argument --seconds"),
-    ("nas.nn.packed.bench", ["--seconds", "0"], "argument --seconds"),
-    ("nas.nn.packed.bench", ["--seconds", "inf"], "argument --seconds"),
+    ("speed.packed", ["--seconds", "nan"], "argument --seconds: invalid number of seconds"),
+    ("speed.packed", ["--seconds", "-1"], "argument --seconds"),
+    ("speed.packed", ["--seconds", "0"], "argument --seconds"),
+    ("speed.packed", ["--seconds", "inf"], "argument --seconds"),
     ("nas.benchmarks", ["scoring", "--seconds", "nan"], "argument --seconds"),
     ("nas.benchmarks", ["scoring", "--repeats", "0"], "argument --repeats"),
     ("nas.benchmarks", ["spec-size", "--sizes", "0"], "argument --sizes"),
     ("nas.benchmarks", ["spec-size", "--sizes", "10000000"], "argument --sizes"),
-    ("nas.nn.packed.pack", ["--check", "0"], "argument --check: invalid number of images"),
+    ("nas.pack", ["--check", "0"], "argument --check: invalid number of images"),
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command, flags, says", BAD_FLAGS)
 def test_a_bad_number_is_refused_as_it_is_parsed(command, flags, says):
-    model = [] if command in ("nas.nn.packed.bench", "nas.benchmarks") else ["bireal_resnet18"]
+    model = [] if command in ("speed.packed", "nas.benchmarks") else ["bireal_resnet18"]
     _one_line_error(_run(command, *model, *flags), f"{command}: error: {says}")
 
 

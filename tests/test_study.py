@@ -17,7 +17,7 @@ import torch
 
 from nas.core.graph import lower, ops_arch_id
 from nas.core.spec import ArchSpec
-from results.benchmark import STUDY_DIR, load_benchmark
+from results.trained_benchmark import STUDY_DIR, load_benchmark
 from runners.study import proxy_metrics, spanning, strata_value, stratified_pick
 
 ROOT = Path(__file__).parent.parent

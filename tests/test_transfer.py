@@ -17,7 +17,7 @@ from scipy import stats
 from nas import ArchSpec
 from nas.core.model_dir import best_model_dir
 from results import transfer
-from results.benchmark import STUDY_DIR
+from results.trained_benchmark import STUDY_DIR
 
 
 def _transfer(*args: str) -> subprocess.CompletedProcess:

@@ -139,9 +139,9 @@ def test_bench_gpu_without_cuda_says_so_in_one_line():
     import torch
 
     if torch.cuda.is_available():
-        pytest.skip("this machine has a CUDA GPU: python -m nas.nn.kernels.bench_gpu runs there")
+        pytest.skip("this machine has a CUDA GPU: python -m speed.gpu runs there")
     done = subprocess.run(
-        [sys.executable, "-m", "nas.nn.kernels.bench_gpu", "--json"],
+        [sys.executable, "-m", "speed.gpu", "--json"],
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parents[1],

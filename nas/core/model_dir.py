@@ -2,7 +2,7 @@
 trained: its input size, channels, classes, widths and padding), ``model.pt`` (its weights, a
 state dict that loads with ``weights_only=True`` into ``nas.build_model(spec)``) and
 ``metrics.json`` (what its training gave: status, epochs, top-1, top-5, whether it is the
-baseline); ``model.packed.pt`` once packed (:mod:`nas.nn.packed.pack`).
+baseline); ``model.packed.pt`` once packed (:mod:`nas.pack`).
 
 A search run keeps one folder per trained network in ``RUN_DIR/models/<its spec file's stem>/``
 (``rank021-<arch id>``, ``ref-bireal_resnet18-<arch id>``).

@@ -5,7 +5,8 @@ The paper's key is :func:`stage_mean_n` (docs/design.md section 5): the mean ove
 (N_1st, N_2nd, N_3rd), compared lexicographically. Which key predicts trained accuracy is a
 measured question: the others are registered beside it with ``@register_scorer``, and the default
 is the one that predicts best on half of the benchmark of trained networks, measured on the other
-half and on architectures nobody had trained (``python -m results.ranking``; docs/ranking.md).
+half and on architectures nobody had trained (``python -m results.ranking_choice``;
+docs/ranking.md).
 
 Every key is finite. A missing k-th distinct path cost or length (a scope with fewer than k
 distinct values) takes the network's *ceiling*: its total binary cost (BOPs / 64) for N, its number
@@ -78,7 +79,7 @@ CHOICE_FILE = Path(__file__).with_name("ranking_choice.json")
 
 @functools.cache
 def ranking_choice() -> dict:
-    """What ``python -m results.ranking`` chose from the benchmark
+    """What ``python -m results.ranking_choice`` chose from the benchmark
     (``nas/core/ranking_choice.json``):
     the default scorer, the tie-break column, and the weights of :func:`paths_capacity`."""
     return json.loads(CHOICE_FILE.read_text())
@@ -90,8 +91,8 @@ DEFAULT_SCORER: str = ranking_choice()["default"]
 
 def fitted_model(name: str) -> dict | None:
     """The fitted weights the scorer ``name`` ranks with now (None for a scorer without any): a
-    run records them at its start, so that a refit (``python -m results.ranking``) cannot change
-    the ranking of a run half-way."""
+    run records them at its start, so that a refit (``python -m results.ranking_choice``) cannot
+    change the ranking of a run half-way."""
     return ranking_choice()["models"].get(name)
 
 
@@ -177,7 +178,7 @@ def fp_share(m: Measures) -> Key:
 # width). Every feature is finite.
 PATH_FEATURES = ("L_1st", "log_N_1st", "L_2nd", "log_N_2nd", "L_3rd", "log_N_3rd")
 CAPACITY_FEATURES = ("log_depth", "log_fp_macs", "log_params", "log_width")
-# Each fitted scorer's features; its weights are fitted by ``python -m results.ranking``.
+# Each fitted scorer's features; its weights are fitted by ``python -m results.ranking_choice``.
 FITTED_FEATURES: dict[str, tuple[str, ...]] = {
     CAPACITY_SCORER: CAPACITY_FEATURES,
     "paths_only": PATH_FEATURES,
@@ -236,5 +237,5 @@ def paths_capacity(m: Measures) -> Key:
     the capacity terms of :func:`capacity`, fitted on half of the benchmark (docs/ranking.md).
 
     Features: :func:`features`; weights: ``nas/core/ranking_choice.json``, written by ``python -m
-    results.ranking``."""
+    results.ranking_choice``."""
     return _fitted("paths_capacity", m)

@@ -11,9 +11,9 @@ the exact +/-1 convolution of the signs (sign(0) = +1), and returns floats (NHWC
 (``output="packed"`` or ``"both"``) the signs of those values already packed for the next binary
 conv. It runs the compiled kernel (AVX-512 VPOPCNTDQ, AVX2 or portable C, chosen at run time;
 :func:`available_paths`) and falls back to :func:`reference_conv2d`, plain PyTorch, which is also
-the oracle of the tests. docs/design.md section 8. The packed inference model, with its ``pack``
-and ``bench`` commands, is the package :mod:`nas.nn.packed` (above the model builder, which uses
-these kernels); the GPU path (Triton, int8 tensor cores) is :mod:`nas.nn.kernels.triton_conv`.
+the oracle of the tests. docs/design.md section 8. The packed inference model is the package
+:mod:`nas.nn.packed` (above the model builder, which uses these kernels); the GPU path (Triton,
+int8 tensor cores) is :mod:`nas.nn.kernels.triton_conv`.
 
 This file only re-exports. The modules:
 
@@ -28,13 +28,9 @@ This file only re-exports. The modules:
 ``triton_conv``     the GPU path (Triton); its kernel in ``_triton_kernel`` (needs ``triton``)
 ==================  ==============================================================================
 
-The commands (``python3 -m nas.nn.kernels.NAME``):
-
-==============  ==================================================================================
-``build``       compile the C kernels into ``_bconv.so`` (``./setup.sh`` runs it; without a
-                compiler a warning, and the PyTorch reference path is used)
-``bench_gpu``   GPU: the Triton kernel checked against the reference and timed against cuDNN
-==============  ==================================================================================
+``python3 -m nas.nn.kernels.build`` compiles the C kernels into ``_bconv.so`` (``./setup.sh``
+runs it; without a compiler a warning, and the PyTorch reference path is used). The GPU kernel
+is checked against the reference and timed against cuDNN by ``python3 -m speed.gpu``.
 """
 
 from nas.nn.kernels._dispatch import (

@@ -19,7 +19,7 @@ per output channel, compiled without FMA contraction so that it rounds as the re
 
 Importing this module needs no Triton (the CPU build and tests never need it); running the
 kernel needs ``pip install triton`` and a CUDA GPU, or ``TRITON_INTERPRET=1``, which runs it on
-CPU tensors through numpy (the tests do). ``python -m nas.nn.kernels.bench_gpu`` checks and times it
+CPU tensors through numpy (the tests do). ``python -m speed.gpu`` checks and times it
 against cuDNN.
 """
 

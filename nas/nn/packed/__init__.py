@@ -5,11 +5,13 @@ layers use the kernels' forward conv.
 
 ==============  ==================================================================================
 ``network``     the packed network: :func:`pack_model`, :func:`save_packed`, :func:`load_packed`
-``pack``        ``python3 -m nas.nn.packed.pack``: a trained network (zoo name or spec JSON,
-                ``--checkpoint``) as a packed inference file (``-o FILE``)
-``bench``       ``python3 -m nas.nn.packed.bench``: the packed conv against PyTorch on Bi-Real18's
-                layers, then whole networks (``--json``, ``--threads``, ``--batch``, ``--seconds``)
+``int8``        the int8 anchor: a network's binary convs through PyTorch's quantized conv
+``timing``      milliseconds per image of a packed network against its PyTorch module
 ==============  ==================================================================================
+
+Its commands sit with the others: ``python3 -m nas.pack`` packs a trained network (a run
+directory, a zoo name or a spec JSON with ``--checkpoint``), ``python3 -m speed.packed`` times
+the packed conv and whole networks against PyTorch.
 """
 
 from nas.nn.packed.network import FORMAT, PackedNetwork, load_packed, pack_model, save_packed

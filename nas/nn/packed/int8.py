@@ -31,7 +31,7 @@ warnings.filterwarnings("ignore", r"torch\.quantize_per_tensor.*deprecated", Use
 
 class Int8BinaryConv(nn.Module):
     """A trained :class:`~nas.nn.binary.BinaryConv2d` as PyTorch's int8 convolution
-    (``torch.ao.nn.quantized.Conv2d``, as ``nas.nn.packed.bench`` times a layer), its output
+    (``torch.ao.nn.quantized.Conv2d``, as ``speed.packed`` times a layer), its output
     requantized with the scale ``largest_sum`` / 127."""
 
     def __init__(self, conv: BinaryConv2d, largest_sum: float):

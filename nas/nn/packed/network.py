@@ -417,7 +417,7 @@ def load_packed(path: str | Path) -> PackedNetwork:
     refused with a one-line ValueError that says what to do."""
     saved = torch.load(path, weights_only=True)
     if not isinstance(saved, dict) or not {"spec", "state"} <= saved.keys():
-        raise ValueError(f"{path} is not a packed network: write one with nas.nn.packed.pack")
+        raise ValueError(f"{path} is not a packed network: write one with nas.pack")
     found = saved.get("format", 1)
     if not isinstance(found, int) or found > FORMAT:
         raise ValueError(
@@ -433,6 +433,6 @@ def load_packed(path: str | Path) -> PackedNetwork:
         raise ValueError(
             f"{path} is a packed network of format {found}, with other tensors than this version "
             f"packs ({first}): pack the network again from its checkpoint (python -m "
-            "nas.nn.packed.pack)"
+            "nas.pack)"
         ) from None
     return packed

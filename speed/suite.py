@@ -36,10 +36,10 @@ with reused actors); what every trained candidate pays on top of its training.
 
 ``python -m nas.benchmarks search``: the search's wall time for 1k, 10k and 100k candidates
 (``--sizes``), run as users run it, and ``python -m nas.benchmarks samplers``: the samplers at
-equal wall time (:mod:`pipeline.bench_search`).
+equal wall time (:mod:`speed.search`).
 
 ``python -m nas.benchmarks reproducibility``: whether training gives the same bits on other CPUs,
-in bf16 and fp32, and what fp32 costs (:mod:`pipeline.bench_reproducibility`).
+in bf16 and fp32, and what fp32 costs (:mod:`speed.reproducibility`).
 
 ``python -m nas.benchmarks evaluator``: the start of the search's evaluator process (spawned, as
 the search spawns it): seconds to its first result and its peak memory; the spec side it imports
@@ -563,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     proxy = args.which == "training" and not args.precision and args.device == "cpu"
     _pin(one_core=args.which in ("scoring", "spec-size") or proxy)
     if args.which in ("search", "samplers"):
-        from pipeline import bench_search  # noqa: PLC0415 - one mode's module
+        from speed import search as bench_search  # noqa: PLC0415 - one mode's module
 
         if args.which == "search":
             rows = bench_search.scaling(args.sizes)
@@ -573,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(rows, indent=1) if args.json else bench_search.samplers_text(rows))
         return 0
     if args.which == "reproducibility":
-        from pipeline import bench_reproducibility as bench  # noqa: PLC0415 - one mode's module
+        from speed import reproducibility as bench  # noqa: PLC0415 - one mode's module
 
         images = args.images or 2000
         rows = bench.reproducibility(images, args.repeats or 1)

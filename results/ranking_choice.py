@@ -1,6 +1,6 @@
-"""``python -m results.ranking``: choose the search's default ranking from the benchmark of trained
-networks, on one half of it, measure it on the other, and, once the prospective sample is trained,
-on architectures that no earlier part of the study held.
+"""``python -m results.ranking_choice``: choose the search's default ranking from the benchmark
+of trained networks, on one half of it, measure it on the other, and, once the prospective sample
+is trained, on architectures that no earlier part of the study held.
 
 The sampled architectures of the benchmark study (``results/study``; short recipe, mean over
 seeds) are split in two halves by a hash of their arch id. Every candidate ranking is scored on
@@ -60,8 +60,8 @@ from nas.core.scorers import (
     measure,
 )
 from nas.core.spec import ArchSpec
-from results.benchmark import STUDY_DIR, load_benchmark, load_frozen
 from results.stats import BOOTSTRAP, seed_table
+from results.trained_benchmark import STUDY_DIR, load_benchmark, load_frozen
 
 DOC = Path(__file__).parent.parent / "docs" / "ranking.md"
 BAR = CAPACITY_SCORER  # the capacity-only model: what a gradient-path ranking has to beat
@@ -486,8 +486,9 @@ def write_document(
         "# The search's default ranking: chosen on half of the benchmark, tested on the rest and"
         " on architectures nobody had seen",
         "",
-        "Written by `python -m results.ranking` from the benchmark study (`results/study`, short "
-        "recipe, sampled architectures, mean top-1 over seeds). Do not edit by hand: rerun the "
+        "Written by `python -m results.ranking_choice` from the benchmark study "
+        "(`results/study`, short recipe, sampled architectures, mean top-1 over seeds). Do not "
+        "edit by hand: rerun the "
         "command, which also writes `nas/core/ranking_choice.json` (what the search reads).",
         "",
         f"{b['architectures']} architectures, split by a hash of arch id and seed "
@@ -654,7 +655,9 @@ def _raise_it(table: pd.DataFrame, default: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = cli.Parser(prog="python -m results.ranking", description=__doc__.splitlines()[0])
+    parser = cli.Parser(
+        prog="python -m results.ranking_choice", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--study", default=str(STUDY_DIR), help="the study's folder")
     parser.add_argument("--doc", default=str(DOC), help="where the document goes")
     parser.add_argument(
@@ -681,4 +684,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run("results.ranking", main))
+    sys.exit(cli.run("results.ranking_choice", main))

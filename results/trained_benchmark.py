@@ -11,7 +11,7 @@ and the zoo, seed 0), ``seeds`` (seeds 1 and 2), ``long`` (the long recipe) or `
 (architectures drawn from a default search after the ranking was frozen; role ``prospective``).
 As NAS-Bench users do::
 
-    from results.benchmark import load_benchmark
+    from results.trained_benchmark import load_benchmark
 
     bench = load_benchmark()
     short = bench[bench.recipe == "short"]

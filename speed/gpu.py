@@ -3,7 +3,7 @@
 A GPU session runs this one command from the repository root (nothing to install: the package is
 imported from the tree, and the machine's python3 has torch and triton)::
 
-    PYTHONUNBUFFERED=1 python3 -m nas.nn.kernels.bench_gpu --json > $OUT/bench_gpu.json
+    PYTHONUNBUFFERED=1 python3 -m speed.gpu --json > $OUT/bench_gpu.json
 
 The JSON goes to stdout, the table and a line per layer to stderr (without ``--json`` the table
 goes to stdout).

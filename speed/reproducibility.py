@@ -27,7 +27,7 @@ ISA_CAPS = ("", "AVX512_CORE_BF16", "AVX512_CORE", "AVX2")
 
 _PROBE = """
 import json, sys
-from pipeline.bench_reproducibility import probe
+from speed.reproducibility import probe
 print(json.dumps(probe(sys.argv[1], int(sys.argv[2]))))
 """
 

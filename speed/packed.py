@@ -1,4 +1,4 @@
-"""``python -m nas.nn.packed.bench [--json] [--threads 1|2] [--batch 1|16]``: the packed binary conv
+"""``python -m speed.packed [--json] [--threads 1|2] [--batch 1|16]``: the packed binary conv
 against PyTorch on the Bi-Real18 3x3 layers, then whole networks.
 
 Per layer (56x56x64, 28x28x128, 14x14x256, 7x7x512; 3x3, stride 1, +1 padding): milliseconds of the
@@ -24,13 +24,13 @@ import json
 import os
 import statistics
 import sys
-import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from nas import cli
+from nas.nn.packed.timing import median_ms, medians_ms, network_ms_per_image
 
 LAYERS = ((56, 64), (28, 128), (14, 256), (7, 512))
 MODELS = ("bireal_resnet18", "igp_resnet37", "binary_densenet28")
@@ -44,36 +44,6 @@ TIMED = (  # per layer, in JSON order
     "torch_int8_ms",
     "openvino_ms",
 )
-
-
-def _median_ms(fn: Callable[[], object], seconds: float, repeats: int = 7) -> float:
-    return _medians_ms({"fn": fn}, seconds, repeats)["fn"]
-
-
-def _medians_ms(
-    fns: dict[str, Callable[[], object]], seconds: float, rounds: int = 7
-) -> dict[str, float]:
-    """Median milliseconds per call of each function, each timed for ``seconds`` in all, in
-    interleaved rounds (seconds / rounds per function per round), so that the host's drift over
-    minutes falls on all of them alike rather than on whichever ran during a slow spell. Each
-    round starts with one untimed call: the first call after another function's round refills
-    the caches that round emptied."""
-    for fn in fns.values():
-        fn()
-        fn()
-    runs: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            fn()
-            n, start = 0, time.perf_counter()
-            while True:
-                fn()
-                n += 1
-                elapsed = time.perf_counter() - start
-                if elapsed >= seconds / rounds:
-                    break
-            runs[name].append(elapsed / n * 1e3)
-    return {name: statistics.median(times) for name, times in runs.items()}
 
 
 def _openvino_layer(batch: int, size: int, channels: int, threads: int):
@@ -166,10 +136,10 @@ def machine() -> dict:
     if lib is None:
         return {"clock_ghz": None, "popcount_ceiling_macs_per_s": None}
     iters = 50_000_000
-    clock = _median_ms(lambda: lib.bconv_clock_probe(iters), 0.5, repeats=3)
+    clock = median_ms(lambda: lib.bconv_clock_probe(iters), 0.5, repeats=3)
     ceiling = None
     if lib.bconv_popcount_peak(1) >= 0:
-        peak = _median_ms(lambda: lib.bconv_popcount_peak(iters // 10), 0.5, repeats=3)
+        peak = median_ms(lambda: lib.bconv_popcount_peak(iters // 10), 0.5, repeats=3)
         ceiling = iters // 10 * 4096 / (peak / 1e3)
     return {"clock_ghz": 4 * iters / (clock / 1e3) / 1e9, "popcount_ceiling_macs_per_s": ceiling}
 
@@ -184,7 +154,7 @@ def layers(batch: int, threads: int, seconds: float) -> list[dict]:
         rows.append(row)
         fns.update({(row["shape"], key): fn for key, fn in layer_fns.items()})
     with torch.no_grad():
-        times = _medians_ms(fns, seconds)
+        times = medians_ms(fns, seconds)
     for row, (size, channels) in zip(rows, LAYERS, strict=True):
         row.update({key: times.get((row["shape"], key)) for key in TIMED})  # absent: None
         macs = batch * size * size * channels * channels * 9
@@ -211,34 +181,9 @@ def models(batch: int, threads: int, seconds: float) -> list[dict]:
     return rows
 
 
-def network_ms_per_image(model, packed, x, seconds: float) -> dict[str, float | None]:
-    """Milliseconds per image of the packed model and of the PyTorch module in fp32, in bf16
-    autocast and with its binary convs in int8 (:mod:`nas.nn.packed.int8`, calibrated on ``x``;
-    None where PyTorch has no int8 engine here) on the batch ``x``, timed in the same
-    interleaved rounds."""
-    import torch  # noqa: PLC0415 - torch: after the threads are pinned
-
-    try:  # torch: after the threads are pinned; a PyTorch without quantized modules: no anchor
-        from nas.nn.packed.int8 import int8_model  # noqa: PLC0415
-    except ImportError:
-        int8_model = lambda model, x: None  # noqa: E731
-
-    def bf16():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return model(x)
-
-    fns = {"packed_ms": lambda: packed(x), "torch_fp32_ms": lambda: model(x), "torch_bf16_ms": bf16}
-    int8 = int8_model(model, x)
-    if int8 is not None:
-        fns["torch_int8_ms"] = lambda: int8(x)
-    with torch.no_grad():
-        times = _medians_ms(fns, seconds)
-    return {"torch_int8_ms": None} | {key: ms / len(x) for key, ms in times.items()}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.Parser(
-        prog="python -m nas.nn.packed.bench",
+        prog="python -m speed.packed",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -251,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if any(os.environ.get(k) != v for k, v in PIN.items()):  # pin before OpenMP starts
         env = {**os.environ, **PIN, "OMP_NUM_THREADS": str(args.threads)}
-        command = [sys.executable, "-m", "nas.nn.packed.bench", *(argv or sys.argv[1:])]
+        command = [sys.executable, "-m", "speed.packed", *(argv or sys.argv[1:])]
         os.execve(sys.executable, command, env)
     if hasattr(os, "sched_setaffinity"):
         cores = sorted(os.sched_getaffinity(0))
@@ -322,4 +267,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run("nas.nn.packed.bench", main))
+    sys.exit(cli.run("speed.packed", main))

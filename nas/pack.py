@@ -1,4 +1,4 @@
-"""``python -m nas.nn.packed.pack MODEL [--checkpoint STATE] [-o FILE]``: a trained network as a
+"""``python -m nas.pack MODEL [--checkpoint STATE] [-o FILE]``: a trained network as a
 packed inference file.
 
 MODEL is a zoo name, an ArchSpec JSON file, a trained network's folder (:mod:`nas.core.model_dir`:
@@ -153,7 +153,7 @@ def pack(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.Parser(
-        prog="python -m nas.nn.packed.pack",
+        prog="python -m nas.pack",
         description="Pack a trained binary CNN for bit-packed inference and save it.",
     )
     parser.add_argument(
@@ -197,4 +197,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run("nas.nn.packed.pack", main))
+    sys.exit(cli.run("nas.pack", main))
