@@ -202,3 +202,12 @@ def load_model_arg(
         spec = ArchSpec.load(model)
         return spec.replace(**options) if options else spec
     return model_spec(model, **options)
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` for a person: 40 s, 12 min, 3.4 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from nas import cli
+from nas.cli import duration
 from nas.core.atomic import atomic_write_json, atomic_write_text
 from nas.core.model_dir import METRICS, PACKED, SPEC, WEIGHTS
 from nas.core.names import printable
@@ -46,8 +47,8 @@ from results.run import (
     out_of_bounds,
     read_settings,
 )
+from runners.backend import Candidate, get_backend
 from runners.options import FINAL_RECIPE, TrainingOptions
-from runners.tune import duration
 
 PROBE_STEPS = 3  # timed training steps per model in the throughput probe (after one untimed)
 LATENCY_BATCHES = (1, 16)
@@ -272,8 +273,6 @@ def train_final(
     run_dir: Path, chosen: list[tuple[str, Path, bool]], options: TrainingOptions
 ) -> int:
     from runners.datasets import load_dataset  # noqa: PLC0415 - torch, once the input is checked
-    from runners.ray_local import ray_session, token_file  # noqa: PLC0415
-    from runners.tune import tune_candidates  # noqa: PLC0415 - Ray
 
     splits = load_dataset(options.dataset, options.data_dir)
     images = min(options.train_subset or len(splits.train), len(splits.train))
@@ -289,19 +288,18 @@ def train_final(
         flush=True,
     )
     final = run_dir / FINAL
-    home = run_dir / ".ray_home"
     baseline = next((aid for aid, _, is_base in chosen if is_base), "")
-    with ray_session(home, options.ray_address, dashboard_port=options.dashboard_port) as url:
-        if url:
-            print(f"Ray dashboard: {url} (token: {token_file(home)})", file=sys.stderr)
-        trained, curves = tune_candidates(
+    backend = get_backend()
+    with backend.session(run_dir / ".ray_home", options):
+        trained, curves = backend.train(
             final / "tune",
-            [(aid, path.read_text()) for aid, path, _ in chosen],
+            [
+                Candidate(aid, path.read_text(), path.stem, final / path.stem)
+                for aid, path, _ in chosen
+            ],
             options,
             stop_early=False,
             baseline=baseline,
-            exports={aid: final / path.stem for aid, path, _ in chosen},
-            names={aid: path.stem for aid, path, _ in chosen},
         )
     atomic_write_text(final / "trained.csv", trained.to_csv(index=False))
     atomic_write_text(final / "curves.csv", curves.to_csv(index=False))

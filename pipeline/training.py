@@ -23,9 +23,9 @@ from pipeline.settings import Settings, SettingsError
 from pipeline.storage import open_storage
 from results.report import build_report, closing_lines, model_name, one_row_per_arch, read_curves
 from results.run import CANDIDATES
+from runners.backend import run_training
 from runners.datasets import DATASETS, DataError, DataNotFound, load_dataset
 from runners.options import TrainingOptions
-from runners.tune import run_training
 from search_spaces import get_space
 
 DEFAULTS = TrainingOptions()

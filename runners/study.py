@@ -2,7 +2,7 @@
 
 ``python -m runners.study`` samples architectures of the search spaces in the budget's FLOPs band
 (224 px, 1000 classes, as the search defines them), trains every one through the Ray Tune runner
-(:func:`runners.tune.tune_candidates`) with one fixed recipe, and appends each result atomically
+(:class:`runners.tune.RayTune`) with one fixed recipe, and appends each result atomically
 to a benchmark table that :func:`results.trained_benchmark.load_benchmark` reads; ``python -m
 results.validation`` turns it into docs/validation.md.
 
@@ -61,10 +61,10 @@ from nas.nn.model import build_model
 from nas.nn.proxies import zero_cost_proxies
 from results.run import RunRefused, lock_run_dir
 from results.trained_benchmark import STUDY_DIR
+from runners.backend import Candidate
 from runners.datasets import DataError, DataNotFound, augment, load_dataset
 from runners.options import TrainingOptions
-from runners.ray_local import ray_session, token_file
-from runners.tune import EXTRA_PREFIX, train_candidate, tune_candidates
+from runners.tune import EXTRA_PREFIX, RayTune, train_candidate
 from search_spaces import get_space
 
 STUDY = "study.json"
@@ -361,14 +361,10 @@ def run_jobs(
     batch's results appended to ``runs.csv`` as it ends; returns how many failed."""
     spec_of = dict(zip(archs["arch_id"], archs["spec"], strict=True))
     name_of = dict(zip(archs["arch_id"], archs["name"], strict=True))
-    home = folder / WORK / ".ray_home"
     failed = 0
-    with ray_session(home, ray_address, dashboard_port=dashboard_port) as url:
-        if url:
-            print(
-                f"Ray dashboard: {url} (127.0.0.1 only); its access token is in {token_file(home)}",
-                flush=True,
-            )
+    backends = {"short": RayTune(train_with_proxies), "other": RayTune()}
+    where = TrainingOptions(ray_address=ray_address, dashboard_port=dashboard_port)
+    with backends["other"].session(folder / WORK / ".ray_home", where):
         for chunk in _batches(jobs, batch):
             recipe, seed = chunk[0]["recipe"], chunk[0]["seed"]
             options = TrainingOptions(
@@ -383,13 +379,15 @@ def run_jobs(
             )
             names = ", ".join(f"{j['job']} ({name_of[j['arch_id']]})" for j in chunk)
             print(f"training {names}", flush=True)
-            trained, curves = tune_candidates(
+            backend = backends["short" if recipe == "short" else "other"]
+            trained, curves = backend.train(
                 folder / WORK / "tune",
-                [(j["arch_id"], spec_of[j["arch_id"]]) for j in chunk],
+                [
+                    Candidate(j["arch_id"], spec_of[j["arch_id"]], name_of[j["arch_id"]])
+                    for j in chunk
+                ],
                 options,
-                trainable=train_with_proxies if recipe == "short" else train_candidate,
                 stop_early=False,
-                names={j["arch_id"]: name_of[j["arch_id"]] for j in chunk},
             )
             rows = []
             for job in chunk:

@@ -27,18 +27,21 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from nas import cli
+from nas.cli import duration
 from nas.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from nas.core.model_dir import METRICS, MODELS, SPEC, WEIGHTS
+from nas.core.model_dir import METRICS, SPEC, WEIGHTS
 from nas.core.spec import ArchSpec
+from runners.backend import Candidate
 from runners.datasets import load_dataset
 from runners.options import TrainingOptions
 from runners.ray_local import ray_session, token_file
@@ -102,59 +105,56 @@ def train_candidate(
         train(spec, splits, train_config, on_epoch=report, checkpoint=state)
 
 
-def run_training(
-    run_dir: Path,
-    candidates: list[tuple[str, Path]],
-    options: TrainingOptions,
-    trainable: Callable[[dict[str, Any]], None] = train_candidate,
-    baseline: str = "",
-    names: dict[str, str] | None = None,
-) -> pd.DataFrame:
-    """Train ``candidates`` ((arch id, spec file) pairs) in a Ray session of their own; returns
-    one row per candidate and writes ``trained.csv`` and ``curves.csv`` in ``run_dir``, and each
-    trained network in ``models/<its spec file's stem>/`` (:func:`export_model`).
-    ``baseline``: the arch id that successive halving never stops; ``names``: see
-    :func:`tune_candidates`."""
-    home = run_dir / ".ray_home"
-    with ray_session(home, options.ray_address, dashboard_port=options.dashboard_port) as url:
-        if url:
-            print(
-                f"Ray dashboard: {url} (127.0.0.1 only); its access token is in "
-                f"{token_file(home)}, or run: HOME={home} ray get-auth-token",
-                flush=True,
-            )
-        specs = [(aid, Path(spec).read_text()) for aid, spec in candidates]
-        exports = {aid: run_dir / MODELS / Path(spec).stem for aid, spec in candidates}
-        trained, curves = tune_candidates(
-            run_dir / "tune", specs, options, trainable, baseline=baseline, exports=exports,
-            names=names,
-        )  # fmt: skip
-    atomic_write_text(run_dir / "trained.csv", trained.to_csv(index=False))
-    atomic_write_text(run_dir / "curves.csv", curves.to_csv(index=False))
-    return trained
+class RayTune:
+    """The Ray Tune backend (:class:`runners.backend.TrainingBackend`): a local Ray on loopback
+    (:mod:`runners.ray_local`), or the cluster at ``options.ray_address``. ``trainable``: what
+    each trial runs (default :func:`train_candidate`; the study's adds its proxies)."""
+
+    def __init__(self, trainable: Callable[[dict[str, Any]], None] = train_candidate):
+        self.trainable = trainable
+
+    @contextlib.contextmanager
+    def session(self, home: Path, options: TrainingOptions) -> Iterator[str | None]:
+        with ray_session(home, options.ray_address, dashboard_port=options.dashboard_port) as url:
+            if url:
+                print(
+                    f"Ray dashboard: {url} (127.0.0.1 only); its access token is in "
+                    f"{token_file(home)}, or run: HOME={home} ray get-auth-token",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            yield url
+
+    def train(
+        self,
+        storage: Path,
+        candidates: Sequence[Candidate],
+        options: TrainingOptions,
+        *,
+        stop_early: bool = True,
+        baseline: str = "",
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return tune_candidates(storage, candidates, options, self.trainable, stop_early, baseline)
 
 
 def tune_candidates(
     storage: Path,
-    candidates: list[tuple[str, str]],
+    candidates: Sequence[Candidate],
     options: TrainingOptions,
     trainable: Callable[[dict[str, Any]], None] = train_candidate,
     stop_early: bool = True,
     baseline: str = "",
-    exports: dict[str, Path] | None = None,
-    names: dict[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train ``candidates`` ((arch id, spec JSON text) pairs) as one Tune experiment under
-    ``storage``, in the Ray session already started (:func:`runners.ray_local.ray_session`).
-    Returns one row per candidate and their learning curves (one row per epoch). An experiment
-    of the same candidates and options found under ``storage`` is restored, its finished trials
-    kept. ``stop_early``: successive halving (:class:`runners.promotion.PromoteCandidates`:
-    every candidate trains one epoch, then the best third of them go on to the full recipe;
-    the search's candidates), the ``baseline`` arch id never stopped; without it every trial
-    trains all its epochs (the benchmark study). ``exports``: the folder (by arch id) where each
-    trained network is written (:func:`export_model`). ``names``: what the progress lines and
-    Tune call each trial (by arch id: ``#4``, ``bireal_resnet18``; default ``candidate-<arch
-    id>``, also the trials' folder names)."""
+    """Train ``candidates`` as one Tune experiment under ``storage``, in the Ray session already
+    started (:meth:`RayTune.session`). Returns one row per candidate and their learning curves
+    (one row per epoch). An experiment of the same candidates and options found under
+    ``storage`` is restored, its finished trials kept. ``stop_early``: successive halving
+    (:class:`runners.promotion.PromoteCandidates`: every candidate trains one epoch, then the
+    best third of them go on to the full recipe; the search's candidates), the ``baseline`` arch
+    id never stopped; without it every trial trains all its epochs (the benchmark study). Each
+    candidate's trained network is written to its ``export`` folder (:func:`export_model`); its
+    ``name`` is what the progress lines and Tune call its trial (``#4``, ``bireal_resnet18``;
+    default ``candidate-<arch id>``, also the trials' folder names)."""
     # only now: Ray reads its environment (the loopback recipe) when it is imported
     from ray import tune  # noqa: PLC0415
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: PLC0415
@@ -201,13 +201,14 @@ def tune_candidates(
         NamedTrainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     )
     space = [
-        {"arch_id": aid, "spec": text, "options": dataclasses.asdict(options)}
-        | ({"baseline": True} if aid == baseline else {})
-        for aid, text in candidates
+        {"arch_id": c.arch_id, "spec": c.spec, "options": dataclasses.asdict(options)}
+        | ({"baseline": True} if c.arch_id == baseline else {})
+        for c in candidates
     ]
     name = "train-" + hashlib.sha256(json.dumps(space, sort_keys=True).encode()).hexdigest()[:8]
-    for entry in space:  # a display name: not part of what identifies the experiment
-        entry["name"] = (names or {}).get(entry["arch_id"]) or _folder_name(entry["arch_id"])
+    for entry, c in zip(space, candidates, strict=True):  # not what identifies the experiment
+        entry["name"] = c.name or _folder_name(c.arch_id)
+    exports = {c.arch_id: c.export for c in candidates if c.export is not None}
     path = storage / name
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(str(path), trainable=resources, resume_errored=True)
@@ -275,7 +276,7 @@ def tune_candidates(
             row["started"] = float(first["timestamp"] - first.get("time_this_iter_s", 0.0))
             row["ended"] = float(history["timestamp"].iloc[-1])
         rows.append(row)
-        if exports and result.checkpoint is not None and not result.error:
+        if config["arch_id"] in exports and result.checkpoint is not None and not result.error:
             with result.checkpoint.as_directory() as saved:
                 baseline_row = {**row, "baseline": config["arch_id"] == baseline}
                 export_model(Path(saved), exports[config["arch_id"]], baseline_row)
@@ -289,9 +290,9 @@ def tune_candidates(
                 )
     done = {row["arch_id"] for row in rows}
     rows += [
-        {"arch_id": aid, "status": "not started", "error": ""}
-        for aid, _ in candidates
-        if aid not in done
+        {"arch_id": c.arch_id, "status": "not started", "error": ""}
+        for c in candidates
+        if c.arch_id not in done
     ]
     return pd.DataFrame(rows), pd.DataFrame(curves)
 
@@ -361,15 +362,6 @@ def _stop_on_signal() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-
-
-def duration(seconds: float) -> str:
-    """``seconds`` for a person: 40 s, 12 min, 3.4 h."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _gcs_ended(wait: float = 1.0) -> bool:

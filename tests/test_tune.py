@@ -27,7 +27,8 @@ FAULTS = textwrap.dedent(
     from pathlib import Path
     from nas import model_spec
     from runners.options import TrainingOptions
-    from runners.tune import run_training, train_candidate
+    from runners.backend import run_training
+    from runners.tune import RayTune, train_candidate
 
     def faulty(config):
         # One candidate raises, one produces a NaN loss (its data normalised by a zero std),
@@ -49,7 +50,8 @@ FAULTS = textwrap.dedent(
         epochs=1, width_mult=0.125, train_subset=256, eval_subset=256, max_failures=0,
         dashboard_port=int(sys.argv[2]),
     )
-    run_training(run_dir, [(a, spec) for a in ("raises", "makes-nan", "fine")], options, faulty)
+    candidates = [(a, spec) for a in ("raises", "makes-nan", "fine")]
+    run_training(run_dir, candidates, options, backend=RayTune(faulty))
     """
 )
 
@@ -83,8 +85,9 @@ PROMOTION = textwrap.dedent(
     import time
     from pathlib import Path
     from ray import tune
+    from runners.backend import run_training
     from runners.options import TrainingOptions
-    from runners.tune import run_training
+    from runners.tune import RayTune
 
     run_dir, port, baseline, order = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     EPOCH_SECONDS = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
@@ -112,7 +115,8 @@ PROMOTION = textwrap.dedent(
     spec = run_dir / "spec.json"
     spec.write_text("{}")
     options = TrainingOptions(epochs=3, dashboard_port=port, max_failures=0)
-    run_training(run_dir, [(a, spec) for a in ACCURACY], options, fixed, baseline=baseline)
+    candidates = [(a, spec) for a in ACCURACY]
+    run_training(run_dir, candidates, options, baseline=baseline, backend=RayTune(fixed))
     """
 )
 
