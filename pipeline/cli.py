@@ -43,6 +43,7 @@ from pipeline.storage import StudyError
 from pipeline.write import write_results
 from results.report import draws_sentence
 from results.run import SETTINGS_BOUNDS, TRAINING_BOUNDS, out_of_bounds
+from runners.datasets import DATASETS
 from runners.options import PRECISIONS, TrainingOptions
 from search_spaces import get_space, list_spaces
 
@@ -154,7 +155,8 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset",
         default=d.dataset,
-        help=f"training data (default {d.dataset}; mnist, digits, cifar10, cifar100, imagefolder)",
+        help=f"training data (default {d.dataset}; "
+        f"{', '.join(n for n in DATASETS if n != d.dataset)})",
     )
     parser.add_argument("--data-dir", help="where the dataset's files are")
     parser.add_argument("--epochs", type=int, default=d.epochs)
@@ -212,7 +214,8 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    # torch (through the datasets) is loaded only by a search that trains
+    # the training's module loads torch (through the datasets), whose OpenMP runtime pins this
+    # process as it loads: imported before the cores are given back below
     from pipeline.training import train_top, training_options  # noqa: PLC0415
 
     if cores is not None:

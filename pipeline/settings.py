@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from nas.core.budget import band as budget_band
+from nas.core.scorers import PAPER_SCORER
 from results.run import STUDY_DB, study_url
 from search_spaces import list_spaces
 
@@ -39,7 +40,7 @@ class Settings:
     study_name: str
     input_size: int
     classes: int
-    scorer: str = "stage_mean_n"
+    scorer: str = PAPER_SCORER  # what a run that names no scorer ranked by
     # Equal keys are ordered by this column of the candidates table (nas/core/ranking_choice.json at
     # the run's start; a run written before it existed ordered them by storage, smaller first).
     tie_break: str = "storage_mbit"

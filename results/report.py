@@ -45,10 +45,10 @@ from results.run import (
     read_draws,
     read_settings,
 )
+from results.style import space_style
 
 DPI = 110  # of the report's plots
 PAGE_BLOCKS = 3  # the widest first stage drawn whole in the report; beyond, its first block
-SPACE_COLOURS = {"resnet": "#4575b4", "densenet": "#d73027"}
 METRICS = PATH_COLUMNS
 # What the report reads of each table, and which of those columns are numbers.
 _NEEDED = {
@@ -251,11 +251,11 @@ def key_figure(table: pd.DataFrame, settings: dict, x: str, trained: dict[str, s
         ("N_2nd", "the paper's N_2nd, mean over stages (M FLOP-eq, log)", 1e6),
     )  # fmt: skip
     for ax, (column, ylabel, yscale) in zip(axes, panels, strict=True):
-        for space, part in sorted(found.groupby("space"), key=lambda g: g[0] == "densenet"):
-            ax.scatter(  # the DenseNets, fewer, drawn last: on top
-                part[x] / scale, part[column] / yscale, s=12, alpha=0.55,
-                marker="s" if space == "densenet" else "o",
-                color=SPACE_COLOURS.get(space, "grey"), label=f"{space} candidates",
+        for space, part in sorted(found.groupby("space"), key=lambda g: -len(g[1])):
+            colour, marker = space_style(space)
+            ax.scatter(  # the smaller groups drawn last: on top
+                part[x] / scale, part[column] / yscale, s=12, alpha=0.55, marker=marker,
+                color=colour, label=f"{space} candidates",
             )  # fmt: skip
         ax.scatter(
             ringed[x] / scale, ringed[column] / yscale, s=90, facecolors="none",

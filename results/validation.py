@@ -41,7 +41,9 @@ from nas.core.atomic import atomic_savefig, atomic_write_text
 from nas.core.scorers import FITTED_SCORERS
 from results import transfer
 from results.stats import correlate, format_ci, seed_table, welch
+from results.style import space_style
 from results.trained_benchmark import STUDY_DIR, load_archs, load_benchmark
+from search_spaces import list_spaces
 
 DOC = Path(__file__).parent.parent / "docs" / "validation.md"
 PROSPECTIVE = "prospective"  # the study part (and role) of the prospective test
@@ -350,10 +352,11 @@ def _plots(folder: Path, archs, seeds, table: pd.DataFrame, bench: pd.DataFrame)
     fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
     for ax, (metric, label) in zip(axes.flat, shown, strict=False):
         x = metric_values(archs, metric).to_numpy()
-        for space, marker in (("resnet", "o"), ("densenet", "s"), ("zoo", "*")):
+        for space in [*list_spaces(), "zoo"]:
+            colour, marker = space_style(space) if space != "zoo" else ("black", "*")
             mask = (archs["space"] == space).to_numpy()
-            ax.scatter(x[mask], acc[mask], marker=marker, s=60 if space == "zoo" else 22,
-                       label=space, alpha=0.8)  # fmt: skip
+            ax.scatter(x[mask], acc[mask], marker=marker, color=colour,
+                       s=60 if space == "zoo" else 22, label=space, alpha=0.8)  # fmt: skip
         for i in np.flatnonzero((archs["role"] == "reference").to_numpy()):
             if math.isfinite(x[i]) and math.isfinite(acc.iloc[i]):
                 ax.annotate(archs["name"].iloc[i], (x[i], acc.iloc[i]), fontsize=6)

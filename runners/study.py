@@ -104,6 +104,8 @@ class StudySettings:
     tolerance: float = 0.05
     input_size: int = 224
     classes: int = 1000
+    # the committed study's spaces, in the order its sample was drawn (the order seeds each
+    # space's draw: a new study in this order plans the same architectures)
     spaces: tuple[str, ...] = ("resnet", "densenet")
     sample: int = 64  # architectures drawn from the spaces (split evenly between them)
     pool: int = 600  # random structures tried per space
@@ -563,7 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=str(STUDY_DIR), help=f"study directory ({STUDY_DIR})")
     parser.add_argument("--budget", default="0.16GFLOPs", help="the FLOPs band's top")
     parser.add_argument(
-        "--spaces", default="resnet,densenet", help="search spaces, comma-separated"
+        "--spaces", default=",".join(StudySettings.spaces), help="search spaces, comma-separated"
     )
     count = cli.int_range(1, 100_000, "number")
     parser.add_argument("--sample", type=count, default=64, help="architectures (default 64)")

@@ -455,21 +455,21 @@ def test_an_image_folder_of_one_class_is_refused(tmp_path):
 
 
 def test_an_image_folder_beyond_the_class_limit_is_refused(tmp_path, monkeypatch):
-    import runners.datasets
+    import runners.datasets.imagefolder
 
     _image_folder(tmp_path, "PNG", ".png")  # two classes
-    monkeypatch.setattr(runners.datasets, "MAX_CLASSES", 1)
+    monkeypatch.setattr(runners.datasets.imagefolder, "MAX_CLASSES", 1)
     with pytest.raises(DataError, match="2 class folders, over the limit of 1") as caught:
         load_dataset("imagefolder", tmp_path, size=16)
     _one_line_naming(caught.value, "train")
 
 
 def test_a_corrupt_installed_fashion_mnist_says_to_reinstall(idx_dir, monkeypatch):
-    import runners.datasets
+    import runners.datasets.idx
 
     path, _ = idx_dir
     (path / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(_labels(5))[:-2])
-    monkeypatch.setattr(runners.datasets, "FASHION_DIRS", (path,))
+    monkeypatch.setattr(runners.datasets.idx, "FASHION_DIRS", (path,))
     with pytest.raises(DataError, match="apt-get install --reinstall dataset-fashion-mnist") as e:
         load_dataset("fashion_mnist")
     _one_line_naming(e.value, "t10k-labels-idx1-ubyte")

@@ -68,11 +68,13 @@ def measure(ops: list[Op], paths: PathReport | None = None) -> Measures:
 Key = tuple[float, ...]
 Scorer = Callable[[Measures], Key]
 SCORERS: Registry[Scorer] = Registry("scorer")
-PAPER_SCORER = "stage_mean_n"  # the paper's key (docs/design.md section 5)
-CAPACITY_SCORER = "capacity"  # capacity alone: the bar a gradient-path ranking has to clear
-# Scorers that read no gradient path: the capacity baselines that a gradient-path ranking has to
-# beat (docs/ranking.md says by how much one does).
-BASELINE_SCORERS = frozenset({"fp_share", CAPACITY_SCORER})
+# Roles, declared where each scorer is registered (register_scorer): the paper's key, and the
+# baselines that read no gradient path, which a gradient-path ranking has to beat (docs/ranking.md
+# says by how much one does); a fitted scorer's features (its weights: ranking_choice.json).
+PAPER = "paper"
+BASELINE = "baseline"
+ROLES: dict[str, str] = {}
+FITTED_FEATURES: dict[str, tuple[str, ...]] = {}
 
 CHOICE_FILE = Path(__file__).with_name("ranking_choice.json")
 
@@ -96,9 +98,33 @@ def fitted_model(name: str) -> dict | None:
     return ranking_choice()["models"].get(name)
 
 
-def register_scorer(fn: Scorer) -> Scorer:
-    """Register a scorer under its function name."""
-    return SCORERS.register(fn)
+def register_scorer(
+    fn: Scorer | None = None, *, role: str = "", fitted: tuple[str, ...] = ()
+) -> Scorer | Callable[[Scorer], Scorer]:
+    """Register a scorer under its function name, as ``@register_scorer`` or
+    ``@register_scorer(role=..., fitted=...)``: ``role`` is :data:`PAPER` or :data:`BASELINE`;
+    ``fitted`` names the :func:`features` of a fitted scorer, whose key is then minus its
+    model's predicted score (the decorated function gives its name and docstring only)."""
+
+    def register(fn: Scorer) -> Scorer:
+        name = fn.__name__
+        if role:
+            ROLES[name] = role
+        if fitted:
+            FITTED_FEATURES[name] = fitted
+
+            @functools.wraps(fn)
+            def fn(m: Measures) -> Key:
+                return (-predicted_score(ranking_choice()["models"][name], features(m)),)
+
+        return SCORERS.register(fn)
+
+    return register(fn) if fn is not None else register
+
+
+def with_role(role: str) -> list[str]:
+    """The registered scorers of ``role``."""
+    return [name for name in list_scorers() if ROLES.get(name) == role]
 
 
 def list_scorers() -> list[str]:
@@ -118,7 +144,7 @@ def _mean_key(m: Measures, stats: list[PathStats], field: str) -> Key:
     return tuple(sum(m.value(s, field, k) for s in stats) / len(stats) for k in range(3))
 
 
-@register_scorer
+@register_scorer(role=PAPER)
 def stage_mean_n(m: Measures) -> Key:
     """Mean over stages of (N_1st, N_2nd, N_3rd): the paper's key (docs/design.md section 5)."""
     return _mean_key(m, list(m.paths.stages.values()), "N")
@@ -166,7 +192,7 @@ def stage_share_n(m: Measures) -> Key:
     return tuple(v / binary if binary else 0.0 for v in stage_mean_n(m))
 
 
-@register_scorer
+@register_scorer(role=BASELINE)
 def fp_share(m: Measures) -> Key:
     """The share of FLOPs spent in full-precision MACs, larger first: a capacity baseline without
     gradient paths (at equal FLOPs, every FP MAC costs 64 binary ones)."""
@@ -178,13 +204,6 @@ def fp_share(m: Measures) -> Key:
 # width). Every feature is finite.
 PATH_FEATURES = ("L_1st", "log_N_1st", "L_2nd", "log_N_2nd", "L_3rd", "log_N_3rd")
 CAPACITY_FEATURES = ("log_depth", "log_fp_macs", "log_params", "log_width")
-# Each fitted scorer's features; its weights are fitted by ``python -m results.ranking_choice``.
-FITTED_FEATURES: dict[str, tuple[str, ...]] = {
-    CAPACITY_SCORER: CAPACITY_FEATURES,
-    "paths_only": PATH_FEATURES,
-    "paths_capacity": PATH_FEATURES + CAPACITY_FEATURES,
-}
-FITTED_SCORERS = frozenset(FITTED_FEATURES)
 
 
 def features(m: Measures) -> dict[str, float]:
@@ -212,30 +231,29 @@ def predicted_score(model: dict, values: dict[str, float]) -> float:
     )
 
 
-def _fitted(name: str, m: Measures) -> Key:
-    return (-predicted_score(ranking_choice()["models"][name], features(m)),)
-
-
-@register_scorer
+@register_scorer(role=BASELINE, fitted=CAPACITY_FEATURES)
 def capacity(m: Measures) -> Key:
     """A linear model of the accuracy rank over capacity alone (log depth, log FP MACs, log
     parameters, log width), fitted on half of the benchmark (docs/ranking.md): the bar a
     gradient-path ranking has to clear. The key is minus the predicted score."""
-    return _fitted(CAPACITY_SCORER, m)
 
 
-@register_scorer
+@register_scorer(fitted=PATH_FEATURES)
 def paths_only(m: Measures) -> Key:
     """A linear model of the accuracy rank over gradient-path terms alone (stage means of
     L_1st..L_3rd and of log N_1st..N_3rd), fitted on half of the benchmark (docs/ranking.md)."""
-    return _fitted("paths_only", m)
 
 
-@register_scorer
+@register_scorer(fitted=PATH_FEATURES + CAPACITY_FEATURES)
 def paths_capacity(m: Measures) -> Key:
     """A linear model of the accuracy rank over the gradient-path terms of :func:`paths_only` and
     the capacity terms of :func:`capacity`, fitted on half of the benchmark (docs/ranking.md).
 
     Features: :func:`features`; weights: ``nas/core/ranking_choice.json``, written by ``python -m
     results.ranking_choice``."""
-    return _fitted("paths_capacity", m)
+
+
+(PAPER_SCORER,) = with_role(PAPER)  # the paper's key (docs/design.md section 5)
+BASELINE_SCORERS = frozenset(with_role(BASELINE))
+CAPACITY_SCORER = capacity.__name__  # capacity alone: the bar a gradient-path ranking has to clear
+FITTED_SCORERS = frozenset(FITTED_FEATURES)
