@@ -6,7 +6,7 @@ candidates with FLOPs in [budget * (1 - tolerance), budget] exist; a structure t
 there is recorded as infeasible with ``trial.set_constraint``), and scores it by its gradient paths
 without training (docs/design.md section 5). An architecture already seen (same arch id) is never
 scored twice: its trial reuses the first score. The pipeline, one module per step:
-:mod:`pipeline.settings` -> :mod:`pipeline.run_dir` -> :mod:`pipeline.loop` (sampling, with
+:mod:`pipeline.settings` -> :mod:`pipeline.start` -> :mod:`pipeline.loop` (sampling, with
 :mod:`pipeline.evaluate` in a worker process and :mod:`pipeline.storage`) ->
 :mod:`pipeline.ranking` -> :mod:`pipeline.write` -> :mod:`pipeline.training`.
 """
@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -37,12 +38,12 @@ from nas.core.scorers import (
     ranking_choice,
 )
 from pipeline.loop import Search
-from pipeline.run_dir import new_run, resume_hint, resume_run
 from pipeline.settings import DEFAULT_SAMPLER, SAMPLERS, Settings, SettingsError
+from pipeline.start import new_run, resume_hint, resume_run
 from pipeline.storage import StudyError
 from pipeline.write import write_results
 from results.report import draws_sentence
-from results.run import SETTINGS_BOUNDS, TRAINING_BOUNDS, out_of_bounds
+from results.run import REPORT, SETTINGS_BOUNDS, TRAINING_BOUNDS, out_of_bounds
 from runners.datasets import DATASETS
 from runners.options import PRECISIONS, TrainingOptions
 from search_spaces import get_space, list_spaces
@@ -135,17 +136,17 @@ _NOT_FLAGS = ("batch_size", "lr", "eval_subset", "padding")
 
 
 def _training_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """The training flags, by :class:`TrainingOptions` field."""
+    """The training flags, by the name of their field in the options' flat form."""
     return {
-        f.name: getattr(args, _FLAG_OF.get(f.name, f.name))
-        for f in dataclasses.fields(TrainingOptions)
-        if f.name not in _NOT_FLAGS
+        name: getattr(args, _FLAG_OF.get(name, name))
+        for name in TrainingOptions().to_dict()
+        if name not in _NOT_FLAGS
     }
 
 
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags of :class:`TrainingOptions`, with its defaults."""
-    d = TrainingOptions()
+    """The flags of :class:`TrainingOptions`, with its defaults (by the flat form's names)."""
+    d = SimpleNamespace(**TrainingOptions().to_dict())
     parser.add_argument(
         "--train-top",
         type=int,
@@ -361,5 +362,5 @@ def _summary(
         )
     )
     if not settings.train_top:  # else the last lines, once training has ended
-        print(f"report: {run_dir / 'report.md'} (and report.html)")
+        print(f"report: {run_dir / REPORT} (and report.html)")
     print(f"candidates: {run_dir / 'candidates.csv'}")

@@ -32,50 +32,42 @@ import pandas as pd
 
 from nas import cli
 from nas.cli import duration
-from nas.core.atomic import atomic_write_json, atomic_write_text
+from nas.core.atomic import atomic_write_json
 from nas.core.model_dir import METRICS, PACKED, SPEC, WEIGHTS
 from nas.core.names import printable
 from results.report import build_report
 from results.run import (
     CANDIDATES,
     FINAL,
+    RAY_HOME,
+    TRAINED,
     TRAINING_BOUNDS,
+    TUNE,
     RunFileError,
     RunRefused,
     is_run_dir,
     lock_run_dir,
     out_of_bounds,
     read_settings,
+    spec_files,
 )
-from runners.backend import Candidate, get_backend
+from runners.backend import Candidate, get_backend, write_tables
 from runners.options import FINAL_RECIPE, TrainingOptions
 
 PROBE_STEPS = 3  # timed training steps per model in the throughput probe (after one untimed)
 LATENCY_BATCHES = (1, 16)
 
 
-def final_options(run: TrainingOptions, args) -> TrainingOptions:
+def final_options(run: TrainingOptions, flags: dict[str, Any]) -> TrainingOptions:
     """The final recipe: the run's data, seed and baseline; full width, stem stride 1, every
-    image, augmentation, unless the flags say otherwise."""
-    return dataclasses.replace(
-        run,
-        epochs=args.epochs,
-        width_mult=args.width_mult,
-        stem_stride=args.stem_stride,
-        train_subset=args.train_subset or None,
-        augment=FINAL_RECIPE["augment"],
-        top=args.top,
-        cpus_per_trial=args.cpus_per_trial or run.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
-        ray_address=args.ray_address,
-        dashboard_port=args.dashboard_port,
-    )
+    image, augmentation, +1 padding, unless the ``flags`` (flat option fields) say otherwise."""
+    return run.replace(**{**FINAL_RECIPE, "padding": "one", **flags})
 
 
 def chosen_models(run_dir: Path, options: TrainingOptions) -> list[tuple[str, Path, bool]]:
     """(arch id, spec file, is the baseline): the ``options.top`` fully trained candidates of
     best top-1, then the baseline."""
-    trained_path = run_dir / "trained.csv"
+    trained_path = run_dir / TRAINED
     if not trained_path.is_file():
         raise cli.UsageError(
             f"{run_dir} has trained no candidate yet (no trained.csv): run the search with "
@@ -87,7 +79,7 @@ def chosen_models(run_dir: Path, options: TrainingOptions) -> list[tuple[str, Pa
         trained["top1"] = pd.to_numeric(trained["top1"], errors="coerce")
     except (OSError, ValueError, KeyError) as e:
         raise cli.UsageError(f"{run_dir}: its tables cannot be read ({e})") from None
-    specs = {p.stem.rsplit("-", 1)[-1]: p for p in (run_dir / "specs").glob("*.json")}
+    specs = spec_files(run_dir)
     references = table.loc[table["reference"] != "", ["arch_id", "reference"]]
     baseline_ids = set(references.loc[references["reference"] == options.baseline, "arch_id"])
     done = trained[(trained["status"] == "trained") & ~trained["arch_id"].isin(baseline_ids)]
@@ -108,25 +100,27 @@ def probe_throughput(spec_files: Sequence[Path], options: TrainingOptions) -> li
 
     from nas.core.spec import ArchSpec  # noqa: PLC0415
     from runners.datasets import load_dataset  # noqa: PLC0415
-    from runners.train import TrainConfig, proxy_spec, train  # noqa: PLC0415
+    from runners.train import proxy_spec, train  # noqa: PLC0415
 
-    splits = load_dataset(options.dataset, options.data_dir)
-    config = TrainConfig(
+    splits = load_dataset(options.data.dataset, options.data.data_dir)
+    recipe = options.recipe
+    config = dataclasses.replace(
+        recipe,
         epochs=1,
-        batch_size=options.batch_size,
-        precision=options.precision,
-        train_subset=PROBE_STEPS * options.batch_size,
-        eval_subset=options.batch_size,
-        augment=options.augment,
+        train_subset=PROBE_STEPS * recipe.batch_size,
+        eval_subset=recipe.batch_size,
     )
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(options.cpus_per_trial)))
+    torch.set_num_threads(max(1, int(options.resources.cpus_per_trial)))
     try:
         rates = []
         for path in spec_files:
             spec = proxy_spec(
-                ArchSpec.load(path), splits, options.width_mult, stem_stride=options.stem_stride
-            ).replace(padding=options.padding)
+                ArchSpec.load(path),
+                splits,
+                options.data.width_mult,
+                stem_stride=options.data.stem_stride,
+            ).replace(padding=options.data.padding)
             train(spec, splits, config)
             rates.append(train(spec, splits, config)[0].images_per_s)
     finally:
@@ -143,8 +137,8 @@ def estimate(
     """Seconds to train every model: each epoch's ``images`` at its probed rate and the test
     split's evaluation at :data:`EVAL_SPEEDUP` times it, the models sharing the machine's CPUs
     as the trials do."""
-    parallel = max(1, int((os.cpu_count() or 1) // max(options.cpus_per_trial, 1)))
-    each = [options.epochs * (images + test_images / EVAL_SPEEDUP) / r for r in rates]
+    parallel = max(1, int((os.cpu_count() or 1) // max(options.resources.cpus_per_trial, 1)))
+    each = [options.recipe.epochs * (images + test_images / EVAL_SPEEDUP) / r for r in rates]
     return max(sum(each) / min(parallel, len(each)), max(each))
 
 
@@ -205,7 +199,7 @@ def pack_and_measure(folder: Path, curves: pd.DataFrame, images_per_s: float | N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    d = TrainingOptions()
+    d = TrainingOptions().resources
     parser = cli.Parser(
         prog="python -m nas.final",
         description="Train a search run's best candidate and its baseline again with the final "
@@ -252,18 +246,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         stored = read_settings(run_dir)
         if not stored.get("training"):
             raise cli.UsageError(f"{run_dir} trained nothing: run the search with --train-top K")
-        run_options = TrainingOptions(**{"padding": "zero", **stored["training"]})
+        run_options = TrainingOptions.from_dict({"padding": "zero", **stored["training"]})
     except (RunRefused, RunFileError) as e:
         raise cli.UsageError(str(e)) from None
     except (TypeError, ValueError) as e:
         raise cli.UsageError(f"{run_dir / 'settings.json'}: training {e}") from None
-    if run_options.padding != "one":
+    if run_options.data.padding != "one":
         print(
             "note: the search trained with zero padding; the final models pad with +1 "
             "(exact in packed inference)",
             file=sys.stderr,
         )
-    options = dataclasses.replace(final_options(run_options, args), padding="one")
+    flags = {
+        "epochs": args.epochs,
+        "width_mult": args.width_mult,
+        "stem_stride": args.stem_stride,
+        "train_subset": args.train_subset or None,
+        "top": args.top,
+        "cpus_per_trial": args.cpus_per_trial or run_options.resources.cpus_per_trial,
+        "gpus_per_trial": args.gpus_per_trial,
+        "ray_address": args.ray_address,
+        "dashboard_port": args.dashboard_port,
+    }
+    options = final_options(run_options, flags)
     chosen = chosen_models(run_dir, options)
     cli.set_resume_hint(f"continue with python -m nas.final {run_dir} and the same flags")
     return train_final(run_dir, chosen, options)
@@ -274,14 +279,15 @@ def train_final(
 ) -> int:
     from runners.datasets import load_dataset  # noqa: PLC0415 - torch, once the input is checked
 
-    splits = load_dataset(options.dataset, options.data_dir)
-    images = min(options.train_subset or len(splits.train), len(splits.train))
+    data, epochs = options.data, options.recipe.epochs
+    splits = load_dataset(data.dataset, data.data_dir)
+    images = min(options.recipe.train_subset or len(splits.train), len(splits.train))
     rates = probe_throughput([path for _, path, _ in chosen], options)
     names = [path.stem for _, path, _ in chosen]
     print(
-        f"final training of {', '.join(names)} on {options.dataset}: {options.epochs} "
-        f"epoch{'s' * (options.epochs != 1)} of "
-        f"{images:,} images, width x{options.width_mult}, stem stride {options.stem_stride}, "
+        f"final training of {', '.join(names)} on {data.dataset}: {epochs} "
+        f"epoch{'s' * (epochs != 1)} of "
+        f"{images:,} images, width x{data.width_mult}, stem stride {data.stem_stride}, "
         f"augmentation; probed {', '.join(f'{r:.0f}' for r in rates)} images/s: about "
         f"{duration(estimate(rates, images, len(splits.test), options))} on this machine",
         file=sys.stderr,
@@ -290,9 +296,9 @@ def train_final(
     final = run_dir / FINAL
     baseline = next((aid for aid, _, is_base in chosen if is_base), "")
     backend = get_backend()
-    with backend.session(run_dir / ".ray_home", options):
+    with backend.session(run_dir / RAY_HOME, options):
         trained, curves = backend.train(
-            final / "tune",
+            final / TUNE,
             [
                 Candidate(aid, path.read_text(), path.stem, final / path.stem)
                 for aid, path, _ in chosen
@@ -301,8 +307,7 @@ def train_final(
             stop_early=False,
             baseline=baseline,
         )
-    atomic_write_text(final / "trained.csv", trained.to_csv(index=False))
-    atomic_write_text(final / "curves.csv", curves.to_csv(index=False))
+    trained = write_tables(final, trained, curves)
     failed = 0
     for aid, path, _ in chosen:
         row = trained.set_index("arch_id").loc[aid]

@@ -6,7 +6,6 @@ This module imports torch (through the datasets); the search imports it only whe
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Mapping
 from datetime import datetime
@@ -22,7 +21,7 @@ from pipeline.ranking import training_pool
 from pipeline.settings import Settings, SettingsError
 from pipeline.storage import open_storage
 from results.report import build_report, closing_lines, model_name, one_row_per_arch, read_curves
-from results.run import CANDIDATES
+from results.run import CANDIDATES, REPORT, spec_files
 from runners.backend import run_training
 from runners.datasets import DATASETS, DataError, DataNotFound, load_dataset
 from runners.options import TrainingOptions
@@ -53,7 +52,7 @@ def training_options(given: Mapping[str, Any], spaces: list[str]) -> dict[str, A
         baseline = "none"
     options = {**given, "baseline": "" if baseline == "none" else baseline}
     options["train_subset"] = options.get("train_subset") or None  # 0: the whole train split
-    return dataclasses.asdict(TrainingOptions(**options))
+    return TrainingOptions.from_dict(options).to_dict()
 
 
 def record_in_optuna(
@@ -154,21 +153,22 @@ def _plain(value: Any) -> Any:
 def train_top(settings: Settings, run_dir: Path, table: pd.DataFrame) -> int:
     """Train the top candidates through Ray Tune and join their results to candidates.csv; returns
     the exit status: 1 when every trained candidate failed (the last line says why)."""
-    options = TrainingOptions(**settings.training)
+    options = TrainingOptions.from_dict(settings.training)
+    recipe, data = options.recipe, options.data
     top = training_pool(table, options.top)
-    specs = {p.stem.rsplit("-", 1)[1]: p for p in (run_dir / "specs").glob("*.json")}
+    specs = spec_files(run_dir)
     candidates = [(aid, specs[aid]) for aid in top["arch_id"]]
     baseline = table[(table["reference"] == options.baseline) & (table["reference"] != "")]
     if len(baseline):  # first: it trains every epoch, so it starts at once beside the pool
         candidates.insert(0, (baseline["arch_id"].iloc[0], specs[baseline["arch_id"].iloc[0]]))
     print(
         f"training a pool of {len(top)} candidates (the best of each space in turn, by "
-        f"{settings.scorer}; one epoch each, then the best third of them on to {options.epochs})"
+        f"{settings.scorer}; one epoch each, then the best third of them on to {recipe.epochs})"
         + (f" and {options.baseline} (the baseline, every epoch)" if len(baseline) else "")
-        + f" on {options.dataset} "
-        f"({options.epochs} epochs, width x{options.width_mult}, stem stride "
-        f"{options.stem_stride}, {'with' if options.augment else 'no'} augmentation, "
-        f"{options.train_subset or 'all'} training images per epoch)",
+        + f" on {data.dataset} "
+        f"({recipe.epochs} epochs, width x{data.width_mult}, stem stride "
+        f"{data.stem_stride}, {'with' if recipe.augment else 'no'} augmentation, "
+        f"{recipe.train_subset or 'all'} training images per epoch)",
         file=sys.stderr,
     )
     rows = one_row_per_arch(table).set_index("arch_id")
@@ -191,7 +191,7 @@ def train_top(settings: Settings, run_dir: Path, table: pd.DataFrame) -> int:
         print(
             f"nas.search: error: every trained candidate failed ({len(ours)} of {len(ours)}; the "
             f"first: {printable(str(ours['error'].iloc[0]))}); the ranking is in "
-            f"{run_dir / 'report.md'}; fix the cause and continue with --resume {run_dir}",
+            f"{run_dir / REPORT}; fix the cause and continue with --resume {run_dir}",
             file=sys.stderr,
         )
         return 1

@@ -13,7 +13,7 @@ from nas.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_
 from pipeline.loop import Search
 from pipeline.ranking import rank_candidates, spec_of, training_pool
 from results.report import build_report
-from results.run import CANDIDATES, DRAWS
+from results.run import CANDIDATES, DRAWS, SPECS, spec_file_name
 
 
 def write_results(search: Search, run_dir: Path) -> pd.DataFrame:
@@ -30,17 +30,17 @@ def write_results(search: Search, run_dir: Path) -> pd.DataFrame:
         atomic_write_bytes(run_dir / "candidates.parquet", buffer.getvalue())
     except ImportError:
         pass  # pyarrow is optional
-    specs = run_dir / "specs"
+    specs = run_dir / SPECS
     specs.mkdir(exist_ok=True)
     top = table[table["reference"] == ""].head(settings.top)
     pool = training_pool(table, settings.train_top)
     for _, row in pd.concat([top, pool]).drop_duplicates("arch_id").iterrows():
         spec = spec_of(row, search.spaces, settings)
-        spec = spec.replace(name=f"rank{row['rank']:03d}-{row['arch_id']}")
+        spec = spec.replace(name=spec_file_name(row["rank"], row["arch_id"]))
         atomic_write_text(specs / f"{spec.name}.json", spec.to_json() + "\n")
     for _, row in table[table["reference"] != ""].iterrows():  # the reference models too
         spec = spec_of(row, search.spaces, settings)
-        spec = spec.replace(name=f"ref-{row['reference']}-{row['arch_id']}")
+        spec = spec.replace(name=spec_file_name(None, row["arch_id"], row["reference"]))
         atomic_write_text(specs / f"{spec.name}.json", spec.to_json() + "\n")
     build_report(run_dir)
     return table

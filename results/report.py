@@ -36,8 +36,14 @@ from nas.core.scorers import CAPACITY_SCORER, PAPER_SCORER, get_scorer, ranking_
 from nas.core.spec import ArchSpec
 from results.run import (
     CANDIDATES,
+    CURVE_COLUMNS,
+    CURVES,
     DRAWS,
     FINAL,
+    PLOTS,
+    REPORT,
+    SPECS,
+    TRAINED,
     RunFileError,
     RunRefused,
     is_run_dir,
@@ -56,8 +62,8 @@ _NEEDED = {
         ("rank", "arch_id", "space", "reference", "in_band", "flops", "storage_mbit", "width"),
         ("rank", "flops", "storage_mbit", "width", "depth", *METRICS),
     ),
-    "trained.csv": (("arch_id", "status", "epoch", "top1"), ("epoch", "top1")),
-    "curves.csv": (("arch_id", "epoch", "top1"), ("epoch", "top1")),
+    TRAINED: (("arch_id", "status", "epoch", "top1"), ("epoch", "top1")),
+    CURVES: (("arch_id", "epoch", "top1"), ("epoch", "top1")),
 }
 
 
@@ -311,7 +317,7 @@ def make_plots(
     :func:`trained_models`)."""
     matplotlib.use("Agg")
 
-    plots = run_dir / "plots"
+    plots = run_dir / PLOTS
     made: dict[str, str] = {}
     names: dict[str, str] = {}  # the trained candidates the key plots mark
     if trained is not None:
@@ -324,9 +330,9 @@ def make_plots(
         made[name] = f"plots/{name}.png"
 
     # the best model's first stage: the best trained candidate, else the top-ranked one
-    top = sorted((run_dir / "specs").glob("rank*.json"))
+    top = sorted((run_dir / SPECS).glob("rank*.json"))
     best = best_model_dir(run_dir)
-    drawn = [("best_stage1", run_dir / "specs" / f"{best.name}.json")] if best else []
+    drawn = [("best_stage1", run_dir / SPECS / f"{best.name}.json")] if best else []
     if top and (not drawn or drawn[0][1] != top[0]):
         drawn.append(("top_ranked_stage1" if drawn else "best_stage1", top[0]))
     for name, path in drawn:
@@ -400,15 +406,15 @@ def one_row_per_arch(table: pd.DataFrame) -> pd.DataFrame:
 
 def read_curves(run_dir: Path) -> pd.DataFrame:
     """``curves.csv`` (one row per trained model and epoch), empty when training wrote none."""
-    path = run_dir / "curves.csv"
+    path = run_dir / CURVES
     if path.is_file() and path.stat().st_size > 1:
-        return read_table(run_dir, "curves.csv")
-    return pd.DataFrame(columns=["arch_id", "epoch", "top1"])
+        return read_table(run_dir, CURVES)
+    return pd.DataFrame(columns=list(CURVE_COLUMNS))
 
 
 def trained_models(run_dir: Path, table: pd.DataFrame) -> pd.DataFrame:
     """``trained.csv`` with each model's name, rank, space, reference and path metrics."""
-    trained = read_table(run_dir, "trained.csv")
+    trained = read_table(run_dir, TRAINED)
     joined = trained.merge(
         one_row_per_arch(table)[["arch_id", "rank", "space", "reference", *METRICS]],
         on="arch_id",
@@ -487,7 +493,7 @@ def training_section(run_dir: Path, joined: pd.DataFrame) -> tuple[list[str], di
         ax.set_title("learning curves of the trained candidates")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        atomic_savefig(fig, run_dir / "plots" / "learning_curves.png", dpi=DPI)
+        atomic_savefig(fig, run_dir / PLOTS / "learning_curves.png", dpi=DPI)
         plt.close(fig)
         plots["learning_curves"] = "plots/learning_curves.png"
     # the N values (L values are small integers, see the table); a constant one is left out
@@ -503,7 +509,7 @@ def training_section(run_dir: Path, joined: pd.DataFrame) -> tuple[list[str], di
         axes[0][0].set_ylabel(f"test top-1 at epoch {common}")
         fig.suptitle("trained accuracy against the gradient-path metrics")
         fig.tight_layout()
-        atomic_savefig(fig, run_dir / "plots" / "accuracy_vs_metrics.png", dpi=DPI)
+        atomic_savefig(fig, run_dir / PLOTS / "accuracy_vs_metrics.png", dpi=DPI)
         plt.close(fig)
         plots["accuracy_vs_metrics"] = "plots/accuracy_vs_metrics.png"
     note = (
@@ -603,7 +609,7 @@ def final_section(run_dir: Path) -> tuple[list[str], dict]:
     ax.set_title("final training (baseline dashed)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    atomic_savefig(fig, run_dir / "plots" / "final_curves.png", dpi=DPI)
+    atomic_savefig(fig, run_dir / PLOTS / "final_curves.png", dpi=DPI)
     plt.close(fig)
     return lines, {"final_curves": "plots/final_curves.png"}
 
@@ -643,7 +649,7 @@ def build_report(run_dir: Path) -> Path:
     table["reference"] = table["reference"].fillna("")
     # every input read (and checked) before anything is written
     draws = read_draws(run_dir) if (run_dir / DRAWS).is_file() else None
-    trained = trained_models(run_dir, table) if (run_dir / "trained.csv").is_file() else None
+    trained = trained_models(run_dir, table) if (run_dir / TRAINED).is_file() else None
     if trained is not None:
         read_curves(run_dir)
     plots = make_plots(run_dir, settings, table, trained)
@@ -721,7 +727,7 @@ def build_report(run_dir: Path) -> Path:
     md += ["## Plots", ""]
     md += [f"![{name}]({path})" for name, path in plots.items()]
     text = "\n".join(md) + "\n"
-    atomic_write_text(run_dir / "report.md", text)
+    atomic_write_text(run_dir / REPORT, text)
     html = (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>Search report {escape(settings['study_name'])}</title>"
@@ -730,8 +736,8 @@ def build_report(run_dir: Path) -> Path:
         "img{max-width:100%}</style></head><body>"
         f"{MARKDOWN.render(text)}</body></html>"
     )
-    atomic_write_text(run_dir / "report.html", html)
-    return run_dir / "report.md"
+    atomic_write_text((run_dir / REPORT).with_suffix(".html"), html)
+    return run_dir / REPORT
 
 
 def closing_lines(run_dir: Path) -> list[str]:
@@ -754,7 +760,7 @@ def closing_lines(run_dir: Path) -> list[str]:
         top1 = "" if pd.isna(r.top1) or r.status == "failed" else f"{100 * r.top1:6.2f}%  "
         role = " (the baseline)" if r.reference and r.reference == baseline else ""
         lines.append(f"  {r.model:<{width}}  {top1}{status}{role}")
-    lines.append(f"report: {run_dir / 'report.md'} (and report.html)")
+    lines.append(f"report: {run_dir / REPORT} (and report.html)")
     best = best_model_dir(run_dir)
     if best is not None:
         lines.append(

@@ -34,12 +34,42 @@ DRAWS = "draws.json"  # where the draws of a search went (pipeline.loop.Counts)
 RUNS_ROOT = Path("results") / "runs"
 STUDY_DB = "study.db"
 LOCK = ".lock"
+TRAINED = "trained.csv"  # one row per trained model: TRAINED_COLUMNS
+CURVES = "curves.csv"  # one row per trained model and epoch: CURVE_COLUMNS
+REPORT = "report.md"  # and report.html, rendered from it
 
 
 # The directories a run (or a study) holds; each must be a real directory inside it, never a
 # symbolic link, so that nothing the run writes lands outside it.
+SPECS = "specs"  # the specs of the top candidates, the training pool and the reference models
+PLOTS = "plots"
+TUNE = "tune"  # the training backend's experiment
+RAY_HOME = ".ray_home"  # the HOME of the run's Ray session (its token)
 FINAL = "final"  # the final recipe's models and Tune experiment (python -m nas.final)
-RUN_SUBDIRS = ("specs", "plots", "tune", MODELS, FINAL, ".ray_home", ".work")
+RUN_SUBDIRS = (SPECS, PLOTS, TUNE, MODELS, FINAL, RAY_HOME, ".work")
+
+
+# What a model reports after each epoch of training
+EPOCH_METRICS = ("epoch", "top1", "top5", "test_loss", "train_loss")
+# trained.csv, as a training backend returns it (runners.backend): a model's status (trained,
+# stopped by successive halving, failed, not started) and why it failed, its last epoch's
+# metrics, its training speed and the node it ran on, its training time and when it trained
+TRAINED_COLUMNS = (
+    "arch_id", "status", "error", *EPOCH_METRICS, "images_per_s", "node", "train_seconds",
+    "started", "ended",
+)  # fmt: skip
+CURVE_COLUMNS = ("arch_id", *EPOCH_METRICS)  # curves.csv
+
+
+def spec_file_name(rank: int | None, arch_id: str, reference: str = "") -> str:
+    """The name of a spec file in :data:`SPECS` (without ``.json``): ``rank004-<arch id>`` for
+    a candidate, ``ref-<model>-<arch id>`` for a reference model."""
+    return f"ref-{reference}-{arch_id}" if reference else f"rank{rank:03d}-{arch_id}"
+
+
+def spec_files(run_dir: Path) -> dict[str, Path]:
+    """The spec files of a run, by arch id (the part of the name after the last ``-``)."""
+    return {p.stem.rsplit("-", 1)[-1]: p for p in (run_dir / SPECS).glob("*.json")}
 
 
 class RunRefused(Exception):

@@ -4,8 +4,9 @@ backend, and where the backends are found.
 A backend trains :class:`Candidate` networks with :class:`runners.options.TrainingOptions` and
 returns what they did: one row per candidate (``arch_id``, ``status`` -- trained, stopped by
 successive halving, failed or not started --, ``epoch``, ``top1``, ``top5``, the losses, images
-per second, ``started``/``ended``) and their learning curves (one row per candidate and epoch). With
-``stop_early`` it runs synchronous successive halving over the candidates
+per second, ``started``/``ended``: :data:`results.run.TRAINED_COLUMNS`) and their learning
+curves (one row per candidate and epoch: :data:`results.run.CURVE_COLUMNS`). With ``stop_early``
+it runs synchronous successive halving over the candidates
 (:func:`runners.halving.promoted`), the ``baseline`` exempt; it keeps its own state under a
 storage folder, so that a killed run restores its finished trials. ``session`` holds the compute
 (a local Ray, a cluster) for the duration of a block.
@@ -27,6 +28,7 @@ import pandas as pd
 
 from nas.core.atomic import atomic_write_text
 from nas.core.model_dir import MODELS
+from results.run import CURVE_COLUMNS, CURVES, RAY_HOME, TRAINED, TRAINED_COLUMNS, TUNE
 from runners.options import TrainingOptions
 
 # A backend's name -> "module:Class", imported when the backend is first used (Ray loads
@@ -89,9 +91,9 @@ def run_training(
     the arch id that successive halving never stops; ``names``: what each is called (by arch
     id; default ``candidate-<arch id>``)."""
     backend = backend or get_backend()
-    with backend.session(run_dir / ".ray_home", options):
+    with backend.session(run_dir / RAY_HOME, options):
         trained, curves = backend.train(
-            run_dir / "tune",
+            run_dir / TUNE,
             [
                 Candidate(
                     aid,
@@ -104,6 +106,17 @@ def run_training(
             options,
             baseline=baseline,
         )
-    atomic_write_text(run_dir / "trained.csv", trained.to_csv(index=False))
-    atomic_write_text(run_dir / "curves.csv", curves.to_csv(index=False))
+    return write_tables(run_dir, trained, curves)
+
+
+def write_tables(folder: Path, trained: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """``trained.csv`` and ``curves.csv`` in ``folder``, their columns those of the run
+    directory's schema (:data:`results.run.TRAINED_COLUMNS`, then any a backend adds; a column
+    a backend left out is empty); returns the trained table as written."""
+    extra = [c for c in trained.columns if c not in TRAINED_COLUMNS]
+    trained = trained.reindex(columns=[*TRAINED_COLUMNS, *extra])
+    atomic_write_text(folder / TRAINED, trained.to_csv(index=False))
+    atomic_write_text(
+        folder / CURVES, curves.reindex(columns=list(CURVE_COLUMNS)).to_csv(index=False)
+    )
     return trained

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from results.run import RAY_HOME
 from runners.ray_local import dashboard_port_free
 
 JOB = [
@@ -182,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         token_file = home / ".ray" / "auth_token"
     else:
         command += ["-m", "nas.search", *job, "--dashboard-port", str(args.dashboard_port)]
-        token_file = run_dir / ".ray_home" / ".ray" / "auth_token"
+        token_file = run_dir / RAY_HOME / ".ray" / "auth_token"
     print("running:", " ".join(command), flush=True)
     process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     version, bound = None, set()

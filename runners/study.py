@@ -59,11 +59,11 @@ from nas.core.scorers import PAPER_SCORER, get_scorer, list_scorers, measure
 from nas.core.spec import ArchSpec
 from nas.nn.model import build_model
 from nas.nn.proxies import zero_cost_proxies
-from results.run import RunRefused, lock_run_dir
+from results.run import RAY_HOME, RunRefused, lock_run_dir
 from results.trained_benchmark import STUDY_DIR
 from runners.backend import Candidate
 from runners.datasets import DataError, DataNotFound, augment, load_dataset
-from runners.options import TrainingOptions
+from runners.options import Resources, TrainingOptions
 from runners.tune import EXTRA_PREFIX, RayTune, train_candidate
 from search_spaces import get_space
 
@@ -224,7 +224,7 @@ def train_with_proxies(config: dict[str, Any]) -> None:
     :func:`runners.tune.train_candidate`. The proxies run in the trial, beside the other trials,
     and a restored trial computes them again (they are deterministic)."""
     train_candidate(
-        config, probe=lambda spec, splits, options: proxy_metrics(spec, splits, options.seed)
+        config, probe=lambda spec, splits, options: proxy_metrics(spec, splits, options.recipe.seed)
     )
 
 
@@ -365,19 +365,23 @@ def run_jobs(
     name_of = dict(zip(archs["arch_id"], archs["name"], strict=True))
     failed = 0
     backends = {"short": RayTune(train_with_proxies), "other": RayTune()}
-    where = TrainingOptions(ray_address=ray_address, dashboard_port=dashboard_port)
-    with backends["other"].session(folder / WORK / ".ray_home", where):
+    where = TrainingOptions(
+        resources=Resources(ray_address=ray_address, dashboard_port=dashboard_port)
+    )
+    with backends["other"].session(folder / WORK / RAY_HOME, where):
         for chunk in _batches(jobs, batch):
             recipe, seed = chunk[0]["recipe"], chunk[0]["seed"]
-            options = TrainingOptions(
-                **settings.recipes[recipe],
-                dataset=settings.dataset,
-                data_dir=data_dir,
-                seed=seed,
-                cpus_per_trial=cpus_per_trial,
-                gpus_per_trial=gpus_per_trial,
-                max_failures=1,
-                baseline="",
+            options = TrainingOptions.from_dict(
+                {
+                    **settings.recipes[recipe],
+                    "dataset": settings.dataset,
+                    "data_dir": data_dir,
+                    "seed": seed,
+                    "cpus_per_trial": cpus_per_trial,
+                    "gpus_per_trial": gpus_per_trial,
+                    "max_failures": 1,
+                    "baseline": "",
+                }
             )
             names = ", ".join(f"{j['job']} ({name_of[j['arch_id']]})" for j in chunk)
             print(f"training {names}", flush=True)

@@ -37,8 +37,8 @@ import torch
 
 from nas.core.spec import ArchSpec
 from runners.datasets import load_dataset
-from runners.options import FINAL_RECIPE
-from runners.train import TrainConfig, proxy_spec, train
+from runners.options import FINAL_RECIPE, TrainConfig
+from runners.train import proxy_spec, train
 
 STUDY_DIR = Path(__file__).parent.parent / "results" / "study"
 FINAL_MODELS = ("winner-s0", "bireal_resnet18", "igp_resnet37")  # --part final

@@ -34,24 +34,7 @@ from nas.core.atomic import atomic_write_bytes
 from nas.core.spec import ArchSpec, Stage
 from nas.nn.model import build_model
 from runners.datasets import Splits, augment
-from runners.options import PRECISIONS
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 2e-3
-    optimizer: str = "adam"  # or "sgd"
-    schedule: str = "cosine"  # or "linear"
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    precision: str = "auto"  # one of runners.options.PRECISIONS
-    seed: int = 0
-    train_subset: int | None = None
-    eval_subset: int | None = None
-    augment: bool = True  # random crop with padding, and flips where the dataset allows them
-    device: str = "auto"
+from runners.options import PRECISIONS, TrainConfig
 
 
 @dataclass(frozen=True)

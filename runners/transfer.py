@@ -34,7 +34,7 @@ from nas.core.atomic import atomic_write_json, atomic_write_text
 from nas.core.graph import lower, ops_arch_id
 from nas.core.model_dir import best_model_dir
 from nas.core.spec import ArchSpec
-from results.run import CANDIDATES, SETTINGS, RunRefused, lock_run_dir
+from results.run import CANDIDATES, SETTINGS, SPECS, RunRefused, lock_run_dir
 from results.trained_benchmark import STUDY_DIR
 from results.transfer import LONG, PART, PROXY, WINNER, ZOO_MODELS
 from runners.study import ARCHS, STUDY, _job, arch_metrics, spanning
@@ -67,7 +67,7 @@ def winner_row(run_dir: Path) -> dict[str, Any]:
     best = best_model_dir(run_dir)
     if best is None:
         raise cli.UsageError(f"{run_dir} holds no fully trained candidate: let its run finish")
-    spec = ArchSpec.load(run_dir / "specs" / f"{best.name}.json")
+    spec = ArchSpec.load(run_dir / SPECS / f"{best.name}.json")
     arch_id = ops_arch_id(lower(spec))
     found = pd.read_csv(run_dir / CANDIDATES, dtype={"arch_id": str})
     candidate = found[found["arch_id"] == arch_id].iloc[0]

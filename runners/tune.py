@@ -41,11 +41,12 @@ from nas.cli import duration
 from nas.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from nas.core.model_dir import METRICS, SPEC, WEIGHTS
 from nas.core.spec import ArchSpec
+from results.run import EPOCH_METRICS
 from runners.backend import Candidate
 from runners.datasets import load_dataset
 from runners.options import TrainingOptions
 from runners.ray_local import ray_session, token_file
-from runners.train import TrainConfig, proxy_spec, train
+from runners.train import proxy_spec, train
 
 EXTRA_PREFIX = "probe_"  # reported metrics that a wrapping trainable adds (kept in the rows)
 
@@ -62,27 +63,17 @@ def train_candidate(
     from ray import tune  # noqa: PLC0415
 
     config = config["candidate"]
-    options = TrainingOptions(**config["options"])
-    splits = load_dataset(options.dataset, options.data_dir)
+    options = TrainingOptions.from_dict(config["options"])
+    splits = load_dataset(options.data.dataset, options.data.data_dir)
     spec = proxy_spec(
         ArchSpec.from_json(config["spec"]),
         splits,
-        options.width_mult,
-        stem_stride=options.stem_stride,
-    ).replace(padding=options.padding)
+        options.data.width_mult,
+        stem_stride=options.data.stem_stride,
+    ).replace(padding=options.data.padding)
     extra = {
         EXTRA_PREFIX + k: v for k, v in (probe(spec, splits, options) if probe else {}).items()
     }
-    train_config = TrainConfig(
-        epochs=options.epochs,
-        batch_size=options.batch_size,
-        lr=options.lr,
-        precision=options.precision,
-        seed=options.seed,
-        train_subset=options.train_subset,
-        eval_subset=options.eval_subset,
-        augment=options.augment,
-    )
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / SPEC).write_text(spec.to_json())  # the network as trained, beside it
         state = Path(folder) / "state.pt"
@@ -102,20 +93,21 @@ def train_candidate(
                 checkpoint=tune.Checkpoint.from_directory(folder),
             )
 
-        train(spec, splits, train_config, on_epoch=report, checkpoint=state)
+        train(spec, splits, options.recipe, on_epoch=report, checkpoint=state)
 
 
 class RayTune:
     """The Ray Tune backend (:class:`runners.backend.TrainingBackend`): a local Ray on loopback
-    (:mod:`runners.ray_local`), or the cluster at ``options.ray_address``. ``trainable``: what
-    each trial runs (default :func:`train_candidate`; the study's adds its proxies)."""
+    (:mod:`runners.ray_local`), or the cluster at the options' ``ray_address``. ``trainable``:
+    what each trial runs (default :func:`train_candidate`; the study's adds its proxies)."""
 
     def __init__(self, trainable: Callable[[dict[str, Any]], None] = train_candidate):
         self.trainable = trainable
 
     @contextlib.contextmanager
     def session(self, home: Path, options: TrainingOptions) -> Iterator[str | None]:
-        with ray_session(home, options.ray_address, dashboard_port=options.dashboard_port) as url:
+        where = options.resources
+        with ray_session(home, where.ray_address, dashboard_port=where.dashboard_port) as url:
             if url:
                 print(
                     f"Ray dashboard: {url} (127.0.0.1 only); its access token is in "
@@ -178,11 +170,11 @@ def tune_candidates(
             last_epoch[name] = result["epoch"]
             left = ""
             if not stop_early:
-                remaining = len(candidates) * options.epochs - sum(last_epoch.values())
+                remaining = len(candidates) * options.recipe.epochs - sum(last_epoch.values())
                 pace = (time.monotonic() - started) / sum(epochs_done.values())
                 left = f"; {duration(remaining * pace)} left" if remaining else ""
             print(
-                f"  {name} epoch {result['epoch']}/{options.epochs}: "
+                f"  {name} epoch {result['epoch']}/{options.recipe.epochs}: "
                 f"test top-1 {result['top1']:.4f}, loss {result['test_loss']:.3f}, "
                 f"{result['images_per_s']:.0f} images/s{left}",
                 flush=True,
@@ -198,10 +190,11 @@ def tune_candidates(
             return self.trial_name
 
     resources = tune.with_resources(
-        NamedTrainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+        NamedTrainable,
+        {"cpu": options.resources.cpus_per_trial, "gpu": options.resources.gpus_per_trial},
     )
     space = [
-        {"arch_id": c.arch_id, "spec": c.spec, "options": dataclasses.asdict(options)}
+        {"arch_id": c.arch_id, "spec": c.spec, "options": options.to_dict()}
         | ({"baseline": True} if c.arch_id == baseline else {})
         for c in candidates
     ]
@@ -214,7 +207,7 @@ def tune_candidates(
         tuner = tune.Tuner.restore(str(path), trainable=resources, resume_errored=True)
     else:
         scheduler = (
-            PromoteCandidates(max_t=options.epochs, rung=1, reduction_factor=3)
+            PromoteCandidates(max_t=options.recipe.epochs, rung=1, reduction_factor=3)
             if stop_early
             else FIFOScheduler()
         )
@@ -236,7 +229,7 @@ def tune_candidates(
                 # the results Tune reads back, and no TensorBoard files (nor the hint to open them
                 # in a tool the project does not install): see _no_tensorboard
                 callbacks=[Progress(), CSVLoggerCallback(), JsonLoggerCallback()],
-                failure_config=tune.FailureConfig(max_failures=options.max_failures),
+                failure_config=tune.FailureConfig(max_failures=options.resources.max_failures),
             ),
         )
     with _stop_on_signal(), _no_tensorboard():
@@ -257,14 +250,14 @@ def tune_candidates(
             if result.error
             else (
                 "trained"
-                if epochs_done >= options.epochs
+                if epochs_done >= options.recipe.epochs
                 else "stopped"
                 if epochs_done
                 else "not started"
             ),
             "error": _reason(result.error),
         }
-        for key in ("epoch", "top1", "top5", "test_loss", "train_loss", "images_per_s", "node"):
+        for key in (*EPOCH_METRICS, "images_per_s", "node"):
             row[key] = metrics.get(key)
         row |= {k: v for k, v in metrics.items() if k.startswith(EXTRA_PREFIX)}
         row["train_seconds"] = (
@@ -285,7 +278,7 @@ def tune_candidates(
                 curves.append(
                     {
                         "arch_id": config["arch_id"],
-                        **{k: h[k] for k in ("epoch", "top1", "top5", "test_loss", "train_loss")},
+                        **{k: h[k] for k in EPOCH_METRICS},
                     }
                 )
     done = {row["arch_id"] for row in rows}

@@ -38,7 +38,8 @@ def probe(precision: str, images: int) -> dict[str, Any]:
 
     from nas.core.zoo import bireal_resnet18  # noqa: PLC0415
     from runners.datasets import load_dataset  # noqa: PLC0415
-    from runners.train import TrainConfig, proxy_spec, train  # noqa: PLC0415
+    from runners.options import TrainConfig  # noqa: PLC0415
+    from runners.train import proxy_spec, train  # noqa: PLC0415
 
     torch.set_num_threads(1)
     splits = load_dataset("fashion_mnist")

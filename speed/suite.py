@@ -243,7 +243,6 @@ def proxy_training(
 
     torch.set_num_threads(1)
     from runners.train import (  # noqa: PLC0415 - torch: after _pin()
-        TrainConfig,
         _subset,
         evaluate,
         make_model,
@@ -253,16 +252,12 @@ def proxy_training(
     )
 
     splits, data_name = _proxy_data()
-    options = TrainingOptions()
-    config = TrainConfig(
+    data = TrainingOptions().data
+    config = dataclasses.replace(
+        TrainingOptions().recipe,
         epochs=max(repeats + 1, 3),
-        batch_size=options.batch_size,
-        lr=options.lr,
-        precision=options.precision,
-        seed=options.seed,
         train_subset=images,
         eval_subset=eval_images,
-        augment=options.augment,
         device="cpu",
     )
     device = pick_device("cpu")
@@ -270,7 +265,7 @@ def proxy_training(
     rows = []
     for name in networks:
         base = deep_thin_spec() if name == "deep_thin" else model_spec(name)
-        spec = proxy_spec(base, splits, options.width_mult, stem_stride=options.stem_stride)
+        spec = proxy_spec(base, splits, data.width_mult, stem_stride=data.stem_stride)
         paths = {}
         for reference in (True, False):
             model, optimizer = make_model(spec, config, device, reference)
@@ -313,7 +308,10 @@ def proxy_training(
         )
         # an epoch of the main job's proxy (TrainingOptions.train_subset images trained, the test
         # split evaluated), from these rates
-        train_n, test_n = options.train_subset or len(splits.train), len(splits.test)
+        train_n, test_n = (
+            TrainingOptions().recipe.train_subset or len(splits.train),
+            len(splits.test),
+        )
         epoch = {
             label: train_n / row[f"{label}_images_per_s"]
             + test_n / row[f"{label}_eval_images_per_s"]

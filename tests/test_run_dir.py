@@ -1,7 +1,6 @@
 """A run directory protects itself: one process at a time, paths relative to it, no silent
 overwrite, ``--resume`` that refuses contradicting flags, a damaged study refused in one line."""
 
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -193,7 +192,7 @@ def test_a_run_keeps_the_weights_it_ranked_with(done, tmp_path):
     run's record differs from nas/core/ranking_choice.json), it refuses rather than rank half of its
     candidates with other weights."""
     settings = json.loads((done / "settings.json").read_text())
-    committed = json.loads((ROOT / "nas" / "ranking_choice.json").read_text())
+    committed = json.loads((ROOT / "nas" / "core" / "ranking_choice.json").read_text())
     assert settings["scorer"] == committed["default"] == "paths_capacity"
     assert settings["scorer_model"] == committed["models"][settings["scorer"]]
     run = tmp_path / "refitted"
@@ -272,7 +271,7 @@ def _edit_training(**fields):
     def edit(run: Path) -> None:
         data = json.loads((run / "settings.json").read_text())
         # the fixture's run trains nothing: the section a training run would hold
-        data["training"] = {**dataclasses.asdict(TrainingOptions()), **fields}
+        data["training"] = {**TrainingOptions().to_dict(), **fields}
         (run / "settings.json").write_text(json.dumps(data))
 
     return edit

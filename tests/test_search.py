@@ -491,7 +491,8 @@ def test_every_trained_candidate_failed_is_a_failed_run(tmp_path):
 
 @pytest.mark.slow
 def test_same_seed_same_training_on_one_machine_even_when_it_is_busy(tmp_path):
-    """The same small main job twice, the second beside two processes that keep both cores busy:
+    """The same small main job twice, the second beside two processes that keep both cores busy
+    (at a lower priority than Ray's workers):
     trained.csv is identical but for the timing columns (training bits reproduce on one machine;
     across CPUs they need not: README, 'What is reproducible')."""
     flags = ["--budget", "0.16GFLOPs", "--space", "resnet", "--trials", "12", "--seed", "5",
@@ -499,7 +500,10 @@ def test_same_seed_same_training_on_one_machine_even_when_it_is_busy(tmp_path):
              "--width-mult", "0.125", "--dashboard-port", "8278"]  # fmt: skip
     first = _search(*flags, "--out", str(tmp_path / "alone"), timeout=900)
     assert first.returncode == 0, first.stderr[-2000:]
-    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    # Ray runs its workers at niceness 15: busy loops at the default 0 would starve the trials
+    # some thirtyfold; at 19 they still take every cycle the trials leave
+    loop = "import os\nos.nice(19)\nwhile True: pass"
+    busy = [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(2)]
     try:
         second = _search(*flags, "--out", str(tmp_path / "busy"), timeout=900)
     finally:

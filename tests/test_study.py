@@ -113,7 +113,8 @@ def test_a_study_row_is_reproduced_from_scratch_and_a_kill_loses_nothing(tmp_pat
     project's own functions compute from its spec and recipe."""
     from nas.core.candidates import score
     from runners.datasets import load_dataset
-    from runners.train import TrainConfig, proxy_spec, train
+    from runners.options import TrainConfig
+    from runners.train import proxy_spec, train
     from search_spaces import get_space
 
     out = tmp_path / "study"

@@ -9,8 +9,8 @@ from torch.utils.data import TensorDataset
 from nas import model_spec, spec_cost
 from runners import train as train_module
 from runners.datasets import Splits
-from runners.options import TrainingOptions
-from runners.train import TrainConfig, proxy_spec, train
+from runners.options import TrainConfig
+from runners.train import proxy_spec, train
 
 
 def _toy(n: int = 256, seed: int = 0) -> Splits:
@@ -74,7 +74,7 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch, flag
         dataclasses.replace(h, **timing) for h in chosen
     ]
     with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp32"):
-        TrainingOptions(precision="fp16")
+        TrainConfig(precision="fp16")
 
 
 @pytest.mark.slow

@@ -46,10 +46,10 @@ FAULTS = textwrap.dedent(
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = run_dir / "bireal.json"
     spec.write_text(model_spec("bireal_resnet18").to_json())
-    options = TrainingOptions(
+    options = TrainingOptions.from_dict(dict(
         epochs=1, width_mult=0.125, train_subset=256, eval_subset=256, max_failures=0,
         dashboard_port=int(sys.argv[2]),
-    )
+    ))
     candidates = [(a, spec) for a in ("raises", "makes-nan", "fine")]
     run_training(run_dir, candidates, options, backend=RayTune(faulty))
     """
@@ -114,7 +114,7 @@ PROMOTION = textwrap.dedent(
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = run_dir / "spec.json"
     spec.write_text("{}")
-    options = TrainingOptions(epochs=3, dashboard_port=port, max_failures=0)
+    options = TrainingOptions.from_dict(dict(epochs=3, dashboard_port=port, max_failures=0))
     candidates = [(a, spec) for a in ACCURACY]
     run_training(run_dir, candidates, options, baseline=baseline, backend=RayTune(fixed))
     """

@@ -1,11 +1,12 @@
-"""A search's run directory: a new run claims one (:func:`new_run`), a killed or finished run is
-continued in its own (:func:`resume_run`).
+"""Starting a search: a new run claims its directory (:func:`new_run`), a killed or finished run
+is continued in its own (:func:`resume_run`). The run directory itself -- its layout, its lock,
+its safety checks and the validation of its files -- is :mod:`results.run`.
 
-A run directory protects itself: one process at a time works on it (an exclusive lock held for
-the whole run, training and report included), ``--out`` never writes into a directory that holds
-something else, ``--resume`` refuses flags that contradict the run's settings (``--trials`` may
-grow, to extend a run), and the study is found relative to the directory, so a moved or copied
-run resumes into its own database. The layout is :mod:`results.run`'s.
+A new run checks that candidates exist in the band, claims the directory (``--out`` never writes
+into a directory that holds something else), creates the study and writes settings.json, and
+holds the run's lock for the whole run, training and report included; ``--resume`` refuses
+flags that contradict the run's settings (``--trials`` may grow, to extend a run), and the study
+is found relative to the directory, so a moved or copied run resumes into its own database.
 
 It takes :class:`Settings` (and, to resume, the flags given), never the command line, and says
 what is wrong with :class:`SettingsError`.
@@ -135,7 +136,7 @@ def resume_run(run_dir: Path, given: Mapping[str, Any]) -> tuple[Settings, Path,
         settings = Settings(**{k: v for k, v in stored.items() if k in fields})
         if settings.training:
             try:
-                TrainingOptions(**settings.training)
+                TrainingOptions.from_dict(settings.training)
             except (TypeError, ValueError) as e:
                 raise RunFileError(
                     f"{run_dir / SETTINGS}: training {e}; restore it from a copy"
