@@ -43,11 +43,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from nas.nn.kernels import Packed, PackedWeights, reference_conv2d, unpack
-from nas.nn.kernels._layout import unpack_weights
+from nas.nn.kernels import Packed, PackedWeights, reference_conv2d, unpack, unpack_weights
 from nas.nn.kernels.triton_conv import (
     EXACTNESS_CASES,
     NEEDS_TRITON,
+    interpreted,
+    launch_configs,
     mismatches,
     random_case,
     signs_of,
@@ -80,11 +81,9 @@ def _in_workers(fn, tasks: list, workers: int) -> list:
 def check_case(task: tuple[int, tuple, str]) -> dict:
     """One of the tests' exactness cases on the GPU, with one form of input and each launch
     config (a worker's task: ``(seed, case, input)``)."""
-    from nas.nn.kernels._triton_kernel import CONFIGS  # noqa: PLC0415 - optional: triton
-
     seed, case, name = task
     args = random_case(*case, seed=seed, device="cuda")
-    bad = {_config(c): mismatches(*args, config=c, signs=INPUTS[name])[0] for c in CONFIGS}
+    bad = {_config(c): mismatches(*args, config=c, signs=INPUTS[name])[0] for c in launch_configs()}
     return {"case": list(case), "input": name, "mismatches": sum(bad.values()), "configs": bad}
 
 
@@ -92,14 +91,12 @@ def compile_layer(task: tuple[int, int, int, int, str]) -> None:
     """Run every launch config once on one layer, with and without the epilogue, so that Triton
     compiles them into its disk cache (a worker's task: ``(batch, size, channels, seed, input)``,
     the arguments :func:`bench_layer` uses)."""
-    from nas.nn.kernels._triton_kernel import CONFIGS  # noqa: PLC0415 - optional: triton
-
     batch, size, channels, seed, name = task
     x, w, stride, scale, shift, residual = random_case(
         batch, channels, size, size, channels, 3, 1, seed=seed, device="cuda"
     )
     x_in = signs_of(x) if INPUTS[name] else x
-    for c in CONFIGS:
+    for c in launch_configs():
         triton_binary_conv2d(x_in, w, stride, config=c)
         triton_binary_conv2d(x_in, w, stride, scale, shift, residual, config=c)
     torch.cuda.synchronize()
@@ -119,7 +116,7 @@ def _flushed_ms(fn) -> float:
     return do_bench(fn, return_mode="median")
 
 
-def bench_layer(batch: int, size: int, channels: int, seed: int, kernels) -> list[dict]:
+def bench_layer(batch: int, size: int, channels: int, seed: int, configs: list) -> list[dict]:
     """Check and time one layer with each launch config and input; one row per input."""
     x, w, stride, scale, shift, residual = random_case(
         batch, channels, size, size, channels, 3, 1, seed=seed, device="cuda"
@@ -138,13 +135,13 @@ def bench_layer(batch: int, size: int, channels: int, seed: int, kernels) -> lis
     for name, as_signs in INPUTS.items():
         x_in = signs_of(x) if as_signs else x
         sweep = {}
-        for c in kernels.CONFIGS:
+        for c in configs:
             out = triton_binary_conv2d(x_in, w, stride, config=c)  # compiles this config
             bad = int((out.cpu() != expected_dot).sum())
             ms = _graph_ms(lambda c=c, x_in=x_in: triton_binary_conv2d(x_in, w, stride, config=c))
             sweep[_config(c)] = {"ms": round(ms, 5), "mismatches": bad}
-        exact = [c for c in kernels.CONFIGS if not sweep[_config(c)]["mismatches"]]
-        best = min(exact or kernels.CONFIGS, key=lambda c: sweep[_config(c)]["ms"])
+        exact = [c for c in configs if not sweep[_config(c)]["mismatches"]]
+        best = min(exact or configs, key=lambda c: sweep[_config(c)]["ms"])
         triton_ms = sweep[_config(best)]["ms"]
         flushed_ms = _flushed_ms(
             lambda c=best, x_in=x_in: triton_binary_conv2d(x_in, w, stride, config=c)
@@ -219,11 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import triton  # noqa: PLC0415 - optional: triton
 
-        from nas.nn.kernels import _triton_kernel as kernels  # noqa: PLC0415 - optional: triton
+        configs = launch_configs()
     except ImportError:
         print(NEEDS_TRITON, file=sys.stderr)
         return 2
-    if kernels.INTERPRET:
+    if interpreted():
         print("bench_gpu times the compiled kernel: unset TRITON_INTERPRET", file=sys.stderr)
         return 2
     torch.backends.cudnn.benchmark = True
@@ -258,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# checked the cases and compiled in {time.perf_counter() - start:.0f} s", file=sys.stderr
     )
     for batch, size, channels, seed in layers:
-        for row in bench_layer(batch, size, channels, seed, kernels):
+        for row in bench_layer(batch, size, channels, seed, configs):
             report["layers"].append(row)
             print(json.dumps(row), file=sys.stderr)  # kept if the run is cut short
     report["autotuned"] = check_autotuned()
@@ -267,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     bad = [c for c in checks if c["mismatches"]]
     bad += [r for r in report["layers"] if r["mismatches"] or r["mismatches_epilogue"]]
     text += f"\n\n{report['device']}, torch {report['torch']}, triton {report['triton']}; "
-    text += f"{len(kernels.CONFIGS)} launch configs x 2 inputs on {len(EXACTNESS_CASES)} cases "
+    text += f"{len(configs)} launch configs x 2 inputs on {len(EXACTNESS_CASES)} cases "
     text += "and every layer, and the autotuned launch: "
     text += "all exact" if not bad else f"{len(bad)} NOT EXACT"
     if args.json:

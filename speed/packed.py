@@ -130,7 +130,7 @@ def machine() -> dict:
     """The core's clock and XNOR-popcount ceiling now (both drift with the host's boost): GHz from
     a chain of dependent adds, the ceiling from independent 512-bit XOR + POPCNT + ADD (null
     without AVX-512 VPOPCNTDQ or the compiled kernels)."""
-    from nas.nn.kernels._native import library  # noqa: PLC0415 - torch: after the threads are pinned
+    from nas.nn.kernels import library  # noqa: PLC0415 - torch: after the threads are pinned
 
     lib = library()
     if lib is None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.nn.kernels.triton_conv import EXACTNESS_CASES
+from nas.nn.kernels.triton_conv import EXACTNESS_CASES, launch_configs
 
 
 def _random_cases(count: int, seed: int = 1) -> list[tuple]:
@@ -64,12 +64,12 @@ for seed, case in enumerate(json.loads(sys.argv[1])):
 # 70 channels: 4 words a tap, 130: 6, which a step of 4 words leaves partly filled; a 1x1 conv
 # of 3 channels: one step, fewer than a split launch's programs), both inputs; the split
 # launches share one workspace, which each must leave zero for the next
-from nas.nn.kernels._triton_kernel import CONFIGS
 report["configs_bad"] = []
 for case in [(2, 70, 6, 7, 50, 3, 1), (1, 130, 5, 4, 20, 3, 2), (1, 3, 3, 3, 5, 1, 1)]:
     args = tc.random_case(*case, seed=0)
     for signs in (False, True):
-        report["configs_bad"] += [tc.mismatches(*args, config=c, signs=signs)[0] for c in CONFIGS]
+        for c in tc.launch_configs():
+            report["configs_bad"].append(tc.mismatches(*args, config=c, signs=signs)[0])
 report["workspace_nonzero"] = [int(w.count_nonzero()) for w in tc._WORKSPACES.values()]
 
 # signs_of against the floats packed: their signs (sign(0) = +1), +1 padding, int8 NHWC
@@ -153,7 +153,7 @@ def test_bench_gpu_without_cuda_says_so_in_one_line():
 
 @pytest.mark.slow
 def test_every_gpu_launch_config_is_exact(report):
-    from nas.nn.kernels._triton_kernel import CONFIGS as configs
+    configs = launch_configs()
 
     assert len(report["configs_bad"]) == 6 * len(configs)
     assert not any(report["configs_bad"])

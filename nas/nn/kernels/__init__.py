@@ -40,8 +40,15 @@ from nas.nn.kernels._dispatch import (
     pack_activations,
     set_threads,
 )
-from nas.nn.kernels._layout import Packed, PackedWeights, pack_weights, reference_conv2d, unpack
-from nas.nn.kernels._native import available_paths, keep_freed_memory
+from nas.nn.kernels._layout import (
+    Packed,
+    PackedWeights,
+    pack_weights,
+    reference_conv2d,
+    unpack,
+    unpack_weights,
+)
+from nas.nn.kernels._native import available_paths, keep_freed_memory, library
 
 __all__ = [
     "Packed",
@@ -50,10 +57,12 @@ __all__ = [
     "binary_conv2d",
     "fp_stem",
     "keep_freed_memory",
+    "library",
     "max_pool2d",
     "pack_activations",
     "pack_weights",
     "reference_conv2d",
     "set_threads",
     "unpack",
+    "unpack_weights",
 ]

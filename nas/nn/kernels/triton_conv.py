@@ -47,6 +47,17 @@ def _kernels():
     return _triton_kernel
 
 
+def launch_configs() -> list:
+    """The launch configurations the GPU autotuner tries (each a ``triton.Config``; needs
+    triton)."""
+    return _kernels().CONFIGS
+
+
+def interpreted() -> bool:
+    """Whether the kernel runs in Triton's CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return bool(_kernels().INTERPRET)
+
+
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
