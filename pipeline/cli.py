@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import optuna
@@ -74,6 +74,19 @@ def check_numbers(args) -> None:
             continue
         if why := out_of_bounds((low, high), value):
             raise cli.UsageError(f"{flag} {why}")
+
+
+def _training() -> ModuleType:
+    """:mod:`pipeline.training`, loaded by a search that trains: it loads torch (through the
+    datasets), whose OpenMP runtime, under ``OMP_PROC_BIND`` (as benchmarks pin threads), pins
+    the process that loads it to one core; the search's workers and Ray's processes would
+    inherit that one core, so the process gets its cores back."""
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    from pipeline import training  # noqa: PLC0415 - torch: only a search that trains loads it
+
+    if cores is not None:
+        os.sched_setaffinity(0, cores)
+    return training
 
 
 def _given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
@@ -214,17 +227,6 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    # the training's module loads torch (through the datasets), whose OpenMP runtime pins this
-    # process as it loads: imported before the cores are given back below
-    from pipeline.training import train_top, training_options  # noqa: PLC0415
-
-    if cores is not None:
-        # Under OMP_PROC_BIND (as benchmarks pin threads), torch's OpenMP runtime pins this
-        # process to one core as it loads; the search's workers and Ray's processes would
-        # inherit that one core: give this process its cores back.
-        os.sched_setaffinity(0, cores)
-
     parser = cli.Parser(
         prog="python -m nas.search",
         description="Search binary CNNs with the best gradient paths under a FLOPs budget.",
@@ -309,7 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             settings = _new_settings(args)
             if settings.train_top:
-                options = training_options(_training_flags(args), settings.spaces)
+                training = _training()
+                options = training.training_options(_training_flags(args), settings.spaces)
                 settings = dataclasses.replace(settings, training=options)
             settings, run_dir, _lock = new_run(settings, args.out)
         cli.set_resume_hint(resume_hint(run_dir))  # from here on the run can be resumed
@@ -323,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     _summary(settings, run_dir, table, search, seconds)
     if settings.train_top:
-        return train_top(settings, run_dir, table)
+        return _training().train_top(settings, run_dir, table)
     return 0
 
 

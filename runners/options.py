@@ -130,7 +130,7 @@ class TrainingOptions:
         return TrainingOptions.from_dict({**self.to_dict(), **flat})
 
 
-# Each flat field's part ("": the options' own)
+# Each field of the flat form -> its part ("": the options' own)
 _PART_OF: dict[str, str] = {
     "top": "",
     "baseline": "",
@@ -138,6 +138,9 @@ _PART_OF: dict[str, str] = {
     **{f.name: "data" for f in dataclasses.fields(DataOptions)},
     **{f.name: "resources" for f in dataclasses.fields(Resources)},
 }
+
+FLAT_FIELDS = tuple(_PART_OF)  # the names the flat form may hold
+
 
 # The final recipe (python -m nas.final, runners.study_gpu --part final), as flat changes to the
 # search's options: full width, stem stride 1, every training image, augmentation, 30 epochs of

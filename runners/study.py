@@ -63,7 +63,7 @@ from results.run import RAY_HOME, RunRefused, lock_run_dir
 from results.trained_benchmark import STUDY_DIR
 from runners.backend import Candidate
 from runners.datasets import DataError, DataNotFound, augment, load_dataset
-from runners.options import Resources, TrainingOptions
+from runners.options import FLAT_FIELDS, Resources, TrainingOptions
 from runners.tune import EXTRA_PREFIX, RayTune, train_candidate
 from search_spaces import get_space
 
@@ -498,7 +498,7 @@ def _settings(args) -> StudySettings:
                 f"{', '.join(RECIPES)}, each an object of TrainingOptions fields"
             )
 
-        known = {f.name for f in dataclasses.fields(TrainingOptions)}
+        known = set(FLAT_FIELDS)
         for name, recipe in recipes.items():
             unknown = set(recipe) - known if isinstance(recipe, dict) else {"(not an object)"}
             if unknown:
