@@ -82,8 +82,8 @@ CHOICE_FILE = Path(__file__).with_name("ranking_choice.json")
 @functools.cache
 def ranking_choice() -> dict:
     """What ``python -m results.ranking_choice`` chose from the benchmark
-    (``nas/core/ranking_choice.json``):
-    the default scorer, the tie-break column, and the weights of :func:`paths_capacity`."""
+    (``nas/core/ranking_choice.json``): the default scorer, the tie-break column, and the
+    weights of :func:`paths_capacity`."""
     return json.loads(CHOICE_FILE.read_text())
 
 

@@ -113,9 +113,8 @@ def ebireal_resnet18(**options) -> ArchSpec:
 @zoo_model
 def resnet18_fp(**options) -> ArchSpec:
     """Full-precision ResNet18 (He et al., CVPR 2016) in the block form of :mod:`nas.core.spec`
-    (ReLU on
-    each conv's input, so ReLU sits before rather than after the shortcut add; the cost is that of
-    torchvision's resnet18).
+    (ReLU on each conv's input, so ReLU sits before rather than after the shortcut add; the cost
+    is that of torchvision's resnet18).
 
     11,678,912 weights without BN and fc bias (the module holds 11,689,512 parameters, as
     torchvision's resnet18) and 1.814e9 MACs -> 373.73 Mbit, 374.03 with BN counted (``count_bn``).
